@@ -1,0 +1,46 @@
+// concat: concatenation along channels, as copies into / out of a channel slice.
+//
+//   src is (N, Cs, P)   dst is (N, Cd, P)   with channels c0 .. c0+Cs of dst being src.
+//   concat_forward:  dst[n, c0 + c, q]  = src[n, c, q]       (once per input of the concat)
+//   concat_backward: dsrc[n, c, q]     += ddst[n, c0 + c, q]  (the split; ADDS)
+// One invocation per element of src; gathers only, deterministic.
+
+struct Params {
+    total: u32,
+    cs: u32,    // channels of src
+    cd: u32,    // channels of dst
+    c0: u32,    // first channel of the slice in dst
+    hw: u32,
+    off_a: u32, // src (forward) / ddst (backward)
+    off_b: u32, // dst (forward) / dsrc (backward)
+    _pad: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+fn slice_index(i: u32) -> u32 {
+    let q = i % p.hw;
+    let c = (i / p.hw) % p.cs;
+    let n = i / (p.hw * p.cs);
+    return (n * p.cd + p.c0 + c) * p.hw + q;
+}
+
+// concat_forward: 1 src, 2 dst
+@compute @workgroup_size(64)
+fn concat_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    dst[p.off_b + slice_index(i)] = src[p.off_a + i];
+}
+
+// concat_backward: 1 ddst (as src), 2 dsrc (as dst)
+@compute @workgroup_size(64)
+fn concat_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    dst[p.off_b + i] += src[p.off_a + slice_index(i)];
+}

@@ -1,0 +1,42 @@
+// elu: exponential linear unit with alpha = 1 (the U-Net's activation).
+//
+//   y = x            if x > 0
+//   y = exp(x) - 1   otherwise
+//   dy/dx = 1 if x > 0, else exp(x)     (computed from x, so forward and backward agree exactly)
+//
+// Elementwise on any shape. The launcher may split a large tensor into chunks; off_* are
+// the element offsets of the chunk inside each binding. Backward ADDS into dx.
+
+struct Params {
+    total: u32,
+    off_a: u32,
+    off_b: u32,
+    off_c: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+
+// elu_forward: 1 x, 2 y
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn elu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let v = x[p.off_a + i];
+    y[p.off_b + i] = select(exp(v) - 1.0, v, v > 0.0);
+}
+
+// elu_backward: 1 x, 3 dy, 4 dx     dx += dy * (x > 0 ? 1 : exp(x))
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(64)
+fn elu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let v = x[p.off_a + i];
+    dx[p.off_c + i] += dy[p.off_b + i] * select(exp(v), 1.0, v > 0.0);
+}

@@ -1,0 +1,237 @@
+//! The device: which adapter we run on, with which limits, and the command encoder that
+//! collects dispatches until someone needs a result.
+//!
+//! Adapter choice: a real GPU first (discrete, then integrated, then virtual), else the CPU
+//! software adapter (lavapipe). `SEGFEAT_ADAPTER=<substring>` picks by name and
+//! `WGPU_BACKEND=vulkan|metal|dx12` restricts the backends (wgpu reads it). We request the
+//! adapter's real limits, not wgpu's conservative defaults, because storage bindings of
+//! 128 MiB (wgpu's default) are too small for the paper's VGG activations.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::pool::{self, PoolState, PooledBuffer};
+use crate::{bail, Result};
+
+/// How to reach a software adapter when there is none; shown in every "no adapter" error.
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install a Vulkan driver, for instance the software adapter lavapipe with `apt-get install mesa-vulkan-drivers` (Debian/Ubuntu), or unset SEGFEAT_ADAPTER / WGPU_BACKEND if they exclude every adapter";
+
+/// Knobs for [`Gpu::with_options`]; `Default` is what the CLI uses.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Lower the storage-binding limit on purpose (bytes), so that tests exercise the path
+    /// that splits dispatches of tensors larger than one binding with small tensors.
+    pub max_binding_bytes: Option<u64>,
+    /// Do not print the chosen adapter on stderr.
+    pub quiet: bool,
+}
+
+/// One adapter as `segfeat info` shows it.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub limits: wgpu::Limits,
+}
+
+impl AdapterReport {
+    fn of(a: &wgpu::Adapter) -> Self {
+        let info = a.get_info();
+        AdapterReport {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            limits: a.limits(),
+        }
+    }
+}
+
+/// The GPU every tensor and op lives on. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Rc<GpuInner>,
+}
+
+pub(crate) struct GpuInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterReport,
+    /// The largest byte range one storage binding may cover (possibly lowered on purpose).
+    pub binding_limit: u64,
+    /// Storage binding offsets must be multiples of this (bytes).
+    pub alignment: u64,
+    pub max_workgroups: u32,
+    pub pool: Rc<RefCell<PoolState>>,
+    pub modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
+    pub pipelines: RefCell<HashMap<&'static str, Rc<wgpu::ComputePipeline>>>,
+    pub encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    pub pending: Cell<u32>,
+    pub dispatches: Cell<u64>,
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn all_adapters(inst: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    pollster::block_on(inst.enumerate_adapters(backends))
+}
+
+/// Every adapter wgpu can see, and the index of the one [`Gpu::new`] would choose.
+pub fn list_adapters() -> (Vec<AdapterReport>, Option<usize>) {
+    let inst = instance();
+    let adapters = all_adapters(&inst);
+    let chosen = choose(&adapters);
+    (adapters.iter().map(AdapterReport::of).collect(), chosen)
+}
+
+fn choose(adapters: &[wgpu::Adapter]) -> Option<usize> {
+    let wanted = std::env::var("SEGFEAT_ADAPTER").ok().map(|s| s.to_lowercase());
+    adapters
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| {
+            let name = a.get_info().name.to_lowercase();
+            wanted.as_ref().is_none_or(|w| name.contains(w.as_str()))
+        })
+        .min_by_key(|(i, a)| (rank(a.get_info().device_type), *i))
+        .map(|(i, _)| i)
+}
+
+impl Gpu {
+    /// Open the preferred adapter (see the module docs), saying on stderr which one.
+    pub fn new() -> Result<Gpu> {
+        Gpu::with_options(GpuOptions::default())
+    }
+
+    pub fn with_options(opts: GpuOptions) -> Result<Gpu> {
+        let inst = instance();
+        let adapters = all_adapters(&inst);
+        let Some(i) = choose(&adapters) else {
+            bail!("{NO_ADAPTER_HELP}");
+        };
+        let adapter = &adapters[i];
+        let report = AdapterReport::of(adapter);
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("segfeat"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = match pollster::block_on(adapter.request_device(&desc)) {
+            Ok(dq) => dq,
+            Err(e) => bail!("could not open adapter {} ({}): {e}", report.name, report.backend),
+        };
+        let mut binding_limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        if let Some(b) = opts.max_binding_bytes {
+            binding_limit = binding_limit.min(b);
+        }
+        let alignment = limits.min_storage_buffer_offset_alignment as u64;
+        if binding_limit < 2 * alignment {
+            bail!("storage binding limit of {binding_limit} bytes is below twice the offset alignment ({alignment} bytes)");
+        }
+        if !opts.quiet {
+            eprintln!(
+                "segfeat: using adapter \"{}\" ({}, {}); storage binding limit {} MiB",
+                report.name,
+                report.backend,
+                report.device_type,
+                binding_limit >> 20
+            );
+        }
+        Ok(Gpu {
+            inner: Rc::new(GpuInner {
+                device,
+                queue,
+                binding_limit,
+                alignment,
+                max_workgroups: limits.max_compute_workgroups_per_dimension,
+                adapter: report,
+                pool: Rc::new(RefCell::new(PoolState::default())),
+                modules: RefCell::new(HashMap::new()),
+                pipelines: RefCell::new(HashMap::new()),
+                encoder: RefCell::new(None),
+                pending: Cell::new(0),
+                dispatches: Cell::new(0),
+            }),
+        })
+    }
+
+    pub fn adapter(&self) -> &AdapterReport {
+        &self.inner.adapter
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// True on the CPU software adapter (lavapipe).
+    pub fn is_cpu(&self) -> bool {
+        self.inner.adapter.device_type == "Cpu"
+    }
+
+    /// The byte range one storage binding may cover here.
+    pub fn binding_limit(&self) -> u64 {
+        self.inner.binding_limit
+    }
+
+    /// Bytes of all buffers the pool has created (in use or free). Flat across training
+    /// steps once the first step has run.
+    pub fn pool_bytes(&self) -> u64 {
+        self.inner.pool.borrow().total_bytes
+    }
+
+    /// Dispatches recorded since the Gpu was opened.
+    pub fn dispatch_count(&self) -> u64 {
+        self.inner.dispatches.get()
+    }
+
+    pub(crate) fn alloc(&self, bytes: u64) -> PooledBuffer {
+        pool::take(&self.inner.device, &self.inner.pool, bytes)
+    }
+
+    /// Run `f` on the open command encoder (opening one if needed).
+    pub(crate) fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut slot = self.inner.encoder.borrow_mut();
+        let enc = slot.get_or_insert_with(|| {
+            self.inner
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("segfeat step"),
+                })
+        });
+        f(enc)
+    }
+
+    /// Submit everything recorded so far (does not wait for it).
+    pub fn flush(&self) {
+        if let Some(enc) = self.inner.encoder.borrow_mut().take() {
+            self.inner.queue.submit([enc.finish()]);
+        }
+        self.inner.pending.set(0);
+    }
+
+    /// Submit and wait until the GPU has finished everything.
+    pub fn sync(&self) {
+        self.flush();
+        let _ = self.inner.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+}

@@ -1,0 +1,232 @@
+//! The one registry of shader sources (used by the engine and by the tests, so tests
+//! exercise the production WGSL), the pipeline cache, and the dispatch helper.
+//!
+//! Two hardware rules every launcher follows through the helpers here:
+//! - No dispatch exceeds the adapter's workgroups-per-dimension limit (65,535 in
+//!   practice): [`Gpu::dispatch`] folds a long 1-D launch into a 2-D or 3-D grid, and the
+//!   WGSL prelude's `flat_id` unfolds it.
+//! - No binding exceeds the storage-binding limit: a launcher splits a large tensor into
+//!   chunks ([`Gpu::chunks`]) and binds each chunk's byte range ([`Gpu::bind`]). Binding
+//!   offsets must be multiples of the adapter's alignment (256 bytes at most), so the
+//!   range starts at the aligned address just below the chunk and the kernel receives the
+//!   chunk's element offset inside the binding (the `off_*` fields of each `Params`).
+
+use std::rc::Rc;
+
+use wgpu::util::DeviceExt;
+
+use super::Gpu;
+use crate::tensor::Tensor;
+use crate::{bail, Result};
+
+/// Invocations per workgroup of every 1-D kernel (a multiple of 64, the common SIMD
+/// width; on lavapipe a workgroup is one CPU thread's loop, so larger buys nothing).
+pub const WG: u64 = 64;
+
+/// Joined onto every shader (WGSL has no `#include`).
+pub const PRELUDE: &str = "\
+// ---- prelude (src/gpu/kernels.rs) ----
+// The launcher folds a 1-D launch of ceil(total/64) workgroups into a grid whose every
+// dimension stays under the adapter's limit; this recovers the flat invocation index.
+fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return ((wid.z * nwg.y + wid.y) * nwg.x + wid.x) * 64u + lid;
+}
+// ---- end of prelude ----
+";
+
+/// Every shader file in `shaders/`, by name.
+pub static SHADERS: &[(&str, &str)] = &[
+    ("adam", include_str!("../../shaders/adam.wgsl")),
+    ("concat", include_str!("../../shaders/concat.wgsl")),
+    ("conv1x1", include_str!("../../shaders/conv1x1.wgsl")),
+    ("conv3x3", include_str!("../../shaders/conv3x3.wgsl")),
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("elu", include_str!("../../shaders/elu.wgsl")),
+    ("linear", include_str!("../../shaders/linear.wgsl")),
+    ("maxpool2", include_str!("../../shaders/maxpool2.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("relu", include_str!("../../shaders/relu.wgsl")),
+    ("softmax_ce", include_str!("../../shaders/softmax_ce.wgsl")),
+    ("upsample2", include_str!("../../shaders/upsample2.wgsl")),
+];
+
+/// The full source of a shader as the device compiles it: prelude + file.
+pub fn source(shader: &str) -> Option<String> {
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == shader)
+        .map(|(_, s)| format!("{PRELUDE}{s}"))
+}
+
+/// One entry point of one shader file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    pub shader: &'static str,
+    pub entry: &'static str,
+}
+
+pub const fn k(shader: &'static str, entry: &'static str) -> Kernel {
+    Kernel { shader, entry }
+}
+
+/// A byte range of a buffer to bind as one storage binding.
+pub struct Slice<'a> {
+    buf: &'a wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
+
+impl Gpu {
+    fn pipeline(&self, kernel: Kernel) -> Rc<wgpu::ComputePipeline> {
+        if let Some(p) = self.inner.pipelines.borrow().get(kernel.entry) {
+            return p.clone();
+        }
+        let dev = &self.inner.device;
+        let mut modules = self.inner.modules.borrow_mut();
+        let module = modules.entry(kernel.shader).or_insert_with(|| {
+            let src = source(kernel.shader).expect("kernel names a registered shader");
+            dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.shader),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            })
+        });
+        let p = Rc::new(dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry),
+            layout: None, // derived from the entry point's own bindings
+            module,
+            entry_point: Some(kernel.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        }));
+        self.inner.pipelines.borrow_mut().insert(kernel.entry, p.clone());
+        p
+    }
+
+    /// Bind elements `start .. start+len` of `t`: the slice to bind, and the element offset
+    /// of `start` inside it (to pass in the kernel's params).
+    pub(crate) fn bind<'a>(&self, t: &'a Tensor, start: usize, len: usize) -> (Slice<'a>, u32) {
+        let a = self.inner.alignment;
+        let b0 = start as u64 * 4;
+        let aligned = b0 / a * a;
+        let size = b0 + len as u64 * 4 - aligned;
+        debug_assert!(size <= self.inner.binding_limit, "chunking keeps bindings under the limit");
+        let slice = Slice { buf: t.buffer(), offset: aligned, size };
+        (slice, ((b0 - aligned) / 4) as u32)
+    }
+
+    /// Bind a whole tensor (it must fit one binding).
+    pub(crate) fn whole<'a>(&self, t: &'a Tensor, what: &str) -> Result<Slice<'a>> {
+        let size = t.numel() as u64 * 4;
+        if size > self.inner.binding_limit {
+            bail!(
+                "{what} of shape {:?} ({size} bytes) exceeds this adapter's storage binding limit of {} bytes and cannot be split here",
+                t.shape(),
+                self.inner.binding_limit
+            );
+        }
+        Ok(Slice { buf: t.buffer(), offset: 0, size })
+    }
+
+    /// Split `n` items (samples, rows, elements) into chunks `(first, count)` such that,
+    /// for every buffer whose item holds `per_item[k]` elements, one chunk fits one binding
+    /// even when its start has to be aligned down.
+    pub(crate) fn chunks(&self, n: usize, per_item: &[usize]) -> Result<Vec<(usize, usize)>> {
+        let limit = self.inner.binding_limit;
+        if per_item.iter().all(|&e| (n * e) as u64 * 4 <= limit) {
+            return Ok(vec![(0, n)]);
+        }
+        let slack = self.inner.alignment - 4;
+        let mut per_chunk = n;
+        for &e in per_item {
+            let bytes = e as u64 * 4;
+            if bytes + slack > limit {
+                bail!(
+                    "one item of {bytes} bytes (plus {slack} bytes of alignment) exceeds this adapter's storage binding limit of {limit} bytes"
+                );
+            }
+            per_chunk = per_chunk.min(((limit - slack) / bytes.max(1)) as usize);
+        }
+        Ok((0..n)
+            .step_by(per_chunk)
+            .map(|s| (s, per_chunk.min(n - s)))
+            .collect())
+    }
+
+    /// Record one dispatch of `kernel` with `invocations` threads (a 1-D launch folded into
+    /// a grid under the per-dimension limit), its params as a uniform at binding 0 and
+    /// each `(binding, slice)` of `bufs` at its binding (as the WGSL declares it).
+    pub(crate) fn dispatch(
+        &self,
+        kernel: Kernel,
+        params: &[u32],
+        bufs: &[(u32, Slice)],
+        invocations: usize,
+    ) -> Result<()> {
+        if invocations == 0 {
+            return Ok(());
+        }
+        if invocations as u64 > u32::MAX as u64 {
+            bail!("{} needs {invocations} invocations, more than 2^32 - 1: split the batch", kernel.entry);
+        }
+        let (x, y, z) = self.grid(invocations as u64)?;
+        let pipeline = self.pipeline(kernel);
+        let dev = &self.inner.device;
+        let mut bytes: Vec<u32> = params.to_vec();
+        bytes.resize(params.len().div_ceil(4).max(1) * 4, 0);
+        let uniform = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.entry),
+            contents: bytemuck::cast_slice(&bytes),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (binding, s) in bufs {
+            entries.push(wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: s.buf,
+                    offset: s.offset,
+                    size: wgpu::BufferSize::new(s.size),
+                }),
+            });
+        }
+        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.with_encoder(|enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        });
+        self.inner.dispatches.set(self.inner.dispatches.get() + 1);
+        let pending = self.inner.pending.get() + 1;
+        self.inner.pending.set(pending);
+        // Bound the size of one command buffer; order is kept across submits.
+        if pending >= 4096 {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Fold ceil(invocations / WG) workgroups into (x, y, z), each <= the adapter's limit.
+    pub(crate) fn grid(&self, invocations: u64) -> Result<(u32, u32, u32)> {
+        let max = self.inner.max_workgroups.min(65_535) as u64;
+        let groups = invocations.div_ceil(WG);
+        let x = groups.min(max);
+        let rest = groups.div_ceil(x);
+        let y = rest.min(max);
+        let z = rest.div_ceil(y);
+        if z > max {
+            bail!("a dispatch of {invocations} invocations does not fit the workgroup grid");
+        }
+        Ok((x as u32, y as u32, z as u32))
+    }
+}

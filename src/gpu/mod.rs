@@ -1,0 +1,9 @@
+//! The GPU: adapter choice and limits (`device`), the buffer pool (`pool`), the one registry
+//! of shader sources with its pipeline cache and the dispatch helper (`kernels`).
+
+pub mod device;
+pub mod kernels;
+pub mod pool;
+
+pub use device::{AdapterReport, Gpu, GpuOptions};
+pub use kernels::{Kernel, SHADERS};

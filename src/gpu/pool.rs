@@ -1,0 +1,73 @@
+//! A pool of GPU buffers that reuses them by size, so that a training loop, which asks for
+//! the same shapes at every step, stops allocating after its first step.
+//!
+//! Buffers go back to the pool when the last [`crate::Tensor`] holding them is dropped.
+//! That is safe even while a command encoder still refers to the old contents: the next
+//! user of the buffer writes it with commands recorded later in the same queue, and wgpu
+//! orders dispatches on one queue. (This is why nothing in segfeat uses
+//! `Queue::write_buffer`, which would jump ahead of the recorded commands.)
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+#[derive(Default)]
+pub(crate) struct PoolState {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Bytes of every buffer the pool ever created (in use or free).
+    pub(crate) total_bytes: u64,
+    pub(crate) buffers: usize,
+}
+
+/// A buffer on loan from the pool; it returns there when dropped.
+pub struct PooledBuffer {
+    buf: Option<wgpu::Buffer>,
+    pool: Rc<RefCell<PoolState>>,
+}
+
+impl PooledBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.as_ref().expect("buffer present until drop")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            let mut pool = self.pool.borrow_mut();
+            pool.free.entry(buf.size()).or_default().push(buf);
+        }
+    }
+}
+
+/// Round a request up so that small differences in size still share buffers and every
+/// buffer can be bound with vec4 loads: multiples of 256 bytes.
+pub(crate) fn bucket(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(256) * 256
+}
+
+pub(crate) fn take(
+    device: &wgpu::Device,
+    pool: &Rc<RefCell<PoolState>>,
+    bytes: u64,
+) -> PooledBuffer {
+    let size = bucket(bytes);
+    let reused = pool.borrow_mut().free.get_mut(&size).and_then(|v| v.pop());
+    let buf = reused.unwrap_or_else(|| {
+        let mut p = pool.borrow_mut();
+        p.total_bytes += size;
+        p.buffers += 1;
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("segfeat tensor"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    });
+    PooledBuffer {
+        buf: Some(buf),
+        pool: pool.clone(),
+    }
+}

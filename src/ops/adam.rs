@@ -1,0 +1,68 @@
+//! Adam (shaders/adam.wgsl): first and second moment per parameter, bias-corrected,
+//! updated in place on the GPU. The step count t lives on the CPU; the bias corrections
+//! 1 - b^t are computed there in f64 and passed in the uniform.
+
+use super::{check_shape, u};
+use crate::gpu::kernels::{k, Kernel};
+use crate::{Gpu, Result, Tensor};
+
+const STEP: Kernel = k("adam", "adam_step");
+
+/// Adam's state for a fixed list of parameters.
+pub struct Adam {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Steps taken so far.
+    pub t: u64,
+    /// (m, v) per parameter, in the order of the parameter list.
+    pub moments: Vec<(Tensor, Tensor)>,
+}
+
+impl Adam {
+    /// Zeroed moments for each parameter; the usual defaults b1 0.9, b2 0.999, eps 1e-8.
+    pub fn new(gpu: &Gpu, params: &[&Tensor], lr: f32) -> Result<Adam> {
+        let moments = params
+            .iter()
+            .map(|p| Ok((Tensor::zeros(gpu, p.shape())?, Tensor::zeros(gpu, p.shape())?)))
+            .collect::<Result<_>>()?;
+        Ok(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, t: 0, moments })
+    }
+
+    /// One update of every parameter from its gradient (same order as in `new`).
+    pub fn step(&mut self, gpu: &Gpu, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        if params.len() != self.moments.len() || grads.len() != params.len() {
+            crate::bail!(
+                "adam: {} parameters and {} gradients given, but the optimizer holds {}",
+                params.len(),
+                grads.len(),
+                self.moments.len()
+            );
+        }
+        self.t += 1;
+        let bc1 = (1.0 - (self.beta1 as f64).powi(self.t as i32)) as f32;
+        let bc2 = (1.0 - (self.beta2 as f64).powi(self.t as i32)) as f32;
+        for ((p, g), (m, v)) in params.iter().zip(grads).zip(&self.moments) {
+            check_shape(g, p.shape(), "adam gradient")?;
+            check_shape(m, p.shape(), "adam moment")?;
+            update(gpu, p, g, m, v, [self.lr, self.beta1, self.beta2, self.eps, bc1, bc2])?;
+        }
+        Ok(())
+    }
+}
+
+/// One Adam update of `p` in place; `h` = [lr, b1, b2, eps, 1 - b1^t, 1 - b2^t].
+pub fn update(gpu: &Gpu, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: [f32; 6]) -> Result<()> {
+    for (s, n) in gpu.chunks(p.numel(), &[1])? {
+        // Four buffers of equal size chunked alike share one offset.
+        let (bp, off) = gpu.bind(p, s, n);
+        let (bg, _) = gpu.bind(g, s, n);
+        let (bm, _) = gpu.bind(m, s, n);
+        let (bv, _) = gpu.bind(v, s, n);
+        let mut params = vec![u(n), off];
+        params.extend(h.iter().map(|x| x.to_bits()));
+        gpu.dispatch(STEP, &params, &[(1, bp), (2, bg), (3, bm), (4, bv)], n)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! conv3x3: 3x3 convolution, stride 1, zero padding 1, with bias (shaders/conv3x3.wgsl).
+//!
+//!   x (N, Cin, H, W), w (Cout, Cin, 3, 3), b (Cout) -> y (N, Cout, H, W)
+//!
+//! Batches too large for one storage binding are split by sample; the weight gradient of
+//! each chunk adds into dw, so a split batch gives the sum over all samples.
+
+use super::{check_shape, u};
+use crate::gpu::kernels::{k, Kernel};
+use crate::{Gpu, Result, Tape, Tensor, Var};
+
+const FORWARD: Kernel = k("conv3x3", "conv3x3_forward");
+const BACKWARD_INPUT: Kernel = k("conv3x3", "conv3x3_backward_input");
+const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
+const BACKWARD_BIAS: Kernel = k("conv3x3", "conv3x3_backward_bias");
+
+/// (N, Cin, H, W, Cout) after checking that x, w and b fit together.
+fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
+    let (n, cin, h, wd) = x.nchw("conv3x3 input")?;
+    let cout = w.shape().first().copied().unwrap_or(0);
+    check_shape(w, &[cout, cin, 3, 3], "conv3x3 weight")?;
+    Ok((n, cin, h, wd, cout))
+}
+
+/// y = conv3x3(x, w) + b
+pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (n, cin, h, wd, cout) = dims(x, w)?;
+    check_shape(b, &[cout], "conv3x3 bias")?;
+    let hw = h * wd;
+    let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
+    for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
+        let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
+        let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
+        let total = nb * cout * hw;
+        let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ox, oy];
+        let bufs = [(1, bx), (2, gpu.whole(w, "conv3x3 weight")?), (3, gpu.whole(b, "conv3x3 bias")?), (4, by)];
+        gpu.dispatch(FORWARD, &params, &bufs, total)?;
+    }
+    Ok(y)
+}
+
+/// dx += conv3x3 transposed (dy, w)
+pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<()> {
+    let (n, cin, h, wd, cout) = dims(dx, w)?;
+    check_shape(dy, &[n, cout, h, wd], "conv3x3 output gradient")?;
+    let hw = h * wd;
+    for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
+        let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
+        let (bdx, odx) = gpu.bind(dx, n0 * cin * hw, nb * cin * hw);
+        let total = nb * cin * hw;
+        let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ody, odx];
+        let bufs = [(1, bdy), (2, gpu.whole(w, "conv3x3 weight")?), (4, bdx)];
+        gpu.dispatch(BACKWARD_INPUT, &params, &bufs, total)?;
+    }
+    Ok(())
+}
+
+/// dw += sum over samples and pixels of dy x (shifted)
+pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<()> {
+    let (n, cin, h, wd, cout) = dims(x, dw)?;
+    check_shape(dy, &[n, cout, h, wd], "conv3x3 output gradient")?;
+    let hw = h * wd;
+    for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
+        let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
+        let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
+        let total = cout * cin * 9;
+        let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ody, ox];
+        let bufs = [(1, bdy), (2, bx), (4, gpu.whole(dw, "conv3x3 weight gradient")?)];
+        gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
+    }
+    Ok(())
+}
+
+/// db += sum over samples and pixels of dy
+pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
+    let (n, cout, h, wd) = dy.nchw("conv3x3 output gradient")?;
+    check_shape(db, &[cout], "conv3x3 bias gradient")?;
+    let hw = h * wd;
+    for (n0, nb) in gpu.chunks(n, &[cout * hw])? {
+        let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
+        let params = [u(cout), u(nb), 0, u(cout), u(h), u(wd), ody, 0];
+        let bufs = [(1, bdy), (4, gpu.whole(db, "conv3x3 bias gradient")?)];
+        gpu.dispatch(BACKWARD_BIAS, &params, &bufs, cout)?;
+    }
+    Ok(())
+}
+
+/// Tape rule: y = conv3x3(x, w) + b.
+pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
+    let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
+    let (xv, wv) = (x.value.clone(), w.value.clone());
+    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+    let (xid, wid, bid) = (x.id(), w.id(), b.id());
+    let bshape = b.shape().to_vec();
+    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
+        if xg {
+            backward_input(gpu, dy, &wv, &grads.slot(xid, xv.shape())?)?;
+        }
+        if wg {
+            backward_weight(gpu, dy, &xv, &grads.slot(wid, wv.shape())?)?;
+        }
+        if bg {
+            backward_bias(gpu, dy, &grads.slot(bid, &bshape)?)?;
+        }
+        Ok(())
+    }))
+}

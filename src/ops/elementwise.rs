@@ -1,0 +1,86 @@
+//! fill, scale, add_into (shaders/elementwise.wgsl) on flat tensors, and `reshape`, the
+//! zero-copy view whose backward is an add_into.
+
+use super::u;
+use crate::gpu::kernels::{k, Kernel};
+use crate::{bail, Gpu, Result, Tape, Tensor, Var};
+
+const FILL: Kernel = k("elementwise", "fill");
+const SCALE: Kernel = k("elementwise", "scale");
+const ADD_INTO: Kernel = k("elementwise", "add_into");
+
+/// x[i] = value
+pub fn fill(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
+    for (s, n) in gpu.chunks(x.numel(), &[1])? {
+        let (bx, ox) = gpu.bind(x, s, n);
+        gpu.dispatch(FILL, &[u(n), ox, 0, value.to_bits()], &[(1, bx)], n)?;
+    }
+    Ok(())
+}
+
+/// x[i] *= value
+pub fn scale(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
+    for (s, n) in gpu.chunks(x.numel(), &[1])? {
+        let (bx, ox) = gpu.bind(x, s, n);
+        gpu.dispatch(SCALE, &[u(n), ox, 0, value.to_bits()], &[(1, bx)], n)?;
+    }
+    Ok(())
+}
+
+/// dst[i] += src[i] (same element count; shapes may differ, as for a reshape)
+pub fn add_into(gpu: &Gpu, dst: &Tensor, src: &Tensor) -> Result<()> {
+    if dst.numel() != src.numel() {
+        bail!("add_into: destination {:?} and source {:?} differ in element count", dst.shape(), src.shape());
+    }
+    for (s, n) in gpu.chunks(dst.numel(), &[1])? {
+        let (bd, od) = gpu.bind(dst, s, n);
+        let (bs, os) = gpu.bind(src, s, n);
+        gpu.dispatch(ADD_INTO, &[u(n), od, os, 0], &[(1, bd), (2, bs)], n)?;
+    }
+    Ok(())
+}
+
+/// The same values seen with another shape (e.g. flattening (N, C, H, W) to (N, C*H*W)
+/// before a fully connected layer). Backward adds dy, reshaped back, into dx.
+pub fn reshape(tape: &Tape, x: &Var, shape: &[usize]) -> Result<Var> {
+    let y = x.value.reshape(shape)?;
+    let (xid, xshape) = (x.id(), x.shape().to_vec());
+    Ok(tape.record(y, &[x], move |gpu, dy, grads| {
+        let dx = grads.slot(xid, &xshape)?;
+        add_into(gpu, &dx, dy)
+    }))
+}
+
+/// y = f(x) for an elementwise kernel with bindings 1 x, 2 y (elu, relu).
+pub(crate) fn unary_forward(gpu: &Gpu, kernel: Kernel, x: &Tensor) -> Result<Tensor> {
+    let y = Tensor::uninit(gpu, x.shape())?;
+    for (s, n) in gpu.chunks(x.numel(), &[1])? {
+        let (bx, ox) = gpu.bind(x, s, n);
+        let (by, oy) = gpu.bind(&y, s, n);
+        gpu.dispatch(kernel, &[u(n), ox, oy, 0], &[(1, bx), (2, by)], n)?;
+    }
+    Ok(y)
+}
+
+/// dx += dy * f'(x) for an elementwise kernel with bindings 1 x, 3 dy, 4 dx.
+pub(crate) fn unary_backward(gpu: &Gpu, kernel: Kernel, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
+    super::check_shape(dy, x.shape(), "output gradient")?;
+    super::check_shape(dx, x.shape(), "input gradient")?;
+    for (s, n) in gpu.chunks(x.numel(), &[1])? {
+        let (bx, ox) = gpu.bind(x, s, n);
+        let (bdy, ody) = gpu.bind(dy, s, n);
+        let (bdx, odx) = gpu.bind(dx, s, n);
+        gpu.dispatch(kernel, &[u(n), ox, ody, odx], &[(1, bx), (3, bdy), (4, bdx)], n)?;
+    }
+    Ok(())
+}
+
+/// Tape rule of an elementwise activation: backward adds dy * f'(x) into dx.
+pub(crate) fn unary(tape: &Tape, x: &Var, fwd: Kernel, bwd: Kernel) -> Result<Var> {
+    let y = unary_forward(tape.gpu(), fwd, &x.value)?;
+    let (xv, xid) = (x.value.clone(), x.id());
+    Ok(tape.record(y, &[x], move |gpu, dy, grads| {
+        let dx = grads.slot(xid, xv.shape())?;
+        unary_backward(gpu, bwd, &xv, dy, &dx)
+    }))
+}

@@ -1,0 +1,24 @@
+//! ELU with alpha = 1: y = x if x > 0 else exp(x) - 1 (shaders/elu.wgsl).
+//! Elementwise on any shape; large tensors are split into chunks of one binding each.
+
+use super::elementwise::{unary, unary_backward, unary_forward};
+use crate::gpu::kernels::{k, Kernel};
+use crate::{Gpu, Result, Tape, Tensor, Var};
+
+const FORWARD: Kernel = k("elu", "elu_forward");
+const BACKWARD: Kernel = k("elu", "elu_backward");
+
+/// y = elu(x)
+pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    unary_forward(gpu, FORWARD, x)
+}
+
+/// dx += dy * elu'(x)
+pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
+    unary_backward(gpu, BACKWARD, x, dy, dx)
+}
+
+/// Tape rule: y = elu(x).
+pub fn elu(tape: &Tape, x: &Var) -> Result<Var> {
+    unary(tape, x, FORWARD, BACKWARD)
+}

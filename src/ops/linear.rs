@@ -1,0 +1,100 @@
+//! linear: fully connected layer, y = x W^T + b (shaders/linear.wgsl).
+//!
+//!   x (N, I), W (O, I), b (O) -> y (N, O)
+//!
+//! W may exceed one storage binding (VGG-16's first fully connected layer at 256x256 is
+//! 4096 x 32768 floats): it is then split by output rows, and each chunk's contribution to
+//! dx adds into dx.
+
+use super::{check_shape, u};
+use crate::gpu::kernels::{k, Kernel};
+use crate::{bail, Gpu, Result, Tape, Tensor, Var};
+
+const FORWARD: Kernel = k("linear", "linear_forward");
+const BACKWARD_INPUT: Kernel = k("linear", "linear_backward_input");
+const BACKWARD_WEIGHT: Kernel = k("linear", "linear_backward_weight");
+const BACKWARD_BIAS: Kernel = k("linear", "linear_backward_bias");
+
+fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+    let [n, i] = x.shape()[..] else {
+        bail!("linear input must be 2-D (N, I), got shape {:?}", x.shape());
+    };
+    let o = w.shape().first().copied().unwrap_or(0);
+    check_shape(w, &[o, i], "linear weight")?;
+    Ok((n, i, o))
+}
+
+/// y = x W^T + b
+pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (n, i, o) = dims(x, w)?;
+    check_shape(b, &[o], "linear bias")?;
+    let y = Tensor::uninit(gpu, &[n, o])?;
+    for (o0, ob) in gpu.chunks(o, &[i])? {
+        let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
+        let total = n * ob;
+        let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
+        let bufs = [(1, gpu.whole(x, "linear input")?), (2, bw), (3, gpu.whole(b, "linear bias")?), (4, gpu.whole(&y, "linear output")?)];
+        gpu.dispatch(FORWARD, &params, &bufs, total)?;
+    }
+    Ok(y)
+}
+
+/// dx += dy W
+pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<()> {
+    let (n, i, o) = dims(dx, w)?;
+    check_shape(dy, &[n, o], "linear output gradient")?;
+    for (o0, ob) in gpu.chunks(o, &[i])? {
+        let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
+        let total = n * i;
+        let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
+        let bufs = [(1, gpu.whole(dy, "linear output gradient")?), (2, bw), (4, gpu.whole(dx, "linear input gradient")?)];
+        gpu.dispatch(BACKWARD_INPUT, &params, &bufs, total)?;
+    }
+    Ok(())
+}
+
+/// dW += dy^T x
+pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<()> {
+    let (n, i, o) = dims(x, dw)?;
+    check_shape(dy, &[n, o], "linear output gradient")?;
+    for (o0, ob) in gpu.chunks(o, &[i])? {
+        let (bw, ow) = gpu.bind(dw, o0 * i, ob * i);
+        let total = ob * i;
+        let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
+        let bufs = [(1, gpu.whole(dy, "linear output gradient")?), (3, gpu.whole(x, "linear input")?), (4, bw)];
+        gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
+    }
+    Ok(())
+}
+
+/// db += sum over samples of dy
+pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
+    let [n, o] = dy.shape()[..] else {
+        bail!("linear output gradient must be 2-D (N, O), got shape {:?}", dy.shape());
+    };
+    check_shape(db, &[o], "linear bias gradient")?;
+    let params = [u(o), u(n), 0, u(o), 0, u(o), 0, 0];
+    let bufs = [(1, gpu.whole(dy, "linear output gradient")?), (4, gpu.whole(db, "linear bias gradient")?)];
+    gpu.dispatch(BACKWARD_BIAS, &params, &bufs, o)
+}
+
+/// Tape rule: y = x W^T + b.
+pub fn linear(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
+    let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
+    let (xv, wv) = (x.value.clone(), w.value.clone());
+    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+    let (xid, wid, bid) = (x.id(), w.id(), b.id());
+    let bshape = b.shape().to_vec();
+    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
+        if xg {
+            backward_input(gpu, dy, &wv, &grads.slot(xid, xv.shape())?)?;
+        }
+        if wg {
+            backward_weight(gpu, dy, &xv, &grads.slot(wid, wv.shape())?)?;
+        }
+        if bg {
+            backward_bias(gpu, dy, &grads.slot(bid, &bshape)?)?;
+        }
+        Ok(())
+    }))
+}
