@@ -1,1 +1,198 @@
+//! The engine around the kernels: tensors larger than one storage binding (with the limit
+//! lowered on purpose, so every launcher's split path runs at test sizes), dispatches of
+//! more than 65,535 workgroups, bit-for-bit determinism, a buffer pool that stays flat
+//! across training steps, and errors that name what is wrong.
 
+mod common;
+use common::reference as r;
+use common::*;
+use segfeat::{ops, Gpu, Tape, Tensor};
+
+/// 2 KiB bindings: every check below uses tensors larger than that, so the launchers must
+/// split them by sample, by plane, by row or by element, with unaligned chunk starts.
+const SMALL: u64 = 2048;
+
+#[test]
+fn ops_split_across_bindings_match_reference() {
+    let gpu = gpu_small_bindings(SMALL);
+    assert_eq!(gpu.binding_limit(), SMALL);
+    check_conv3x3(&gpu, 6, 3, 4, 7, 9, 100);
+    check_conv1x1(&gpu, 5, 6, 4, 5, 8, 101);
+    check_linear(&gpu, 3, 40, 37, 102);
+    check_activations(&gpu, &[3, 1000], 103);
+    check_pool_upsample(&gpu, 4, 3, 8, 6, true, 104);
+    check_concat(&gpu, 4, 3, 2, 5, 6, 105);
+    check_softmax_ce(&gpu, 5, 6, Some((5, 7)), 106);
+    check_softmax_ce(&gpu, 300, 2, None, 107);
+    check_adam(&gpu, 3000, 108);
+    check_small_ops(&gpu, 5000, 109);
+}
+
+#[test]
+fn split_path_really_splits() {
+    // The same conv on a normal and on a small-binding GPU: the latter needs more dispatches.
+    let count = |gpu: &Gpu| {
+        let x = Tensor::zeros(gpu, &[6, 3, 7, 9]).unwrap();
+        let w = Tensor::zeros(gpu, &[4, 3, 3, 3]).unwrap();
+        let b = Tensor::zeros(gpu, &[4]).unwrap();
+        let before = gpu.dispatch_count();
+        ops::conv3x3::forward(gpu, &x, &w, &b).unwrap();
+        gpu.dispatch_count() - before
+    };
+    assert_eq!(count(&gpu()), 1);
+    assert!(count(&gpu_small_bindings(SMALL)) >= 3);
+}
+
+#[test]
+fn one_sample_larger_than_a_binding_is_a_clear_error() {
+    let gpu = gpu_small_bindings(SMALL);
+    let x = Tensor::zeros(&gpu, &[1, 4, 16, 16]).unwrap(); // 4 KiB per sample
+    let err = ops::maxpool2::forward(&gpu, &x).map(|_| ()).and(
+        ops::conv3x3::forward(
+            &gpu,
+            &x,
+            &Tensor::zeros(&gpu, &[2, 4, 3, 3]).unwrap(),
+            &Tensor::zeros(&gpu, &[2]).unwrap(),
+        )
+        .map(|_| ()),
+    );
+    let msg = err.unwrap_err().0;
+    assert!(
+        msg.contains("exceeds this adapter's storage binding limit"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn dispatch_of_more_than_65535_workgroups() {
+    let gpu = gpu();
+    // 64 invocations per workgroup: this needs 65,538 workgroups, folded into a 2-D grid.
+    let n = 65_535 * 64 + 150;
+    let mut g = rng(5);
+    let x = rand_vec(&mut g, n);
+    let tx = up(&gpu, &[n], &x);
+    let y = ops::elu::forward(&gpu, &tx).unwrap();
+    check(
+        "elu over 65,538 workgroups",
+        &y.to_vec(&gpu),
+        &r::elu(&f64s(&x)),
+        atol(1),
+        RTOL,
+    );
+    let total = ops::reduce::sum(&gpu, &y).unwrap().item(&gpu) as f64;
+    let want: f64 = y.to_vec(&gpu).iter().map(|&v| v as f64).sum();
+    assert!(
+        (total - want).abs() <= atol(n) + RTOL * want.abs(),
+        "sum {total} vs {want}"
+    );
+}
+
+/// `steps` Adam steps of the composite network; returns the parameters and the pool's
+/// total bytes after each step.
+fn train(gpu: &Gpu, steps: usize) -> (Vec<Vec<f32>>, Vec<u64>) {
+    let net = Composite {
+        n: 3,
+        h: 8,
+        w: 12,
+        a: 4,
+        b: 6,
+        c: 3,
+    };
+    let (params, image, labels, cw) = net.data(21);
+    let tensors: Vec<Tensor> = params
+        .iter()
+        .zip(net.shapes())
+        .map(|(p, s)| up(gpu, &s, p))
+        .collect();
+    let timg = up(gpu, &[net.n, 1, net.h, net.w], &image);
+    let tlab = up(
+        gpu,
+        &[net.n, net.h, net.w],
+        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
+    );
+    let tcw = up(gpu, &[net.c], &cw);
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    let mut adam = ops::Adam::new(gpu, &refs, 1e-2).unwrap();
+    let tape = Tape::new(gpu);
+    let mut pool = Vec::new();
+    for _ in 0..steps {
+        let vars: Vec<_> = tensors.iter().map(|t| tape.param(t)).collect();
+        let loss = net.loss_gpu(&tape, &vars, &timg, &tlab, &tcw);
+        let grads = tape.backward(&loss).unwrap();
+        let gs: Vec<&Tensor> = vars.iter().map(|v| grads.get(v).unwrap()).collect();
+        adam.step(gpu, &refs, &gs).unwrap();
+        gpu.flush();
+        pool.push(gpu.pool_bytes());
+    }
+    (tensors.iter().map(|t| t.to_vec(gpu)).collect(), pool)
+}
+
+#[test]
+fn same_seed_gives_bit_identical_weights() {
+    let (a, _) = train(&gpu(), 5);
+    let (b, _) = train(&gpu(), 5);
+    let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
+}
+
+#[test]
+fn pool_memory_is_flat_across_training_steps() {
+    let gpu = gpu();
+    let (_, pool) = train(&gpu, 50);
+    assert!(pool[1] > 0);
+    assert_eq!(
+        pool[49], pool[1],
+        "pool bytes after step 50 equal those after step 2"
+    );
+}
+
+#[test]
+fn wrong_shapes_are_errors_that_name_the_operand() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[1, 3, 4, 4]).unwrap();
+    let w = Tensor::zeros(&gpu, &[2, 4, 3, 3]).unwrap();
+    let b = Tensor::zeros(&gpu, &[2]).unwrap();
+    let e = ops::conv3x3::forward(&gpu, &x, &w, &b).unwrap_err().0;
+    assert!(
+        e.contains("conv3x3 weight must have shape [2, 3, 3, 3]"),
+        "{e}"
+    );
+    let e = Tensor::from_slice(&gpu, &[2, 3], &[1.0; 5]).unwrap_err().0;
+    assert!(e.contains("holds 6 elements but 5 values"), "{e}");
+    let e = x.reshape(&[5, 5]).unwrap_err().0;
+    assert!(e.contains("cannot reshape"), "{e}");
+    let e = ops::linear::forward(&gpu, &x, &w, &b).unwrap_err().0;
+    assert!(e.contains("linear input must be 2-D"), "{e}");
+    let e = Tensor::zeros(&gpu, &[0, 3]).unwrap_err().0;
+    assert!(e.contains("no elements"), "{e}");
+}
+
+#[test]
+fn info_lists_the_chosen_adapter_and_limits() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segfeat"))
+        .arg("info")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "segfeat info failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("chosen:") && text.contains("max storage buffer binding size"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_matching_adapter_says_how_to_get_one() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segfeat"))
+        .arg("info")
+        .env("SEGFEAT_ADAPTER", "no-such-adapter-anywhere")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SEGFEAT_ADAPTER"), "{err}");
+}

@@ -1,1 +1,129 @@
+//! Every kernel entry point against the f64 reference at awkward shapes: channels not a
+//! multiple of 4, H != W, batch 1, sizes that are not multiples of the workgroup (64).
+//! The checks themselves are in common.rs; the tolerance rule is stated there.
 
+mod common;
+use common::*;
+
+#[test]
+fn conv3x3_all_entry_points() {
+    let gpu = gpu();
+    for (i, &(n, cin, cout, h, w)) in [
+        (1, 1, 1, 1, 1),
+        (1, 3, 5, 7, 5),
+        (2, 5, 3, 4, 9),
+        (3, 6, 7, 10, 3),
+        (2, 16, 16, 8, 8),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_conv3x3(&gpu, n, cin, cout, h, w, 10 + i as u64);
+    }
+}
+
+#[test]
+fn conv1x1_all_entry_points() {
+    let gpu = gpu();
+    for (i, &(n, cin, cout, h, w)) in [
+        (1, 1, 1, 1, 1),
+        (1, 7, 6, 5, 3),
+        (3, 48, 6, 4, 6),
+        (2, 5, 9, 9, 7),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_conv1x1(&gpu, n, cin, cout, h, w, 20 + i as u64);
+    }
+}
+
+#[test]
+fn linear_all_entry_points() {
+    let gpu = gpu();
+    for (i, &(n, inp, out)) in [(1, 1, 1), (1, 13, 2), (10, 67, 5), (3, 130, 65)]
+        .iter()
+        .enumerate()
+    {
+        check_linear(&gpu, n, inp, out, 30 + i as u64);
+    }
+}
+
+#[test]
+fn elu_and_relu() {
+    let gpu = gpu();
+    for (i, shape) in [vec![1], vec![1, 3, 5, 7], vec![2, 5, 6, 13], vec![3, 65]]
+        .iter()
+        .enumerate()
+    {
+        check_activations(&gpu, shape, 40 + i as u64);
+    }
+}
+
+#[test]
+fn maxpool2_and_upsample2() {
+    let gpu = gpu();
+    for (i, &(n, c, h, w, ties)) in [
+        (1, 1, 2, 2, false),
+        (1, 3, 6, 10, false),
+        (2, 5, 8, 4, true),
+        (3, 2, 14, 6, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_pool_upsample(&gpu, n, c, h, w, ties, 50 + i as u64);
+    }
+}
+
+#[test]
+fn maxpool2_rejects_odd_sizes() {
+    let gpu = gpu();
+    for shape in [[1, 2, 5, 4], [1, 2, 4, 7]] {
+        let x = segfeat::Tensor::zeros(&gpu, &shape).unwrap();
+        let err = segfeat::ops::maxpool2::forward(&gpu, &x).unwrap_err();
+        assert!(err.0.contains("even height and width"), "{err}");
+    }
+}
+
+#[test]
+fn concat_forward_and_split() {
+    let gpu = gpu();
+    for (i, &(n, ca, cb, h, w)) in [
+        (1, 1, 1, 1, 1),
+        (1, 3, 5, 7, 3),
+        (2, 16, 8, 6, 10),
+        (3, 6, 2, 5, 5),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_concat(&gpu, n, ca, cb, h, w, 60 + i as u64);
+    }
+}
+
+#[test]
+fn softmax_and_weighted_cross_entropy() {
+    let gpu = gpu();
+    check_softmax_ce(&gpu, 1, 2, None, 70);
+    check_softmax_ce(&gpu, 10, 2, None, 71);
+    check_softmax_ce(&gpu, 1, 6, Some((5, 7)), 72);
+    check_softmax_ce(&gpu, 3, 6, Some((8, 9)), 73);
+    check_softmax_ce(&gpu, 2, 3, Some((17, 16)), 74);
+}
+
+#[test]
+fn adam_matches_reference() {
+    let gpu = gpu();
+    for (i, n) in [1, 63, 1000].iter().enumerate() {
+        check_adam(&gpu, *n, 80 + i as u64);
+    }
+}
+
+#[test]
+fn fill_scale_add_and_sum() {
+    let gpu = gpu();
+    for (i, n) in [1, 255, 256, 257, 70_001].iter().enumerate() {
+        check_small_ops(&gpu, *n, 90 + i as u64);
+    }
+}

@@ -1,1 +1,60 @@
+//! Every file in shaders/ parsed and validated by naga, with no adapter at all. The
+//! sources come from the engine's one registry (`segfeat::gpu::SHADERS`, prelude joined
+//! on as the engine does), and the registry must list exactly the files on disk.
 
+use std::collections::BTreeSet;
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
+        .expect("shaders/ exists")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .map(|n| n.trim_end_matches(".wgsl").to_string())
+        .collect();
+    let registered: BTreeSet<String> = segfeat::gpu::SHADERS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(
+        on_disk, registered,
+        "shaders/ and the registry in src/gpu/kernels.rs list the same files"
+    );
+
+    let mut files = 0;
+    let mut entry_points = Vec::new();
+    for (name, _) in segfeat::gpu::SHADERS {
+        let on_disk = std::fs::read_to_string(format!("{dir}/{name}.wgsl")).unwrap();
+        let src = segfeat::gpu::kernels::source(name).unwrap();
+        assert!(
+            src.ends_with(&on_disk),
+            "{name}: the registry holds the file on disk"
+        );
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}.wgsl does not validate: {}", e.emit_to_string(&src)));
+        files += 1;
+        entry_points.extend(
+            module
+                .entry_points
+                .iter()
+                .map(|e| format!("{name}::{}", e.name)),
+        );
+    }
+    println!(
+        "validated {files} files, {} entry points: {entry_points:?}",
+        entry_points.len()
+    );
+    assert_eq!(files, 12, "shader files validated");
+    assert_eq!(
+        entry_points.len(),
+        31,
+        "entry points validated: {entry_points:?}"
+    );
+}

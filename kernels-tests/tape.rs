@@ -1,1 +1,181 @@
+//! The autodiff tape: the composite network's parameter gradients from the GPU tape
+//! against finite differences of the f64 reference; a tensor used twice gets the sum of
+//! its gradients; no_grad records nothing; backward releases what it used.
+//!
+//! Tolerance for GPU-vs-finite-difference gradients: |gpu - fd| <= 2e-6 + 1e-4 |fd|. The
+//! GPU runs the whole chain in f32 (loss ~ 1, every kernel exact to ~1e-7 relative), so
+//! the gradients carry a few 1e-7 of absolute error; the f64 finite difference is exact
+//! to ~1e-9.
 
+mod common;
+use common::reference as r;
+use common::*;
+use segfeat::{ops, Tape};
+
+#[test]
+fn composite_gradients_match_finite_differences() {
+    let net = Composite {
+        n: 2,
+        h: 6,
+        w: 8,
+        a: 3,
+        b: 4,
+        c: 5,
+    };
+    let gpu = gpu();
+    let (params, image, labels, cw) = net.data(7);
+    let tape = Tape::new(&gpu);
+    let vars: Vec<_> = params
+        .iter()
+        .zip(net.shapes())
+        .map(|(p, s)| tape.param(&up(&gpu, &s, p)))
+        .collect();
+    let timg = up(&gpu, &[net.n, 1, net.h, net.w], &image);
+    let tlab = up(
+        &gpu,
+        &[net.n, net.h, net.w],
+        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
+    );
+    let tcw = up(&gpu, &[net.c], &cw);
+    let loss = net.loss_gpu(&tape, &vars, &timg, &tlab, &tcw);
+    let grads = tape.backward(&loss).unwrap();
+    assert!(tape.is_empty(), "backward consumes the tape");
+
+    let p64: Vec<Vec<f64>> = params.iter().map(|p| f64s(p)).collect();
+    let (img64, cw64) = (f64s(&image), f64s(&cw));
+    let want_loss = net.loss_ref(&p64, &img64, &labels, &cw64);
+    check(
+        "composite loss",
+        &loss.value.to_vec(&gpu),
+        &[want_loss],
+        1e-6,
+        1e-5,
+    );
+
+    let names = [
+        "conv1 weight",
+        "conv1 bias",
+        "conv2 weight",
+        "conv2 bias",
+        "conv1x1 weight",
+        "conv1x1 bias",
+    ];
+    for (k, var) in vars.iter().enumerate() {
+        let f = |x: &[f64]| {
+            let mut p = p64.clone();
+            p[k] = x.to_vec();
+            net.loss_ref(&p, &img64, &labels, &cw64)
+        };
+        let fd = r::finite_diff(&f, &p64[k], 1e-6);
+        let got = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient reached {}", names[k]))
+            .to_vec(&gpu);
+        check(&format!("d loss / d {}", names[k]), &got, &fd, 2e-6, 1e-4);
+    }
+}
+
+#[test]
+fn a_tensor_used_twice_gets_the_sum_of_both_gradients() {
+    let gpu = gpu();
+    let (n, c, h, w) = (2, 3, 4, 5);
+    let mut g = rng(3);
+    let x = rand_vec(&mut g, n * c * h * w);
+    let labels: Vec<usize> = (0..n * h * w).map(|i| i % (2 * c)).collect();
+    let cw: Vec<f32> = (0..2 * c).map(|k| 0.5 + 0.1 * k as f32).collect();
+
+    let tape = Tape::new(&gpu);
+    let xv = tape.param(&up(&gpu, &[n, c, h, w], &x));
+    let both = ops::concat(&tape, &[&xv, &xv]).unwrap(); // x used twice
+    let tl = up(
+        &gpu,
+        &[n, h, w],
+        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
+    );
+    let loss = ops::softmax_ce(&tape, &both, &tl, &up(&gpu, &[2 * c], &cw)).unwrap();
+    let grads = tape.backward(&loss).unwrap();
+
+    let x64 = f64s(&x);
+    let z = r::concat(&x64, &x64, n, c, c, h * w);
+    let dz = r::softmax_ce_backward(&z, &labels, &f64s(&cw), n, 2 * c, h * w, 1.0);
+    let (da, db) = r::concat_backward(&dz, n, c, c, h * w);
+    let want: Vec<f64> = da.iter().zip(&db).map(|(a, b)| a + b).collect();
+    check(
+        "gradient of x used twice",
+        &grads.get(&xv).unwrap().to_vec(&gpu),
+        &want,
+        atol(2 * c),
+        RTOL,
+    );
+}
+
+#[test]
+fn no_grad_records_nothing() {
+    let gpu = gpu();
+    let tape = Tape::new(&gpu);
+    let w = tape.param(&up(&gpu, &[2, 1, 3, 3], &[0.1; 18]));
+    let b = tape.param(&up(&gpu, &[2], &[0.0; 2]));
+    let x = tape.constant(&up(&gpu, &[1, 1, 4, 4], &[1.0; 16]));
+    let y = tape.no_grad(|| ops::elu(&tape, &ops::conv3x3(&tape, &x, &w, &b).unwrap()).unwrap());
+    assert_eq!(tape.len(), 0, "no node recorded under no_grad");
+    assert!(!y.requires_grad());
+    assert!(
+        tape.backward(&y).is_err(),
+        "backward from a no-grad value is an error"
+    );
+    // Recording resumes afterwards.
+    let _y = ops::conv3x3(&tape, &x, &w, &b).unwrap();
+    assert_eq!(tape.len(), 1);
+}
+
+#[test]
+fn backward_releases_intermediates() {
+    let net = Composite {
+        n: 2,
+        h: 8,
+        w: 8,
+        a: 4,
+        b: 6,
+        c: 3,
+    };
+    let gpu = gpu();
+    let (params, image, labels, cw) = net.data(11);
+    let tape = Tape::new(&gpu);
+    let vars: Vec<_> = params
+        .iter()
+        .zip(net.shapes())
+        .map(|(p, s)| tape.param(&up(&gpu, &s, p)))
+        .collect();
+    let timg = up(&gpu, &[net.n, 1, net.h, net.w], &image);
+    let tlab = up(
+        &gpu,
+        &[net.n, net.h, net.w],
+        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
+    );
+    let tcw = up(&gpu, &[net.c], &cw);
+    let before = gpu.pool_live_bytes();
+    let loss = net.loss_gpu(&tape, &vars, &timg, &tlab, &tcw);
+    let during = gpu.pool_live_bytes();
+    let grads = tape.backward(&loss).unwrap();
+    drop(loss);
+    // What is left: the parameters' gradients (one pooled buffer each).
+    let grad_bytes: u64 = vars
+        .iter()
+        .map(|v| segfeat_bucket(grads.get(v).unwrap().numel()))
+        .sum();
+    let after = gpu.pool_live_bytes();
+    assert!(
+        during > before + grad_bytes,
+        "the forward pass holds activations"
+    );
+    assert_eq!(
+        after,
+        before + grad_bytes,
+        "after backward only the parameter gradients stay alive"
+    );
+}
+
+/// Bytes the pool hands out for `numel` floats (multiples of 256).
+fn segfeat_bucket(numel: usize) -> u64 {
+    ((numel as u64 * 4).max(4)).div_ceil(256) * 256
+}

@@ -105,12 +105,20 @@ impl Tape {
 
     /// A leaf that requires a gradient (a parameter).
     pub fn param(&self, t: &Tensor) -> Var {
-        Var { id: self.fresh_id(), value: t.clone(), requires_grad: true }
+        Var {
+            id: self.fresh_id(),
+            value: t.clone(),
+            requires_grad: true,
+        }
     }
 
     /// A leaf without gradient (an input image, frozen weights).
     pub fn constant(&self, t: &Tensor) -> Var {
-        Var { id: self.fresh_id(), value: t.clone(), requires_grad: false }
+        Var {
+            id: self.fresh_id(),
+            value: t.clone(),
+            requires_grad: false,
+        }
     }
 
     /// Run `f` with recording off: ops compute values only (inference, feature extraction).
@@ -146,9 +154,16 @@ impl Tape {
         let mut s = self.state.borrow_mut();
         let requires_grad = s.grad_enabled && inputs.iter().any(|v| v.requires_grad);
         if requires_grad {
-            s.nodes.push(Node { output: id, backward: Box::new(backward) });
+            s.nodes.push(Node {
+                output: id,
+                backward: Box::new(backward),
+            });
         }
-        Var { id, value, requires_grad }
+        Var {
+            id,
+            value,
+            requires_grad,
+        }
     }
 
     /// Back-propagate from `loss` (seeded with ones): run every recorded node, newest
@@ -157,7 +172,10 @@ impl Tape {
         if !loss.requires_grad {
             bail!("backward from a value that does not depend on any parameter (was it computed under no_grad?)");
         }
-        let mut grads = Grads { gpu: self.gpu.clone(), map: HashMap::new() };
+        let mut grads = Grads {
+            gpu: self.gpu.clone(),
+            map: HashMap::new(),
+        };
         let seed = grads.slot(loss.id, loss.shape())?;
         crate::ops::elementwise::fill(&self.gpu, &seed, 1.0)?;
         let nodes = std::mem::take(&mut self.state.borrow_mut().nodes);

@@ -121,7 +121,10 @@ impl Tensor {
     /// The same buffer seen with another shape of the same element count (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel_of(shape) != self.numel() {
-            bail!("cannot reshape {:?} to {shape:?}: element counts differ", self.shape);
+            bail!(
+                "cannot reshape {:?} to {shape:?}: element counts differ",
+                self.shape
+            );
         }
         Ok(Tensor {
             shape: shape.to_vec(),
@@ -142,7 +145,10 @@ impl Tensor {
     pub fn nchw(&self, what: &str) -> Result<(usize, usize, usize, usize)> {
         match self.shape[..] {
             [n, c, h, w] => Ok((n, c, h, w)),
-            _ => bail!("{what} must be 4-D (N, C, H, W), got shape {:?}", self.shape),
+            _ => bail!(
+                "{what} must be 4-D (N, C, H, W), got shape {:?}",
+                self.shape
+            ),
         }
     }
 }

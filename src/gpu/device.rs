@@ -44,7 +44,9 @@ impl AdapterReport {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
             limits: a.limits(),
         }
     }
@@ -101,7 +103,9 @@ pub fn list_adapters() -> (Vec<AdapterReport>, Option<usize>) {
 }
 
 fn choose(adapters: &[wgpu::Adapter]) -> Option<usize> {
-    let wanted = std::env::var("SEGFEAT_ADAPTER").ok().map(|s| s.to_lowercase());
+    let wanted = std::env::var("SEGFEAT_ADAPTER")
+        .ok()
+        .map(|s| s.to_lowercase());
     adapters
         .iter()
         .enumerate()
@@ -136,7 +140,11 @@ impl Gpu {
         };
         let (device, queue) = match pollster::block_on(adapter.request_device(&desc)) {
             Ok(dq) => dq,
-            Err(e) => bail!("could not open adapter {} ({}): {e}", report.name, report.backend),
+            Err(e) => bail!(
+                "could not open adapter {} ({}): {e}",
+                report.name,
+                report.backend
+            ),
         };
         let mut binding_limit = limits
             .max_storage_buffer_binding_size
@@ -197,6 +205,12 @@ impl Gpu {
     /// steps once the first step has run.
     pub fn pool_bytes(&self) -> u64 {
         self.inner.pool.borrow().total_bytes
+    }
+
+    /// Bytes of pooled buffers currently held by live tensors.
+    pub fn pool_live_bytes(&self) -> u64 {
+        let p = self.inner.pool.borrow();
+        p.total_bytes - p.free_bytes
     }
 
     /// Dispatches recorded since the Gpu was opened.

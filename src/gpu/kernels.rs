@@ -40,7 +40,10 @@ pub static SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv1x1", include_str!("../../shaders/conv1x1.wgsl")),
     ("conv3x3", include_str!("../../shaders/conv3x3.wgsl")),
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
     ("elu", include_str!("../../shaders/elu.wgsl")),
     ("linear", include_str!("../../shaders/linear.wgsl")),
     ("maxpool2", include_str!("../../shaders/maxpool2.wgsl")),
@@ -90,15 +93,20 @@ impl Gpu {
                 source: wgpu::ShaderSource::Wgsl(src.into()),
             })
         });
-        let p = Rc::new(dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry),
-            layout: None, // derived from the entry point's own bindings
-            module,
-            entry_point: Some(kernel.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        }));
-        self.inner.pipelines.borrow_mut().insert(kernel.entry, p.clone());
+        let p = Rc::new(
+            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: None, // derived from the entry point's own bindings
+                module,
+                entry_point: Some(kernel.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            }),
+        );
+        self.inner
+            .pipelines
+            .borrow_mut()
+            .insert(kernel.entry, p.clone());
         p
     }
 
@@ -109,8 +117,15 @@ impl Gpu {
         let b0 = start as u64 * 4;
         let aligned = b0 / a * a;
         let size = b0 + len as u64 * 4 - aligned;
-        debug_assert!(size <= self.inner.binding_limit, "chunking keeps bindings under the limit");
-        let slice = Slice { buf: t.buffer(), offset: aligned, size };
+        debug_assert!(
+            size <= self.inner.binding_limit,
+            "chunking keeps bindings under the limit"
+        );
+        let slice = Slice {
+            buf: t.buffer(),
+            offset: aligned,
+            size,
+        };
         (slice, ((b0 - aligned) / 4) as u32)
     }
 
@@ -124,7 +139,11 @@ impl Gpu {
                 self.inner.binding_limit
             );
         }
-        Ok(Slice { buf: t.buffer(), offset: 0, size })
+        Ok(Slice {
+            buf: t.buffer(),
+            offset: 0,
+            size,
+        })
     }
 
     /// Split `n` items (samples, rows, elements) into chunks `(first, count)` such that,
@@ -166,7 +185,10 @@ impl Gpu {
             return Ok(());
         }
         if invocations as u64 > u32::MAX as u64 {
-            bail!("{} needs {invocations} invocations, more than 2^32 - 1: split the batch", kernel.entry);
+            bail!(
+                "{} needs {invocations} invocations, more than 2^32 - 1: split the batch",
+                kernel.entry
+            );
         }
         let (x, y, z) = self.grid(invocations as u64)?;
         let pipeline = self.pipeline(kernel);

@@ -17,6 +17,8 @@ pub(crate) struct PoolState {
     /// Bytes of every buffer the pool ever created (in use or free).
     pub(crate) total_bytes: u64,
     pub(crate) buffers: usize,
+    /// Bytes of the buffers currently waiting in the free lists.
+    pub(crate) free_bytes: u64,
 }
 
 /// A buffer on loan from the pool; it returns there when dropped.
@@ -35,6 +37,7 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
             let mut pool = self.pool.borrow_mut();
+            pool.free_bytes += buf.size();
             pool.free.entry(buf.size()).or_default().push(buf);
         }
     }
@@ -53,6 +56,9 @@ pub(crate) fn take(
 ) -> PooledBuffer {
     let size = bucket(bytes);
     let reused = pool.borrow_mut().free.get_mut(&size).and_then(|v| v.pop());
+    if reused.is_some() {
+        pool.borrow_mut().free_bytes -= size;
+    }
     let buf = reused.unwrap_or_else(|| {
         let mut p = pool.borrow_mut();
         p.total_bytes += size;

@@ -25,9 +25,21 @@ impl Adam {
     pub fn new(gpu: &Gpu, params: &[&Tensor], lr: f32) -> Result<Adam> {
         let moments = params
             .iter()
-            .map(|p| Ok((Tensor::zeros(gpu, p.shape())?, Tensor::zeros(gpu, p.shape())?)))
+            .map(|p| {
+                Ok((
+                    Tensor::zeros(gpu, p.shape())?,
+                    Tensor::zeros(gpu, p.shape())?,
+                ))
+            })
             .collect::<Result<_>>()?;
-        Ok(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, t: 0, moments })
+        Ok(Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: 0,
+            moments,
+        })
     }
 
     /// One update of every parameter from its gradient (same order as in `new`).
@@ -46,14 +58,28 @@ impl Adam {
         for ((p, g), (m, v)) in params.iter().zip(grads).zip(&self.moments) {
             check_shape(g, p.shape(), "adam gradient")?;
             check_shape(m, p.shape(), "adam moment")?;
-            update(gpu, p, g, m, v, [self.lr, self.beta1, self.beta2, self.eps, bc1, bc2])?;
+            update(
+                gpu,
+                p,
+                g,
+                m,
+                v,
+                [self.lr, self.beta1, self.beta2, self.eps, bc1, bc2],
+            )?;
         }
         Ok(())
     }
 }
 
 /// One Adam update of `p` in place; `h` = [lr, b1, b2, eps, 1 - b1^t, 1 - b2^t].
-pub fn update(gpu: &Gpu, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: [f32; 6]) -> Result<()> {
+pub fn update(
+    gpu: &Gpu,
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    h: [f32; 6],
+) -> Result<()> {
     for (s, n) in gpu.chunks(p.numel(), &[1])? {
         // Four buffers of equal size chunked alike share one offset.
         let (bp, off) = gpu.bind(p, s, n);

@@ -26,7 +26,10 @@ fn slice_op(gpu: &Gpu, kernel: Kernel, small: &Tensor, big: &Tensor, c0: usize) 
     let (_, cd, _, _) = big.nchw("concat output")?;
     check_shape(big, &[n, cd, h, w], "concat output")?;
     if c0 + cs > cd {
-        bail!("concat: channels {c0}..{} do not fit in an output of {cd} channels", c0 + cs);
+        bail!(
+            "concat: channels {c0}..{} do not fit in an output of {cd} channels",
+            c0 + cs
+        );
     }
     let hw = h * w;
     for (n0, nb) in gpu.chunks(n, &[cs * hw, cd * hw])? {
@@ -56,7 +59,10 @@ pub fn forward(gpu: &Gpu, xs: &[&Tensor]) -> Result<Tensor> {
     for (i, x) in xs.iter().enumerate() {
         let (xn, xc, xh, xw) = x.nchw("concat input")?;
         if (xn, xh, xw) != (n, h, w) {
-            bail!("concat input {i} has shape {:?}, but input 0 has N, H, W = {n}, {h}, {w}", x.shape());
+            bail!(
+                "concat input {i} has shape {:?}, but input 0 has N, H, W = {n}, {h}, {w}",
+                x.shape()
+            );
         }
         c += xc;
     }

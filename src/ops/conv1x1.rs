@@ -31,7 +31,12 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
         let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
         let total = nb * cout * hw;
         let params = [u(total), u(nb), u(cin), u(cout), u(hw), ox, oy, 0];
-        let bufs = [(1, bx), (2, gpu.whole(w, "conv1x1 weight")?), (3, gpu.whole(b, "conv1x1 bias")?), (4, by)];
+        let bufs = [
+            (1, bx),
+            (2, gpu.whole(w, "conv1x1 weight")?),
+            (3, gpu.whole(b, "conv1x1 bias")?),
+            (4, by),
+        ];
         gpu.dispatch(FORWARD, &params, &bufs, total)?;
     }
     Ok(y)
@@ -63,7 +68,11 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let total = cout * cin;
         let params = [u(total), u(nb), u(cin), u(cout), u(hw), ody, ox, 0];
-        let bufs = [(1, bdy), (2, bx), (4, gpu.whole(dw, "conv1x1 weight gradient")?)];
+        let bufs = [
+            (1, bdy),
+            (2, bx),
+            (4, gpu.whole(dw, "conv1x1 weight gradient")?),
+        ];
         gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
     }
     Ok(())

@@ -33,7 +33,12 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
         let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
         let total = nb * cout * hw;
         let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ox, oy];
-        let bufs = [(1, bx), (2, gpu.whole(w, "conv3x3 weight")?), (3, gpu.whole(b, "conv3x3 bias")?), (4, by)];
+        let bufs = [
+            (1, bx),
+            (2, gpu.whole(w, "conv3x3 weight")?),
+            (3, gpu.whole(b, "conv3x3 bias")?),
+            (4, by),
+        ];
         gpu.dispatch(FORWARD, &params, &bufs, total)?;
     }
     Ok(y)
@@ -65,7 +70,11 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let total = cout * cin * 9;
         let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ody, ox];
-        let bufs = [(1, bdy), (2, bx), (4, gpu.whole(dw, "conv3x3 weight gradient")?)];
+        let bufs = [
+            (1, bdy),
+            (2, bx),
+            (4, gpu.whole(dw, "conv3x3 weight gradient")?),
+        ];
         gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
     }
     Ok(())

@@ -30,7 +30,11 @@ pub fn scale(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
 /// dst[i] += src[i] (same element count; shapes may differ, as for a reshape)
 pub fn add_into(gpu: &Gpu, dst: &Tensor, src: &Tensor) -> Result<()> {
     if dst.numel() != src.numel() {
-        bail!("add_into: destination {:?} and source {:?} differ in element count", dst.shape(), src.shape());
+        bail!(
+            "add_into: destination {:?} and source {:?} differ in element count",
+            dst.shape(),
+            src.shape()
+        );
     }
     for (s, n) in gpu.chunks(dst.numel(), &[1])? {
         let (bd, od) = gpu.bind(dst, s, n);
@@ -63,14 +67,25 @@ pub(crate) fn unary_forward(gpu: &Gpu, kernel: Kernel, x: &Tensor) -> Result<Ten
 }
 
 /// dx += dy * f'(x) for an elementwise kernel with bindings 1 x, 3 dy, 4 dx.
-pub(crate) fn unary_backward(gpu: &Gpu, kernel: Kernel, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
+pub(crate) fn unary_backward(
+    gpu: &Gpu,
+    kernel: Kernel,
+    x: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+) -> Result<()> {
     super::check_shape(dy, x.shape(), "output gradient")?;
     super::check_shape(dx, x.shape(), "input gradient")?;
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
         let (bx, ox) = gpu.bind(x, s, n);
         let (bdy, ody) = gpu.bind(dy, s, n);
         let (bdx, odx) = gpu.bind(dx, s, n);
-        gpu.dispatch(kernel, &[u(n), ox, ody, odx], &[(1, bx), (3, bdy), (4, bdx)], n)?;
+        gpu.dispatch(
+            kernel,
+            &[u(n), ox, ody, odx],
+            &[(1, bx), (3, bdy), (4, bdx)],
+            n,
+        )?;
     }
     Ok(())
 }

@@ -33,7 +33,12 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
         let total = n * ob;
         let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
-        let bufs = [(1, gpu.whole(x, "linear input")?), (2, bw), (3, gpu.whole(b, "linear bias")?), (4, gpu.whole(&y, "linear output")?)];
+        let bufs = [
+            (1, gpu.whole(x, "linear input")?),
+            (2, bw),
+            (3, gpu.whole(b, "linear bias")?),
+            (4, gpu.whole(&y, "linear output")?),
+        ];
         gpu.dispatch(FORWARD, &params, &bufs, total)?;
     }
     Ok(y)
@@ -47,7 +52,11 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
         let total = n * i;
         let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
-        let bufs = [(1, gpu.whole(dy, "linear output gradient")?), (2, bw), (4, gpu.whole(dx, "linear input gradient")?)];
+        let bufs = [
+            (1, gpu.whole(dy, "linear output gradient")?),
+            (2, bw),
+            (4, gpu.whole(dx, "linear input gradient")?),
+        ];
         gpu.dispatch(BACKWARD_INPUT, &params, &bufs, total)?;
     }
     Ok(())
@@ -61,7 +70,11 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
         let (bw, ow) = gpu.bind(dw, o0 * i, ob * i);
         let total = ob * i;
         let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
-        let bufs = [(1, gpu.whole(dy, "linear output gradient")?), (3, gpu.whole(x, "linear input")?), (4, bw)];
+        let bufs = [
+            (1, gpu.whole(dy, "linear output gradient")?),
+            (3, gpu.whole(x, "linear input")?),
+            (4, bw),
+        ];
         gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
     }
     Ok(())
@@ -70,11 +83,17 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
 /// db += sum over samples of dy
 pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
     let [n, o] = dy.shape()[..] else {
-        bail!("linear output gradient must be 2-D (N, O), got shape {:?}", dy.shape());
+        bail!(
+            "linear output gradient must be 2-D (N, O), got shape {:?}",
+            dy.shape()
+        );
     };
     check_shape(db, &[o], "linear bias gradient")?;
     let params = [u(o), u(n), 0, u(o), 0, u(o), 0, 0];
-    let bufs = [(1, gpu.whole(dy, "linear output gradient")?), (4, gpu.whole(db, "linear bias gradient")?)];
+    let bufs = [
+        (1, gpu.whole(dy, "linear output gradient")?),
+        (4, gpu.whole(db, "linear bias gradient")?),
+    ];
     gpu.dispatch(BACKWARD_BIAS, &params, &bufs, o)
 }
 

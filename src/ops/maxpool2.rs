@@ -13,7 +13,10 @@ const BACKWARD: Kernel = k("maxpool2", "maxpool2_backward");
 fn dims(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     let (n, c, h, w) = x.nchw("maxpool2 input")?;
     if h % 2 != 0 || w % 2 != 0 {
-        bail!("maxpool2 needs an even height and width, got {h}x{w} (input shape {:?})", x.shape());
+        bail!(
+            "maxpool2 needs an even height and width, got {h}x{w} (input shape {:?})",
+            x.shape()
+        );
     }
     Ok((n, c, h, w))
 }
@@ -27,7 +30,12 @@ pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
         let (bx, ox) = gpu.bind(x, p0 * hw, pb * hw);
         let (by, oy) = gpu.bind(&y, p0 * ohw, pb * ohw);
         let total = pb * ohw;
-        gpu.dispatch(FORWARD, &[u(total), u(h), u(w), ox, oy, 0, 0, 0], &[(1, bx), (2, by)], total)?;
+        gpu.dispatch(
+            FORWARD,
+            &[u(total), u(h), u(w), ox, oy, 0, 0, 0],
+            &[(1, bx), (2, by)],
+            total,
+        )?;
     }
     Ok(y)
 }

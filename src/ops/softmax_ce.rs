@@ -21,13 +21,20 @@ fn dims(z: &Tensor) -> Result<(usize, usize, usize)> {
     match z.shape()[..] {
         [n, c, h, w] => Ok((n, c, h * w)),
         [n, c] => Ok((n, c, 1)),
-        _ => bail!("logits must be (N, C, H, W) or (N, C), got shape {:?}", z.shape()),
+        _ => bail!(
+            "logits must be (N, C, H, W) or (N, C), got shape {:?}",
+            z.shape()
+        ),
     }
 }
 
 fn check_targets(z: &Tensor, labels: &Tensor, class_w: &Tensor) -> Result<(usize, usize, usize)> {
     let (n, c, hw) = dims(z)?;
-    let want: Vec<usize> = if z.shape().len() == 4 { vec![n, z.shape()[2], z.shape()[3]] } else { vec![n] };
+    let want: Vec<usize> = if z.shape().len() == 4 {
+        vec![n, z.shape()[2], z.shape()[3]]
+    } else {
+        vec![n]
+    };
     check_shape(labels, &want, "labels")?;
     check_shape(class_w, &[c], "class weights")?;
     Ok((n, c, hw))
@@ -48,7 +55,12 @@ pub fn softmax(gpu: &Gpu, z: &Tensor) -> Result<Tensor> {
 }
 
 /// The loss and the weight sum W (both (1)-tensors; W is what backward divides by).
-pub fn forward(gpu: &Gpu, z: &Tensor, labels: &Tensor, class_w: &Tensor) -> Result<(Tensor, Tensor)> {
+pub fn forward(
+    gpu: &Gpu,
+    z: &Tensor,
+    labels: &Tensor,
+    class_w: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     let (n, c, hw) = check_targets(z, labels, class_w)?;
     let lterm = Tensor::uninit(gpu, &[n * hw])?;
     let wterm = Tensor::uninit(gpu, &[n * hw])?;
@@ -59,13 +71,23 @@ pub fn forward(gpu: &Gpu, z: &Tensor, labels: &Tensor, class_w: &Tensor) -> Resu
         let (bw, _) = gpu.bind(&wterm, n0 * hw, nb * hw);
         let total = nb * hw;
         let params = [u(total), u(nb), u(c), u(hw), oz, oy, ol, 0];
-        let bufs = [(1, bz), (2, by), (3, gpu.whole(class_w, "class weights")?), (5, bl), (6, bw)];
+        let bufs = [
+            (1, bz),
+            (2, by),
+            (3, gpu.whole(class_w, "class weights")?),
+            (5, bl),
+            (6, bw),
+        ];
         gpu.dispatch(FORWARD, &params, &bufs, total)?;
     }
     let lsum = reduce::sum(gpu, &lterm)?;
     let wsum = reduce::sum(gpu, &wterm)?;
     let loss = Tensor::uninit(gpu, &[1])?;
-    let bufs = [(5, gpu.whole(&lsum, "loss sum")?), (6, gpu.whole(&wsum, "weight sum")?), (7, gpu.whole(&loss, "loss")?)];
+    let bufs = [
+        (5, gpu.whole(&lsum, "loss sum")?),
+        (6, gpu.whole(&wsum, "weight sum")?),
+        (7, gpu.whole(&loss, "loss")?),
+    ];
     gpu.dispatch(FINISH, &[1, 0, 0, 0, 0, 0, 0, 0], &bufs, 1)?;
     Ok((loss, wsum))
 }

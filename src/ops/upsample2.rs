@@ -18,7 +18,12 @@ pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
         let (bx, ox) = gpu.bind(x, p0 * hw, pb * hw);
         let (by, oy) = gpu.bind(&y, p0 * ohw, pb * ohw);
         let total = pb * ohw;
-        gpu.dispatch(FORWARD, &[u(total), u(h), u(w), ox, oy, 0, 0, 0], &[(1, bx), (2, by)], total)?;
+        gpu.dispatch(
+            FORWARD,
+            &[u(total), u(h), u(w), ox, oy, 0, 0, 0],
+            &[(1, bx), (2, by)],
+            total,
+        )?;
     }
     Ok(y)
 }
@@ -32,7 +37,12 @@ pub fn backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<()> {
         let (bdy, ody) = gpu.bind(dy, p0 * ohw, pb * ohw);
         let (bdx, odx) = gpu.bind(dx, p0 * hw, pb * hw);
         let total = pb * hw;
-        gpu.dispatch(BACKWARD, &[u(total), u(h), u(w), ody, odx, 0, 0, 0], &[(1, bdy), (2, bdx)], total)?;
+        gpu.dispatch(
+            BACKWARD,
+            &[u(total), u(h), u(w), ody, odx, 0, 0, 0],
+            &[(1, bdy), (2, bdx)],
+            total,
+        )?;
     }
     Ok(())
 }

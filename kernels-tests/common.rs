@@ -1,0 +1,646 @@
+//! Shared by the kernel test files: seeded inputs, the tolerance check, and one check per
+//! op that runs every entry point of that op against the f64 reference on a given GPU and
+//! shape. kernels.rs runs them at awkward shapes; engine.rs runs them again with the
+//! storage-binding limit lowered on purpose, so that every launcher's split path is
+//! exercised.
+//!
+//! Tolerance: |gpu - ref| <= atol + rtol * |ref|, with rtol = 1e-5 and atol = 1e-6 * k,
+//! where k is the number of f32 terms a kernel adds up for one output (f32 rounding grows
+//! with the length of the sum; inputs are uniform in [-1, 1] so terms are O(1)).
+//! Backward checks start the gradient buffer at random values, because backward ADDS.
+#![allow(dead_code)]
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use segfeat::ops;
+use segfeat::{Gpu, GpuOptions, Tensor};
+
+#[path = "reference.rs"]
+pub mod reference;
+use reference as r;
+
+pub const RTOL: f64 = 1e-5;
+
+/// atol for outputs that are sums of k products of O(1) values.
+pub fn atol(k: usize) -> f64 {
+    1e-6 * k.max(1) as f64
+}
+
+/// The GPU for tests; without an adapter the test fails and says how to get one.
+pub fn gpu() -> Gpu {
+    Gpu::with_options(GpuOptions {
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A GPU whose storage bindings are limited to `bytes`, so that launchers must split.
+pub fn gpu_small_bindings(bytes: u64) -> Gpu {
+    Gpu::with_options(GpuOptions {
+        quiet: true,
+        max_binding_bytes: Some(bytes),
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+pub fn up(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_slice(gpu, shape, data).unwrap()
+}
+
+/// Assert |got - want| <= atol + rtol |want| everywhere; on failure print the worst element.
+pub fn check(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst: Option<(usize, f64)> = None;
+    let mut bad = 0;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        let excess = err - (atol + rtol * w.abs());
+        if excess > 0.0 || !g.is_finite() {
+            bad += 1;
+            if worst.is_none_or(|(_, e)| excess > e) || !g.is_finite() {
+                worst = Some((i, excess));
+            }
+        }
+    }
+    if let Some((i, _)) = worst {
+        panic!(
+            "{what}: {bad} of {} elements out of tolerance (atol {atol:e}, rtol {rtol:e}); worst at [{i}]: gpu {} vs ref {} (|diff| {:e})",
+            got.len(),
+            got[i],
+            want[i],
+            (got[i] as f64 - want[i]).abs()
+        );
+    }
+}
+
+fn plus(prior: &[f32], d: &[f64]) -> Vec<f64> {
+    prior.iter().zip(d).map(|(&p, &x)| p as f64 + x).collect()
+}
+
+pub fn check_conv3x3(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {
+    let tag = format!("conv3x3 n{n} cin{cin} cout{cout} {h}x{w}");
+    let mut g = rng(seed);
+    let (x, wt, b) = (
+        rand_vec(&mut g, n * cin * h * w),
+        rand_vec(&mut g, cout * cin * 9),
+        rand_vec(&mut g, cout),
+    );
+    let dy = rand_vec(&mut g, n * cout * h * w);
+    let (tx, tw, tb) = (
+        up(gpu, &[n, cin, h, w], &x),
+        up(gpu, &[cout, cin, 3, 3], &wt),
+        up(gpu, &[cout], &b),
+    );
+    let y = ops::conv3x3::forward(gpu, &tx, &tw, &tb).unwrap();
+    let want = r::conv3x3(&f64s(&x), &f64s(&wt), &f64s(&b), n, cin, cout, h, w);
+    check(
+        &format!("{tag} forward"),
+        &y.to_vec(gpu),
+        &want,
+        atol(cin * 9),
+        RTOL,
+    );
+
+    let (dx, dw, db) = r::conv3x3_backward(&f64s(&dy), &f64s(&x), &f64s(&wt), n, cin, cout, h, w);
+    let tdy = up(gpu, &[n, cout, h, w], &dy);
+    let (px, pw, pb) = (
+        rand_vec(&mut g, x.len()),
+        rand_vec(&mut g, wt.len()),
+        rand_vec(&mut g, cout),
+    );
+    let (tdx, tdw, tdb) = (
+        up(gpu, &[n, cin, h, w], &px),
+        up(gpu, &[cout, cin, 3, 3], &pw),
+        up(gpu, &[cout], &pb),
+    );
+    ops::conv3x3::backward_input(gpu, &tdy, &tw, &tdx).unwrap();
+    ops::conv3x3::backward_weight(gpu, &tdy, &tx, &tdw).unwrap();
+    ops::conv3x3::backward_bias(gpu, &tdy, &tdb).unwrap();
+    check(
+        &format!("{tag} backward_input"),
+        &tdx.to_vec(gpu),
+        &plus(&px, &dx),
+        atol(cout * 9),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_weight"),
+        &tdw.to_vec(gpu),
+        &plus(&pw, &dw),
+        atol(n * h * w),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_bias"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &db),
+        atol(n * h * w),
+        RTOL,
+    );
+}
+
+pub fn check_conv1x1(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {
+    let tag = format!("conv1x1 n{n} cin{cin} cout{cout} {h}x{w}");
+    let p = h * w;
+    let mut g = rng(seed);
+    let (x, wt, b) = (
+        rand_vec(&mut g, n * cin * p),
+        rand_vec(&mut g, cout * cin),
+        rand_vec(&mut g, cout),
+    );
+    let dy = rand_vec(&mut g, n * cout * p);
+    let (tx, tw, tb) = (
+        up(gpu, &[n, cin, h, w], &x),
+        up(gpu, &[cout, cin, 1, 1], &wt),
+        up(gpu, &[cout], &b),
+    );
+    let y = ops::conv1x1::forward(gpu, &tx, &tw, &tb).unwrap();
+    let want = r::conv1x1(&f64s(&x), &f64s(&wt), &f64s(&b), n, cin, cout, p);
+    check(
+        &format!("{tag} forward"),
+        &y.to_vec(gpu),
+        &want,
+        atol(cin),
+        RTOL,
+    );
+
+    let (dx, dw, db) = r::conv1x1_backward(&f64s(&dy), &f64s(&x), &f64s(&wt), n, cin, cout, p);
+    let tdy = up(gpu, &[n, cout, h, w], &dy);
+    let (px, pw, pb) = (
+        rand_vec(&mut g, x.len()),
+        rand_vec(&mut g, wt.len()),
+        rand_vec(&mut g, cout),
+    );
+    let (tdx, tdw, tdb) = (
+        up(gpu, &[n, cin, h, w], &px),
+        up(gpu, &[cout, cin, 1, 1], &pw),
+        up(gpu, &[cout], &pb),
+    );
+    ops::conv1x1::backward_input(gpu, &tdy, &tw, &tdx).unwrap();
+    ops::conv1x1::backward_weight(gpu, &tdy, &tx, &tdw).unwrap();
+    ops::conv1x1::backward_bias(gpu, &tdy, &tdb).unwrap();
+    check(
+        &format!("{tag} backward_input"),
+        &tdx.to_vec(gpu),
+        &plus(&px, &dx),
+        atol(cout),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_weight"),
+        &tdw.to_vec(gpu),
+        &plus(&pw, &dw),
+        atol(n * p),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_bias"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &db),
+        atol(n * p),
+        RTOL,
+    );
+}
+
+pub fn check_linear(gpu: &Gpu, n: usize, i: usize, o: usize, seed: u64) {
+    let tag = format!("linear n{n} in{i} out{o}");
+    let mut g = rng(seed);
+    let (x, wt, b) = (
+        rand_vec(&mut g, n * i),
+        rand_vec(&mut g, o * i),
+        rand_vec(&mut g, o),
+    );
+    let dy = rand_vec(&mut g, n * o);
+    let (tx, tw, tb) = (
+        up(gpu, &[n, i], &x),
+        up(gpu, &[o, i], &wt),
+        up(gpu, &[o], &b),
+    );
+    let y = ops::linear::forward(gpu, &tx, &tw, &tb).unwrap();
+    check(
+        &format!("{tag} forward"),
+        &y.to_vec(gpu),
+        &r::linear(&f64s(&x), &f64s(&wt), &f64s(&b), n, i, o),
+        atol(i),
+        RTOL,
+    );
+
+    let (dx, dw, db) = r::linear_backward(&f64s(&dy), &f64s(&x), &f64s(&wt), n, i, o);
+    let tdy = up(gpu, &[n, o], &dy);
+    let (px, pw, pb) = (
+        rand_vec(&mut g, x.len()),
+        rand_vec(&mut g, wt.len()),
+        rand_vec(&mut g, o),
+    );
+    let (tdx, tdw, tdb) = (
+        up(gpu, &[n, i], &px),
+        up(gpu, &[o, i], &pw),
+        up(gpu, &[o], &pb),
+    );
+    ops::linear::backward_input(gpu, &tdy, &tw, &tdx).unwrap();
+    ops::linear::backward_weight(gpu, &tdy, &tx, &tdw).unwrap();
+    ops::linear::backward_bias(gpu, &tdy, &tdb).unwrap();
+    check(
+        &format!("{tag} backward_input"),
+        &tdx.to_vec(gpu),
+        &plus(&px, &dx),
+        atol(o),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_weight"),
+        &tdw.to_vec(gpu),
+        &plus(&pw, &dw),
+        atol(n),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_bias"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &db),
+        atol(n),
+        RTOL,
+    );
+}
+
+/// elu and relu: forward and backward on a tensor of `shape` (inputs spread over [-3, 3]).
+pub fn check_activations(gpu: &Gpu, shape: &[usize], seed: u64) {
+    let numel: usize = shape.iter().product();
+    let mut g = rng(seed);
+    let x: Vec<f32> = rand_vec(&mut g, numel).iter().map(|v| 3.0 * v).collect();
+    let dy = rand_vec(&mut g, numel);
+    let prior = rand_vec(&mut g, numel);
+    let (tx, tdy) = (up(gpu, shape, &x), up(gpu, shape, &dy));
+    let tag = format!("{shape:?}");
+
+    let y = ops::elu::forward(gpu, &tx).unwrap();
+    check(
+        &format!("elu_forward {tag}"),
+        &y.to_vec(gpu),
+        &r::elu(&f64s(&x)),
+        atol(1),
+        RTOL,
+    );
+    let tdx = up(gpu, shape, &prior);
+    ops::elu::backward(gpu, &tx, &tdy, &tdx).unwrap();
+    check(
+        &format!("elu_backward {tag}"),
+        &tdx.to_vec(gpu),
+        &plus(&prior, &r::elu_backward(&f64s(&x), &f64s(&dy))),
+        atol(1),
+        RTOL,
+    );
+
+    let y = ops::relu::forward(gpu, &tx).unwrap();
+    check(
+        &format!("relu_forward {tag}"),
+        &y.to_vec(gpu),
+        &r::relu(&f64s(&x)),
+        0.0,
+        0.0,
+    );
+    let tdx = up(gpu, shape, &prior);
+    ops::relu::backward(gpu, &tx, &tdy, &tdx).unwrap();
+    check(
+        &format!("relu_backward {tag}"),
+        &tdx.to_vec(gpu),
+        &plus(&prior, &r::relu_backward(&f64s(&x), &f64s(&dy))),
+        atol(1),
+        RTOL,
+    );
+}
+
+/// maxpool2 and upsample2 on (n, c, h, w) (h, w even). With `ties`, inputs are rounded
+/// to a coarse grid so that many blocks hold equal maxima.
+pub fn check_pool_upsample(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    ties: bool,
+    seed: u64,
+) {
+    let tag = format!("n{n} c{c} {h}x{w} ties={ties}");
+    let mut g = rng(seed);
+    let mut x = rand_vec(&mut g, n * c * h * w);
+    if ties {
+        x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+    }
+    let planes = n * c;
+    let tx = up(gpu, &[n, c, h, w], &x);
+    let y = ops::maxpool2::forward(gpu, &tx).unwrap();
+    check(
+        &format!("maxpool2_forward {tag}"),
+        &y.to_vec(gpu),
+        &r::maxpool2(&f64s(&x), planes, h, w),
+        0.0,
+        0.0,
+    );
+    let dy = rand_vec(&mut g, planes * h * w / 4);
+    let prior = rand_vec(&mut g, x.len());
+    let tdx = up(gpu, &[n, c, h, w], &prior);
+    ops::maxpool2::backward(gpu, &tx, &up(gpu, &[n, c, h / 2, w / 2], &dy), &tdx).unwrap();
+    let want = plus(
+        &prior,
+        &r::maxpool2_backward(&f64s(&x), &f64s(&dy), planes, h, w),
+    );
+    check(
+        &format!("maxpool2_backward {tag}"),
+        &tdx.to_vec(gpu),
+        &want,
+        atol(1),
+        RTOL,
+    );
+
+    let y = ops::upsample2::forward(gpu, &tx).unwrap();
+    check(
+        &format!("upsample2_forward {tag}"),
+        &y.to_vec(gpu),
+        &r::upsample2(&f64s(&x), planes, h, w),
+        0.0,
+        0.0,
+    );
+    let dy = rand_vec(&mut g, planes * 4 * h * w);
+    let tdx = up(gpu, &[n, c, h, w], &prior);
+    ops::upsample2::backward(gpu, &up(gpu, &[n, c, 2 * h, 2 * w], &dy), &tdx).unwrap();
+    let want = plus(&prior, &r::upsample2_backward(&f64s(&dy), planes, h, w));
+    check(
+        &format!("upsample2_backward {tag}"),
+        &tdx.to_vec(gpu),
+        &want,
+        atol(4),
+        RTOL,
+    );
+}
+
+pub fn check_concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usize, seed: u64) {
+    let tag = format!("concat n{n} ca{ca} cb{cb} {h}x{w}");
+    let p = h * w;
+    let mut g = rng(seed);
+    let (a, b) = (rand_vec(&mut g, n * ca * p), rand_vec(&mut g, n * cb * p));
+    let (ta, tb) = (up(gpu, &[n, ca, h, w], &a), up(gpu, &[n, cb, h, w], &b));
+    let y = ops::concat::forward(gpu, &[&ta, &tb]).unwrap();
+    assert_eq!(y.shape(), &[n, ca + cb, h, w]);
+    check(
+        &format!("{tag} forward"),
+        &y.to_vec(gpu),
+        &r::concat(&f64s(&a), &f64s(&b), n, ca, cb, p),
+        0.0,
+        0.0,
+    );
+    let dy = rand_vec(&mut g, n * (ca + cb) * p);
+    let tdy = up(gpu, &[n, ca + cb, h, w], &dy);
+    let (pa, pb) = (rand_vec(&mut g, a.len()), rand_vec(&mut g, b.len()));
+    let (tda, tdb) = (up(gpu, &[n, ca, h, w], &pa), up(gpu, &[n, cb, h, w], &pb));
+    ops::concat::split_add(gpu, &tdy, &tda, 0).unwrap();
+    ops::concat::split_add(gpu, &tdy, &tdb, ca).unwrap();
+    let (da, db) = r::concat_backward(&f64s(&dy), n, ca, cb, p);
+    check(
+        &format!("{tag} backward a"),
+        &tda.to_vec(gpu),
+        &plus(&pa, &da),
+        atol(1),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward b"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &db),
+        atol(1),
+        RTOL,
+    );
+}
+
+/// softmax, softmax_ce forward and backward. `hw` = None is the per-sample form (N, C).
+/// Some labels are out of range (ignored, weight 0).
+pub fn check_softmax_ce(gpu: &Gpu, n: usize, c: usize, hw: Option<(usize, usize)>, seed: u64) {
+    let tag = format!("softmax_ce n{n} c{c} {hw:?}");
+    let p = hw.map_or(1, |(h, w)| h * w);
+    let (zshape, lshape) = match hw {
+        Some((h, w)) => (vec![n, c, h, w], vec![n, h, w]),
+        None => (vec![n, c], vec![n]),
+    };
+    let mut g = rng(seed);
+    let z: Vec<f32> = rand_vec(&mut g, n * c * p)
+        .iter()
+        .map(|v| 4.0 * v)
+        .collect();
+    let labels: Vec<usize> = (0..n * p)
+        .map(|i| if i % 7 == 3 { c } else { g.random_range(0..c) })
+        .collect();
+    let cw: Vec<f32> = (0..c).map(|_| g.random_range(0.1f32..1.0)).collect();
+    let tz = up(gpu, &zshape, &z);
+    let tl = up(
+        gpu,
+        &lshape,
+        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
+    );
+    let tw = up(gpu, &[c], &cw);
+
+    let s = ops::softmax_ce::softmax(gpu, &tz).unwrap();
+    check(
+        &format!("{tag} softmax"),
+        &s.to_vec(gpu),
+        &r::softmax(&f64s(&z), n, c, p),
+        atol(c),
+        RTOL,
+    );
+
+    let (loss, _wsum) = ops::softmax_ce::forward(gpu, &tz, &tl, &tw).unwrap();
+    let want = r::softmax_ce(&f64s(&z), &labels, &f64s(&cw), n, c, p);
+    check(
+        &format!("{tag} loss"),
+        &loss.to_vec(gpu),
+        &[want],
+        atol(c * n * p),
+        RTOL,
+    );
+
+    let (_, wsum) = ops::softmax_ce::forward(gpu, &tz, &tl, &tw).unwrap();
+    let dl = 0.7f32;
+    let prior = rand_vec(&mut g, z.len());
+    let tdz = up(gpu, &zshape, &prior);
+    ops::softmax_ce::backward(gpu, &tz, &tl, &tw, &up(gpu, &[1], &[dl]), &wsum, &tdz).unwrap();
+    let want = plus(
+        &prior,
+        &r::softmax_ce_backward(&f64s(&z), &labels, &f64s(&cw), n, c, p, dl as f64),
+    );
+    check(
+        &format!("{tag} backward"),
+        &tdz.to_vec(gpu),
+        &want,
+        atol(c),
+        RTOL,
+    );
+}
+
+/// Three Adam steps on `numel` parameters against the f64 reference.
+pub fn check_adam(gpu: &Gpu, numel: usize, seed: u64) {
+    let mut g = rng(seed);
+    let p0 = rand_vec(&mut g, numel);
+    let tp = up(gpu, &[numel], &p0);
+    let mut opt = ops::Adam::new(gpu, &[&tp], 1e-2).unwrap();
+    let (mut p, mut m, mut v) = (f64s(&p0), vec![0.0; numel], vec![0.0; numel]);
+    for t in 1..=3 {
+        let grad = rand_vec(&mut g, numel);
+        opt.step(gpu, &[&tp], &[&up(gpu, &[numel], &grad)]).unwrap();
+        r::adam(
+            &mut p,
+            &f64s(&grad),
+            &mut m,
+            &mut v,
+            1e-2,
+            0.9,
+            0.999,
+            1e-8,
+            t,
+        );
+    }
+    check(
+        &format!("adam n{numel}"),
+        &tp.to_vec(gpu),
+        &p,
+        atol(4),
+        RTOL,
+    );
+}
+
+/// fill, scale, add_into and the sum reduction on `numel` elements.
+pub fn check_small_ops(gpu: &Gpu, numel: usize, seed: u64) {
+    let mut g = rng(seed);
+    let a = rand_vec(&mut g, numel);
+    let b = rand_vec(&mut g, numel);
+    let ta = up(gpu, &[numel], &a);
+    ops::elementwise::add_into(gpu, &ta, &up(gpu, &[numel], &b)).unwrap();
+    let sum: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| *x as f64 + *y as f64)
+        .collect();
+    check(
+        &format!("add_into n{numel}"),
+        &ta.to_vec(gpu),
+        &sum,
+        atol(1),
+        RTOL,
+    );
+    ops::elementwise::scale(gpu, &ta, -2.5).unwrap();
+    let scaled: Vec<f64> = sum.iter().map(|x| x * -2.5).collect();
+    check(
+        &format!("scale n{numel}"),
+        &ta.to_vec(gpu),
+        &scaled,
+        atol(1),
+        RTOL,
+    );
+    let total = ops::reduce::sum(gpu, &ta).unwrap();
+    check(
+        &format!("sum_reduce n{numel}"),
+        &total.to_vec(gpu),
+        &[scaled.iter().sum()],
+        atol(numel),
+        RTOL,
+    );
+    ops::elementwise::fill(gpu, &ta, 0.25).unwrap();
+    check(
+        &format!("fill n{numel}"),
+        &ta.to_vec(gpu),
+        &vec![0.25; numel],
+        0.0,
+        0.0,
+    );
+}
+
+/// The composite network of the tape check, small enough for finite differences:
+///   image (N,1,H,W) -> conv3x3(1->A) -> ELU =: skip -> maxpool2 -> conv3x3(A->B) -> ELU
+///   -> upsample2 -> concat(skip, .) -> conv1x1(A+B -> C) -> softmax_ce(labels, class w)
+/// The skip is used twice (by the pool and by the concat), as in the U-Net.
+pub struct Composite {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+impl Composite {
+    /// Parameter shapes in order: w1, b1, w2, b2, w3, b3.
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        let (a, b, c) = (self.a, self.b, self.c);
+        vec![
+            vec![a, 1, 3, 3],
+            vec![a],
+            vec![b, a, 3, 3],
+            vec![b],
+            vec![c, a + b, 1, 1],
+            vec![c],
+        ]
+    }
+
+    /// Seeded parameters (uniform in [-0.5, 0.5]), image, labels and class weights.
+    pub fn data(&self, seed: u64) -> (Vec<Vec<f32>>, Vec<f32>, Vec<usize>, Vec<f32>) {
+        let mut g = rng(seed);
+        let params = self
+            .shapes()
+            .iter()
+            .map(|s| {
+                rand_vec(&mut g, s.iter().product())
+                    .iter()
+                    .map(|v| v * 0.5)
+                    .collect()
+            })
+            .collect();
+        let image = rand_vec(&mut g, self.n * self.h * self.w);
+        let labels = (0..self.n * self.h * self.w)
+            .map(|_| g.random_range(0..self.c))
+            .collect();
+        let cw = (0..self.c).map(|_| g.random_range(0.2f32..1.0)).collect();
+        (params, image, labels, cw)
+    }
+
+    /// The loss on the GPU tape.
+    pub fn loss_gpu(
+        &self,
+        tape: &segfeat::Tape,
+        p: &[segfeat::Var],
+        image: &Tensor,
+        labels: &Tensor,
+        cw: &Tensor,
+    ) -> segfeat::Var {
+        let x = tape.constant(image);
+        let skip = ops::elu(tape, &ops::conv3x3(tape, &x, &p[0], &p[1]).unwrap()).unwrap();
+        let down = ops::maxpool2(tape, &skip).unwrap();
+        let mid = ops::elu(tape, &ops::conv3x3(tape, &down, &p[2], &p[3]).unwrap()).unwrap();
+        let upv = ops::upsample2(tape, &mid).unwrap();
+        let cat = ops::concat(tape, &[&skip, &upv]).unwrap();
+        let logits = ops::conv1x1(tape, &cat, &p[4], &p[5]).unwrap();
+        ops::softmax_ce(tape, &logits, labels, cw).unwrap()
+    }
+
+    /// The same loss in f64 from the references.
+    pub fn loss_ref(&self, p: &[Vec<f64>], image: &[f64], labels: &[usize], cw: &[f64]) -> f64 {
+        let (n, h, w, a, b, c) = (self.n, self.h, self.w, self.a, self.b, self.c);
+        let skip = r::elu(&r::conv3x3(image, &p[0], &p[1], n, 1, a, h, w));
+        let down = r::maxpool2(&skip, n * a, h, w);
+        let mid = r::elu(&r::conv3x3(&down, &p[2], &p[3], n, a, b, h / 2, w / 2));
+        let upv = r::upsample2(&mid, n * b, h / 2, w / 2);
+        let cat = r::concat(&skip, &upv, n, a, b, h * w);
+        let logits = r::conv1x1(&cat, &p[4], &p[5], n, a + b, c, h * w);
+        r::softmax_ce(&logits, labels, cw, n, c, h * w)
+    }
+}
