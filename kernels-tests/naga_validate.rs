@@ -51,7 +51,7 @@ fn every_shader_parses_and_validates() {
         "validated {files} files, {} entry points: {entry_points:?}",
         entry_points.len()
     );
-    assert_eq!(files, 12, "shader files validated");
+    assert_eq!(files, 13, "shader files validated");
     assert_eq!(
         entry_points.len(),
         31,

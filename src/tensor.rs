@@ -137,7 +137,9 @@ impl Tensor {
         Rc::ptr_eq(&self.buf, &other.buf)
     }
 
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+    /// The GPU buffer behind the tensor (it may be larger than the tensor: sizes are
+    /// rounded up to 256 bytes). For benchmarks and interop; ops go through launchers.
+    pub fn buffer(&self) -> &wgpu::Buffer {
         self.buf.buffer()
     }
 

@@ -37,6 +37,7 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 /// Every shader file in `shaders/`, by name.
 pub static SHADERS: &[(&str, &str)] = &[
     ("adam", include_str!("../../shaders/adam.wgsl")),
+    ("ceilings", include_str!("../../shaders/ceilings.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv1x1", include_str!("../../shaders/conv1x1.wgsl")),
     ("conv3x3", include_str!("../../shaders/conv3x3.wgsl")),

@@ -1,0 +1,67 @@
+//! The adapter's ceilings, measured in the same run as whatever they are compared with:
+//! arithmetic (a register-only FMA kernel, GFLOP/s) and memory (a vec4 copy, GB/s).
+//! Timing is wall-clock around a submit-and-wait, best of `reps`, after one warm-up.
+
+use std::time::Instant;
+
+use super::kernels::{k, Kernel};
+use super::Gpu;
+use crate::{Result, Tensor};
+
+const FMA: Kernel = k("ceilings", "fma_peak");
+const COPY: Kernel = k("ceilings", "copy");
+
+/// Best wall time in seconds of `f` (recorded, submitted and waited for) over `reps` runs.
+pub fn time_best(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    gpu.sync();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        gpu.sync();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// Register-only FMA throughput in GFLOP/s.
+pub fn fma_gflops(gpu: &Gpu, reps: usize) -> Result<f64> {
+    let threads = 64 * 2048;
+    let iters = 2048u32;
+    let sink = Tensor::uninit(gpu, &[threads * 4])?;
+    let secs = time_best(gpu, reps, || {
+        gpu.dispatch(
+            FMA,
+            &[threads as u32, iters, 0, 0],
+            &[(1, gpu.whole(&sink, "sink")?)],
+            threads,
+        )
+    })?;
+    Ok(threads as f64 * iters as f64 * 32.0 / secs / 1e9)
+}
+
+/// Copy bandwidth in GB/s (bytes read + bytes written), two ways: (copy shader with vec4
+/// loads and stores, `copy_buffer_to_buffer`). The benchmark's memory ceiling is the larger:
+/// on lavapipe the shader copy is well below what simple kernels reach.
+pub fn copy_gbps(gpu: &Gpu, reps: usize) -> Result<(f64, f64)> {
+    // 32 MiB each way: larger than the caches, the size of a big U-Net activation.
+    let floats = (8usize << 20).min(gpu.binding_limit() as usize / 4);
+    let src = Tensor::zeros(gpu, &[floats])?;
+    let dst = Tensor::zeros(gpu, &[floats])?;
+    let n4 = floats / 4;
+    let shader = time_best(gpu, reps, || {
+        let bufs = [
+            (1, gpu.whole(&dst, "copy destination")?),
+            (2, gpu.whole(&src, "copy source")?),
+        ];
+        gpu.dispatch(COPY, &[n4 as u32, 0, 0, 0], &bufs, n4)
+    })?;
+    let bytes = floats as u64 * 4;
+    let builtin = time_best(gpu, reps, || {
+        gpu.with_encoder(|enc| enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes));
+        Ok(())
+    })?;
+    let rate = |secs: f64| 2.0 * bytes as f64 / secs / 1e9;
+    Ok((rate(shader), rate(builtin)))
+}
