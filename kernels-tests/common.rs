@@ -569,6 +569,9 @@ pub fn check_small_ops(gpu: &Gpu, numel: usize, seed: u64) {
 ///   image (N,1,H,W) -> conv3x3(1->A) -> ELU =: skip -> maxpool2 -> conv3x3(A->B) -> ELU
 ///   -> upsample2 -> concat(skip, .) -> conv1x1(A+B -> C) -> softmax_ce(labels, class w)
 /// The skip is used twice (by the pool and by the concat), as in the U-Net.
+/// Parameters, image, labels and class weights of the composite network.
+pub type CompositeData = (Vec<Vec<f32>>, Vec<f32>, Vec<usize>, Vec<f32>);
+
 pub struct Composite {
     pub n: usize,
     pub h: usize,
@@ -593,7 +596,7 @@ impl Composite {
     }
 
     /// Seeded parameters (uniform in [-0.5, 0.5]), image, labels and class weights.
-    pub fn data(&self, seed: u64) -> (Vec<Vec<f32>>, Vec<f32>, Vec<usize>, Vec<f32>) {
+    pub fn data(&self, seed: u64) -> CompositeData {
         let mut g = rng(seed);
         let params = self
             .shapes()
@@ -611,6 +614,23 @@ impl Composite {
             .collect();
         let cw = (0..self.c).map(|_| g.random_range(0.2f32..1.0)).collect();
         (params, image, labels, cw)
+    }
+
+    /// Upload `data`'s parameters, image, labels (as f32) and class weights.
+    pub fn upload(&self, gpu: &Gpu, data: &CompositeData) -> (Vec<Tensor>, Tensor, Tensor, Tensor) {
+        let (params, image, labels, cw) = data;
+        let tensors = params
+            .iter()
+            .zip(self.shapes())
+            .map(|(p, s)| up(gpu, &s, p))
+            .collect();
+        let labels: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+        (
+            tensors,
+            up(gpu, &[self.n, 1, self.h, self.w], image),
+            up(gpu, &[self.n, self.h, self.w], &labels),
+            up(gpu, &[self.c], cw),
+        )
     }
 
     /// The loss on the GPU tape.

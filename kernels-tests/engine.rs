@@ -98,19 +98,7 @@ fn train(gpu: &Gpu, steps: usize) -> (Vec<Vec<f32>>, Vec<u64>) {
         b: 6,
         c: 3,
     };
-    let (params, image, labels, cw) = net.data(21);
-    let tensors: Vec<Tensor> = params
-        .iter()
-        .zip(net.shapes())
-        .map(|(p, s)| up(gpu, &s, p))
-        .collect();
-    let timg = up(gpu, &[net.n, 1, net.h, net.w], &image);
-    let tlab = up(
-        gpu,
-        &[net.n, net.h, net.w],
-        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
-    );
-    let tcw = up(gpu, &[net.c], &cw);
+    let (tensors, timg, tlab, tcw) = net.upload(gpu, &net.data(21));
     let refs: Vec<&Tensor> = tensors.iter().collect();
     let mut adam = ops::Adam::new(gpu, &refs, 1e-2).unwrap();
     let tape = Tape::new(gpu);

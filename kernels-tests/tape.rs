@@ -23,20 +23,11 @@ fn composite_gradients_match_finite_differences() {
         c: 5,
     };
     let gpu = gpu();
-    let (params, image, labels, cw) = net.data(7);
+    let data = net.data(7);
+    let (tensors, timg, tlab, tcw) = net.upload(&gpu, &data);
+    let (params, image, labels, cw) = data;
     let tape = Tape::new(&gpu);
-    let vars: Vec<_> = params
-        .iter()
-        .zip(net.shapes())
-        .map(|(p, s)| tape.param(&up(&gpu, &s, p)))
-        .collect();
-    let timg = up(&gpu, &[net.n, 1, net.h, net.w], &image);
-    let tlab = up(
-        &gpu,
-        &[net.n, net.h, net.w],
-        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
-    );
-    let tcw = up(&gpu, &[net.c], &cw);
+    let vars: Vec<_> = tensors.iter().map(|t| tape.param(t)).collect();
     let loss = net.loss_gpu(&tape, &vars, &timg, &tlab, &tcw);
     let grads = tape.backward(&loss).unwrap();
     assert!(tape.is_empty(), "backward consumes the tape");
@@ -139,20 +130,10 @@ fn backward_releases_intermediates() {
         c: 3,
     };
     let gpu = gpu();
-    let (params, image, labels, cw) = net.data(11);
+    let data = net.data(11);
+    let (tensors, timg, tlab, tcw) = net.upload(&gpu, &data);
     let tape = Tape::new(&gpu);
-    let vars: Vec<_> = params
-        .iter()
-        .zip(net.shapes())
-        .map(|(p, s)| tape.param(&up(&gpu, &s, p)))
-        .collect();
-    let timg = up(&gpu, &[net.n, 1, net.h, net.w], &image);
-    let tlab = up(
-        &gpu,
-        &[net.n, net.h, net.w],
-        &labels.iter().map(|&l| l as f32).collect::<Vec<_>>(),
-    );
-    let tcw = up(&gpu, &[net.c], &cw);
+    let vars: Vec<_> = tensors.iter().map(|t| tape.param(t)).collect();
     let before = gpu.pool_live_bytes();
     let loss = net.loss_gpu(&tape, &vars, &timg, &tlab, &tcw);
     let during = gpu.pool_live_bytes();

@@ -4,7 +4,7 @@
 //!
 //! Split by sample when a batch exceeds one storage binding, as conv3x3.
 
-use super::{check_shape, u};
+use super::{check_shape, record_affine, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{Gpu, Result, Tape, Tensor, Var};
 
@@ -95,20 +95,12 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
 /// Tape rule: y = conv1x1(x, w) + b.
 pub fn conv1x1(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
     let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
-    let (xv, wv) = (x.value.clone(), w.value.clone());
-    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
-    let (xid, wid, bid) = (x.id(), w.id(), b.id());
-    let bshape = b.shape().to_vec();
-    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
-        if xg {
-            backward_input(gpu, dy, &wv, &grads.slot(xid, xv.shape())?)?;
-        }
-        if wg {
-            backward_weight(gpu, dy, &xv, &grads.slot(wid, wv.shape())?)?;
-        }
-        if bg {
-            backward_bias(gpu, dy, &grads.slot(bid, &bshape)?)?;
-        }
-        Ok(())
-    }))
+    Ok(record_affine(
+        tape,
+        y,
+        (x, w, b),
+        backward_input,
+        backward_weight,
+        backward_bias,
+    ))
 }

@@ -6,7 +6,7 @@
 //! 4096 x 32768 floats): it is then split by output rows, and each chunk's contribution to
 //! dx adds into dx.
 
-use super::{check_shape, u};
+use super::{check_shape, record_affine, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
@@ -100,20 +100,12 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
 /// Tape rule: y = x W^T + b.
 pub fn linear(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
     let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
-    let (xv, wv) = (x.value.clone(), w.value.clone());
-    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
-    let (xid, wid, bid) = (x.id(), w.id(), b.id());
-    let bshape = b.shape().to_vec();
-    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
-        if xg {
-            backward_input(gpu, dy, &wv, &grads.slot(xid, xv.shape())?)?;
-        }
-        if wg {
-            backward_weight(gpu, dy, &xv, &grads.slot(wid, wv.shape())?)?;
-        }
-        if bg {
-            backward_bias(gpu, dy, &grads.slot(bid, &bshape)?)?;
-        }
-        Ok(())
-    }))
+    Ok(record_affine(
+        tape,
+        y,
+        (x, w, b),
+        backward_input,
+        backward_weight,
+        backward_bias,
+    ))
 }

@@ -31,7 +31,7 @@ pub use relu::relu;
 pub use softmax_ce::{softmax, softmax_ce};
 pub use upsample2::upsample2;
 
-use crate::{bail, Result, Tensor};
+use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
 /// An error unless `t` has shape `want`.
 pub(crate) fn check_shape(t: &Tensor, want: &[usize], what: &str) -> Result<()> {
@@ -43,4 +43,36 @@ pub(crate) fn check_shape(t: &Tensor, want: &[usize], what: &str) -> Result<()> 
 
 pub(crate) fn u(x: usize) -> u32 {
     x as u32
+}
+
+/// A backward launcher of an op with input x, weight w and bias b: (gpu, dy, other, grad).
+type Backward3 = fn(&Gpu, &Tensor, &Tensor, &Tensor) -> Result<()>;
+
+/// The tape rule shared by conv3x3, conv1x1 and linear, whose output is affine in x, w, b:
+/// dx += backward_input(dy, w), dw += backward_weight(dy, x), db += backward_bias(dy),
+/// each only for the inputs that require a gradient.
+pub(crate) fn record_affine(
+    tape: &Tape,
+    y: Tensor,
+    (x, w, b): (&Var, &Var, &Var),
+    backward_input: Backward3,
+    backward_weight: Backward3,
+    backward_bias: fn(&Gpu, &Tensor, &Tensor) -> Result<()>,
+) -> Var {
+    let (xv, wv) = (x.value.clone(), w.value.clone());
+    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+    let (xid, wid, bid) = (x.id(), w.id(), b.id());
+    let bshape = b.shape().to_vec();
+    tape.record(y, &[x, w, b], move |gpu, dy, grads| {
+        if xg {
+            backward_input(gpu, dy, &wv, &grads.slot(xid, xv.shape())?)?;
+        }
+        if wg {
+            backward_weight(gpu, dy, &xv, &grads.slot(wid, wv.shape())?)?;
+        }
+        if bg {
+            backward_bias(gpu, dy, &grads.slot(bid, &bshape)?)?;
+        }
+        Ok(())
+    })
 }
