@@ -184,3 +184,37 @@ fn no_matching_adapter_says_how_to_get_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SEGFEAT_ADAPTER"), "{err}");
 }
+
+#[test]
+fn ceiling_kernels_compute_what_they_claim() {
+    use segfeat::gpu::ceilings::{copy_shader, fma_chains};
+    let gpu = gpu();
+    // fma_peak: four chains x <- x * 0.999999 + 1e-7 from seeds derived from the index.
+    let (threads, iters) = (130, 37u32);
+    let sink = Tensor::uninit(&gpu, &[threads * 4]).unwrap();
+    fma_chains(&gpu, &sink, threads, iters).unwrap();
+    let mut want = Vec::new();
+    for i in 0..threads {
+        let s = i as f64 * 1e-9;
+        for lane in 0..4 {
+            let a0 = s + lane as f64;
+            let total: f64 = [0.0, 0.5, 0.25, 0.125]
+                .iter()
+                .map(|off| (0..iters).fold(a0 + off, |x, _| x * 0.999999 + 1e-7))
+                .sum();
+            want.push(total);
+        }
+    }
+    check(
+        "fma_peak",
+        &sink.to_vec(&gpu),
+        &want,
+        atol(4 * iters as usize),
+        RTOL,
+    );
+    // copy: dst = src.
+    let x = rand_vec(&mut rng(9), 4 * 1000);
+    let dst = Tensor::zeros(&gpu, &[x.len()]).unwrap();
+    copy_shader(&gpu, &up(&gpu, &[x.len()], &x), &dst).unwrap();
+    check("copy", &dst.to_vec(&gpu), &f64s(&x), 0.0, 0.0);
+}

@@ -25,19 +25,30 @@ pub fn time_best(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<()>) -> R
     Ok(best)
 }
 
+/// Launch fma_peak: `threads` invocations of `iters` iterations; sink is (threads * 4).
+pub fn fma_chains(gpu: &Gpu, sink: &Tensor, threads: usize, iters: u32) -> Result<()> {
+    crate::ops::check_shape(sink, &[threads * 4], "fma sink")?;
+    let bufs = [(1, gpu.whole(sink, "fma sink")?)];
+    gpu.dispatch(FMA, &[threads as u32, iters, 0, 0], &bufs, threads)
+}
+
+/// Launch the copy shader: dst = src (same shape, element count a multiple of 4).
+pub fn copy_shader(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<()> {
+    crate::ops::check_shape(dst, src.shape(), "copy destination")?;
+    let n4 = src.numel() / 4;
+    let bufs = [
+        (1, gpu.whole(dst, "copy destination")?),
+        (2, gpu.whole(src, "copy source")?),
+    ];
+    gpu.dispatch(COPY, &[n4 as u32, 0, 0, 0], &bufs, n4)
+}
+
 /// Register-only FMA throughput in GFLOP/s.
 pub fn fma_gflops(gpu: &Gpu, reps: usize) -> Result<f64> {
     let threads = 64 * 2048;
     let iters = 2048u32;
     let sink = Tensor::uninit(gpu, &[threads * 4])?;
-    let secs = time_best(gpu, reps, || {
-        gpu.dispatch(
-            FMA,
-            &[threads as u32, iters, 0, 0],
-            &[(1, gpu.whole(&sink, "sink")?)],
-            threads,
-        )
-    })?;
+    let secs = time_best(gpu, reps, || fma_chains(gpu, &sink, threads, iters))?;
     Ok(threads as f64 * iters as f64 * 32.0 / secs / 1e9)
 }
 
@@ -49,14 +60,7 @@ pub fn copy_gbps(gpu: &Gpu, reps: usize) -> Result<(f64, f64)> {
     let floats = (8usize << 20).min(gpu.binding_limit() as usize / 4);
     let src = Tensor::zeros(gpu, &[floats])?;
     let dst = Tensor::zeros(gpu, &[floats])?;
-    let n4 = floats / 4;
-    let shader = time_best(gpu, reps, || {
-        let bufs = [
-            (1, gpu.whole(&dst, "copy destination")?),
-            (2, gpu.whole(&src, "copy source")?),
-        ];
-        gpu.dispatch(COPY, &[n4 as u32, 0, 0, 0], &bufs, n4)
-    })?;
+    let shader = time_best(gpu, reps, || copy_shader(gpu, &src, &dst))?;
     let bytes = floats as u64 * 4;
     let builtin = time_best(gpu, reps, || {
         gpu.with_encoder(|enc| enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes));

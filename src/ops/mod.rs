@@ -34,7 +34,7 @@ pub use upsample2::upsample2;
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
 /// An error unless `t` has shape `want`.
-pub(crate) fn check_shape(t: &Tensor, want: &[usize], what: &str) -> Result<()> {
+pub fn check_shape(t: &Tensor, want: &[usize], what: &str) -> Result<()> {
     if t.shape() != want {
         bail!("{what} must have shape {want:?}, got {:?}", t.shape());
     }
