@@ -11,12 +11,18 @@
 //! 4. The [`Tape`] records, for ops on [`Var`]s, how to push gradients back; `backward`
 //!    runs those rules newest first, and every backward kernel ADDS into its gradient.
 //! 5. [`ops::Adam`] updates the parameters in place on the GPU.
+//!
+//! Above the engine: [`data`] makes and reads images on the CPU (the phantom, folders of
+//! PNGs), [`nn`] holds the networks and their checkpoints, [`train`] the training loops.
 
+pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod nn;
 pub mod ops;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

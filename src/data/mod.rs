@@ -1,0 +1,200 @@
+//! Data on the CPU: the phantom generator, folders of PNG images, patient splits and
+//! batches. Nothing here touches the GPU: a batch leaves as plain `Vec<f32>`s.
+
+pub mod folder;
+pub mod phantom;
+
+use crate::{bail, Result};
+
+/// The cardiac label scheme, in index order.
+pub const CARDIAC_LABELS: [&str; 6] = ["BG", "RA", "LA", "RV", "LV", "Myo"];
+
+/// What an image shows, for the disease-detection protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Group {
+    Normal,
+    Effusion,
+    Septal,
+}
+
+impl Group {
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Normal => "normal",
+            Group::Effusion => "effusion",
+            Group::Septal => "septal",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Group> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "normal" | "" => Some(Group::Normal),
+            "effusion" | "pericardial-effusion" => Some(Group::Effusion),
+            "septal" | "septal-defect" => Some(Group::Septal),
+            _ => None,
+        }
+    }
+}
+
+/// One image with its label map, both `size x size`, row-major.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// File stem (`PATIENT_SLICE`), unique in the set.
+    pub name: String,
+    pub patient: String,
+    pub group: Group,
+    /// Disease severity in [0, 1] where known (phantom positives), for analysis only.
+    pub severity: Option<f32>,
+    /// Intensities in [0, 1].
+    pub image: Vec<f32>,
+    /// Label indices, each < the label count.
+    pub label: Vec<u8>,
+}
+
+/// A set of samples of one size with one label scheme.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub size: usize,
+    pub label_names: Vec<String>,
+    /// How the images were brought to [0, 1] (stored in the model's metadata).
+    pub normalisation: String,
+    /// Where the samples came from (`phantom seed S`, or the folder's path), so that a
+    /// model can tell whether a data set is the one it was trained on.
+    pub source: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Dataset {
+    /// Patient ids in order of first appearance.
+    pub fn patients(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.samples {
+            if !out.contains(&s.patient) {
+                out.push(s.patient.clone());
+            }
+        }
+        out
+    }
+
+    /// The samples of the given patients (all of them when `patients` is None). Every
+    /// named patient must exist.
+    pub fn select(&self, patients: Option<&[String]>, groups: &[Group]) -> Result<Dataset> {
+        if let Some(ps) = patients {
+            let known = self.patients();
+            for p in ps {
+                if !known.contains(p) {
+                    bail!(
+                        "patient '{p}' is not in the data (patients: {})",
+                        abbreviate(&known)
+                    );
+                }
+            }
+        }
+        let samples = self
+            .samples
+            .iter()
+            .filter(|s| groups.contains(&s.group))
+            .filter(|s| patients.is_none_or(|ps| ps.contains(&s.patient)))
+            .cloned()
+            .collect();
+        Ok(Dataset {
+            samples,
+            ..self.empty_like()
+        })
+    }
+
+    fn empty_like(&self) -> Dataset {
+        Dataset {
+            size: self.size,
+            label_names: self.label_names.clone(),
+            normalisation: self.normalisation.clone(),
+            source: self.source.clone(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Pixel count of each label over every sample.
+    pub fn label_counts(&self) -> Vec<u64> {
+        let mut f = vec![0u64; self.label_names.len()];
+        for s in &self.samples {
+            for &l in &s.label {
+                f[l as usize] += 1;
+            }
+        }
+        f
+    }
+
+    /// The paper's class weights, w_l = 1 - f_l / sum_k f_k (a label never seen gets 1).
+    pub fn class_weights(&self) -> Vec<f32> {
+        let f = self.label_counts();
+        let total: u64 = f.iter().sum();
+        f.iter()
+            .map(|&c| (1.0 - c as f64 / total.max(1) as f64) as f32)
+            .collect()
+    }
+
+    /// Images (B, 1, S, S) and labels (B, S, S) of the samples at `idx`, as f32.
+    pub fn batch(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let px = self.size * self.size;
+        let mut x = Vec::with_capacity(idx.len() * px);
+        let mut y = Vec::with_capacity(idx.len() * px);
+        for &i in idx {
+            x.extend_from_slice(&self.samples[i].image);
+            y.extend(self.samples[i].label.iter().map(|&l| l as f32));
+        }
+        (x, y)
+    }
+}
+
+/// Parse a comma-separated list of patient ids ("" is none).
+pub fn parse_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn abbreviate(items: &[String]) -> String {
+    if items.len() <= 12 {
+        items.join(", ")
+    } else {
+        format!("{}, ... ({} in all)", items[..12].join(", "), items.len())
+    }
+}
+
+/// Bilinear resampling of a square image to `to x to` (pixel centres aligned, edges clamped).
+pub fn resize_bilinear(src: &[f32], from_w: usize, from_h: usize, to: usize) -> Vec<f32> {
+    let mut out = vec![0.0; to * to];
+    let sx = from_w as f64 / to as f64;
+    let sy = from_h as f64 / to as f64;
+    for oy in 0..to {
+        let fy = ((oy as f64 + 0.5) * sy - 0.5).clamp(0.0, (from_h - 1) as f64);
+        let y0 = fy.floor() as usize;
+        let y1 = (y0 + 1).min(from_h - 1);
+        let ty = fy - y0 as f64;
+        for ox in 0..to {
+            let fx = ((ox as f64 + 0.5) * sx - 0.5).clamp(0.0, (from_w - 1) as f64);
+            let x0 = fx.floor() as usize;
+            let x1 = (x0 + 1).min(from_w - 1);
+            let tx = fx - x0 as f64;
+            let p = |x: usize, y: usize| src[y * from_w + x] as f64;
+            let top = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+            let bot = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+            out[oy * to + ox] = (top * (1.0 - ty) + bot * ty) as f32;
+        }
+    }
+    out
+}
+
+/// Nearest-neighbour resampling of a label map to `to x to`.
+pub fn resize_nearest(src: &[u8], from_w: usize, from_h: usize, to: usize) -> Vec<u8> {
+    let mut out = vec![0; to * to];
+    for oy in 0..to {
+        let y = (((oy as f64 + 0.5) * from_h as f64 / to as f64) as usize).min(from_h - 1);
+        for ox in 0..to {
+            let x = (((ox as f64 + 0.5) * from_w as f64 / to as f64) as usize).min(from_w - 1);
+            out[oy * to + ox] = src[y * from_w + x];
+        }
+    }
+    out
+}
