@@ -49,6 +49,9 @@ enum Command {
     TrainSeg {
         #[command(flatten)]
         data: DataArgs,
+        /// Channels of the first convolution (n).
+        #[arg(long, default_value_t = 16)]
+        channels: usize,
         #[command(flatten)]
         train: TrainArgs,
         /// Patients to train on (comma-separated ids; default: every normal patient).
@@ -127,9 +130,6 @@ struct TrainArgs {
     /// Input height and width (a multiple of 16); images are resized to it.
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// Channels of the first convolution (n).
-    #[arg(long, default_value_t = 16)]
-    channels: usize,
     #[arg(long, default_value_t = 20)]
     epochs: usize,
     #[arg(long, default_value_t = 100)]
@@ -145,9 +145,9 @@ struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn options(&self) -> SegTrainOptions {
+    fn options(&self, channels: usize) -> SegTrainOptions {
         SegTrainOptions {
-            channels: self.channels,
+            channels,
             size: self.size,
             epochs: self.epochs,
             batches_per_epoch: self.batches_per_epoch,
@@ -223,11 +223,18 @@ fn main() {
         Command::Phantom { spec, out } => write_phantom(&spec, &out),
         Command::TrainSeg {
             data,
+            channels,
             train,
             patients,
             out,
             resume,
-        } => train_seg(&data, &train, patients.as_deref(), &out, resume),
+        } => train_seg(
+            &data,
+            &train.options(channels),
+            patients.as_deref(),
+            &out,
+            resume,
+        ),
         Command::EvalSeg {
             model,
             data,
@@ -249,7 +256,7 @@ fn main() {
         } => segment(&model, &input, &out, probs.as_deref()),
     };
     if let Err(e) = result {
-        eprintln!("segfeat: {e}");
+        eprintln!("error: {e}");
         std::process::exit(1);
     }
 }
@@ -395,12 +402,11 @@ fn write_phantom(args: &PhantomArgs, out: &Path) -> Result<()> {
 
 fn train_seg(
     data_args: &DataArgs,
-    train: &TrainArgs,
+    opts: &SegTrainOptions,
     patients: Option<&str>,
     out: &Path,
     resume: bool,
 ) -> Result<()> {
-    let opts = train.options();
     UnetConfig::new(opts.channels, 2, opts.size)?;
     let all = load_data(data_args, opts.size)?;
     let list = patients.map(data::parse_list);
@@ -418,7 +424,7 @@ fn train_seg(
         ds.patients().len(),
         gpu.adapter().name
     );
-    seg::train(&gpu, &ds, &opts, out, resume)?;
+    seg::train(&gpu, &ds, opts, out, resume)?;
     println!("model: {}", out.display());
     Ok(())
 }
@@ -501,7 +507,7 @@ fn cv_seg(
                 "--channels must be a comma-separated list of positive numbers, got '{channel_list}'"
             ))
         })?;
-    let opts = train.options();
+    let opts = train.options(channels[0]);
     UnetConfig::new(1, 2, opts.size)?;
     let ds = load_data(data_args, opts.size)?;
     let gpu = Gpu::new()?;

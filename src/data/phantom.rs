@@ -324,7 +324,7 @@ impl Anatomy {
             rv_wall: uniform(r, 0.025, 0.04),
             atrial_wall: uniform(r, 0.02, 0.03),
             septum_v: -0.02 + j(r, 0.02),
-            septum_t: uniform(r, 0.035, 0.05),
+            septum_t: uniform(r, 0.05, 0.08),
             epi_fat: uniform(r, 0.03, 0.08),
             fat_phase: uniform(r, 0.0, std::f64::consts::TAU),
             hu,

@@ -1,0 +1,398 @@
+//! Data on the CPU (no GPU needed): the phantom's anatomy and diseases, folders of PNGs
+//! with every bad input the loader must report, Dice, and the U-Net's summary.
+
+use std::path::{Path, PathBuf};
+
+use image::{ImageBuffer, Luma, Rgb};
+use segfeat::data::folder::{self, read_palette};
+use segfeat::data::phantom::PhantomSpec;
+use segfeat::data::{Group, CARDIAC_LABELS};
+use segfeat::nn::UnetConfig;
+use segfeat::train::seg::{dice, mean_std};
+
+fn names() -> Vec<String> {
+    CARDIAC_LABELS.iter().map(|s| s.to_string()).collect()
+}
+
+fn small_spec(size: usize) -> PhantomSpec {
+    PhantomSpec {
+        size,
+        normal_patients: 4,
+        slices: (3, 4),
+        effusion_images: 4,
+        septal_images: 6,
+        positive_slices: 2,
+        ..PhantomSpec::default()
+    }
+}
+
+/// A fresh, empty folder under target/.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Whether label `a` touches label `b` (4-neighbourhood) anywhere in the map.
+fn touches(label: &[u8], size: usize, a: u8, b: u8) -> bool {
+    for y in 0..size {
+        for x in 0..size {
+            if label[y * size + x] != a {
+                continue;
+            }
+            let n = [
+                (x > 0).then(|| label[y * size + x - 1]),
+                (x + 1 < size).then(|| label[y * size + x + 1]),
+                (y > 0).then(|| label[(y - 1) * size + x]),
+                (y + 1 < size).then(|| label[(y + 1) * size + x]),
+            ];
+            if n.contains(&Some(b)) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn phantom_is_seeded_and_organised_by_patient() {
+    let a = small_spec(48).generate().unwrap();
+    let b = small_spec(48).generate().unwrap();
+    assert_eq!(a.samples.len(), b.samples.len());
+    for (x, y) in a.samples.iter().zip(&b.samples) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.image, y.image);
+        assert_eq!(x.label, y.label);
+    }
+    let other = PhantomSpec {
+        seed: 2,
+        ..small_spec(48)
+    }
+    .generate()
+    .unwrap();
+    assert_ne!(a.samples[0].image, other.samples[0].image);
+
+    let count = |g: Group| a.samples.iter().filter(|s| s.group == g).count();
+    assert_eq!(count(Group::Effusion), 4);
+    assert_eq!(count(Group::Septal), 6);
+    let normals = a.select(None, &[Group::Normal]).unwrap();
+    assert_eq!(normals.patients().len(), 4);
+    let n = normals.samples.len();
+    assert!((12..=16).contains(&n), "{n} normal slices");
+    // Diseased patients are not normal patients.
+    for s in a.samples.iter().filter(|s| s.group != Group::Normal) {
+        assert!(!normals.patients().contains(&s.patient));
+        assert!(s.severity.is_some_and(|v| (0.0..=1.0).contains(&v)));
+        assert!(s.name.starts_with(&format!("{}_", s.patient)));
+    }
+}
+
+#[test]
+fn phantom_shows_every_structure_and_is_not_a_threshold() {
+    let ds = small_spec(96).generate().unwrap();
+    for s in ds.samples.iter().filter(|s| s.group == Group::Normal) {
+        assert!(s.image.iter().all(|v| (0.0..=1.0).contains(v)));
+        for l in 0..6u8 {
+            let px = s.label.iter().filter(|&&v| v == l).count();
+            assert!(px >= 10, "{}: label {l} has only {px} pixels", s.name);
+        }
+        // The septa and the LV myocardium separate the blood pools (RA meets RV at the
+        // tricuspid valve, as in real label maps).
+        for (a, b) in [(4, 3), (2, 1), (4, 2)] {
+            assert!(!touches(&s.label, 96, a, b), "{}: {a} touches {b}", s.name);
+        }
+        // Left-heart blood is brighter than right-heart blood.
+        let mean = |l: u8| {
+            let v: Vec<f64> = s
+                .label
+                .iter()
+                .zip(&s.image)
+                .filter(|(&x, _)| x == l)
+                .map(|(_, &i)| i as f64)
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(
+            mean(4) > mean(3) + 0.03,
+            "{}: LV not brighter than RV",
+            s.name
+        );
+        assert!(
+            mean(2) > mean(1) + 0.03,
+            "{}: LA not brighter than RA",
+            s.name
+        );
+        // Not thresholding: background pixels as bright as the LV exist (the aorta, bone).
+        let lv = mean(4);
+        let bright_bg = s
+            .label
+            .iter()
+            .zip(&s.image)
+            .filter(|(&l, &i)| l == 0 && (i as f64) > lv - 0.05)
+            .count();
+        assert!(bright_bg >= 10, "{}: no bright background", s.name);
+    }
+}
+
+#[test]
+fn septal_defects_join_the_blood_pools() {
+    let spec = PhantomSpec {
+        defect_width: (0.3, 0.3),
+        ..small_spec(96)
+    };
+    let ds = spec.generate().unwrap();
+    for s in ds.samples.iter().filter(|s| s.group == Group::Septal) {
+        let ventricles = touches(&s.label, 96, 4, 3);
+        let atria = touches(&s.label, 96, 2, 1);
+        assert!(
+            ventricles || atria,
+            "{}: a wide defect must let LV meet RV or LA meet RA",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn effusion_adds_water_density_around_the_heart() {
+    // The same patient seed with and without effusion differs only around the heart:
+    // compare the mean intensity of background pixels near the heart.
+    let base = PhantomSpec {
+        effusion_thickness: (0.0, 0.0),
+        ..small_spec(64)
+    };
+    let thick = PhantomSpec {
+        effusion_thickness: (0.25, 0.25),
+        effusion_coverage: (1.0, 1.0),
+        ..small_spec(64)
+    };
+    let (a, b) = (base.generate().unwrap(), thick.generate().unwrap());
+    let mut changed = 0;
+    for (x, y) in a.samples.iter().zip(&b.samples) {
+        if x.group != Group::Effusion {
+            assert_eq!(x.image, y.image, "{}: only effusion images change", x.name);
+            continue;
+        }
+        let diff = x
+            .image
+            .iter()
+            .zip(&y.image)
+            .filter(|(p, q)| (*p - *q).abs() > 0.05)
+            .count();
+        assert!(
+            diff > 40,
+            "{}: an effusion of 0.25 changed {diff} pixels",
+            x.name
+        );
+        changed += 1;
+    }
+    assert_eq!(changed, 4);
+}
+
+#[test]
+fn phantom_round_trips_through_a_folder() {
+    let ds = small_spec(32).generate().unwrap();
+    let dir = scratch("phantom_folder");
+    folder::write(&ds, &dir).unwrap();
+    let mut back = folder::load(&dir, 32, &names(), None).unwrap();
+    assert_eq!(back.samples.len(), ds.samples.len());
+    back.samples.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut ds = ds;
+    ds.samples.sort_by(|a, b| a.name.cmp(&b.name));
+    for (x, y) in ds.samples.iter().zip(&back.samples) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.patient, y.patient);
+        assert_eq!(x.group, y.group);
+        assert_eq!(x.label, y.label);
+        for (p, q) in x.image.iter().zip(&y.image) {
+            assert!((p - q).abs() <= 0.5 / 65535.0 + 1e-7);
+        }
+    }
+    // Loading at another size resizes: bilinear images, nearest masks.
+    let big = folder::load(&dir, 64, &names(), None).unwrap();
+    assert_eq!(big.samples[0].image.len(), 64 * 64);
+    assert_eq!(
+        big.samples[0].label[64 * 10 + 20],
+        ds.samples[0].label[32 * 5 + 10]
+    );
+}
+
+fn gray8(path: &Path, w: u32, h: u32, v: u8) {
+    ImageBuffer::<Luma<u8>, _>::from_raw(w, h, vec![v; (w * h) as usize])
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+fn bad_folders_report_every_offending_file() {
+    let dir = scratch("bad_folder");
+    let (i, m) = (dir.join("images"), dir.join("masks"));
+    std::fs::create_dir_all(&i).unwrap();
+    std::fs::create_dir_all(&m).unwrap();
+    // good
+    gray8(&i.join("p1_01.png"), 8, 8, 100);
+    gray8(&m.join("p1_01.png"), 8, 8, 2);
+    // image without mask
+    gray8(&i.join("p1_02.png"), 8, 8, 100);
+    // size mismatch
+    gray8(&i.join("p2_01.png"), 8, 8, 100);
+    gray8(&m.join("p2_01.png"), 6, 8, 1);
+    // label >= N
+    gray8(&i.join("p2_02.png"), 8, 8, 100);
+    gray8(&m.join("p2_02.png"), 8, 8, 9);
+    // unreadable image
+    std::fs::write(i.join("p3_01.png"), b"not a png").unwrap();
+    gray8(&m.join("p3_01.png"), 8, 8, 0);
+    // colour mask without a palette
+    gray8(&i.join("p3_02.png"), 8, 8, 100);
+    ImageBuffer::<Rgb<u8>, _>::from_raw(8, 8, vec![255u8; 192])
+        .unwrap()
+        .save(m.join("p3_02.png"))
+        .unwrap();
+
+    let err = folder::load(&dir, 16, &names(), None).unwrap_err().0;
+    assert!(err.starts_with("5 problems in"), "{err}");
+    for (file, what) in [
+        ("p1_02.png", "no mask"),
+        ("p2_01.png", "is 8x8 but its mask"),
+        (
+            "p2_02.png",
+            "label 9 at pixel (0, 0) is not below the label count 6",
+        ),
+        ("p3_01.png", "unreadable image"),
+        ("p3_02.png", "needs --palette"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(file) && l.contains(what)),
+            "no line about {file} ({what}) in:\n{err}"
+        );
+    }
+    assert!(!err.contains("p1_01"), "{err}");
+
+    let missing = folder::load(&dir.join("nope"), 16, &names(), None)
+        .unwrap_err()
+        .0;
+    assert!(missing.contains("does not exist"), "{missing}");
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let no_masks = folder::load(&dir.join("empty"), 16, &names(), None)
+        .unwrap_err()
+        .0;
+    assert!(
+        no_masks.contains("images") && no_masks.contains("is missing"),
+        "{no_masks}"
+    );
+}
+
+#[test]
+fn palettes_map_colours_and_reject_unknown_ones() {
+    let dir = scratch("palette");
+    let pal = dir.join("pal.csv");
+    std::fs::write(&pal, "r,g,b,label\n0,0,0,0\n255,0,0,4\n0,255,255,0\n").unwrap();
+    let p = read_palette(&pal, 6).unwrap();
+    assert_eq!(p.len(), 3);
+    let (i, m) = (dir.join("images"), dir.join("masks"));
+    std::fs::create_dir_all(&i).unwrap();
+    std::fs::create_dir_all(&m).unwrap();
+    let mut mask = vec![0u8; 4 * 4 * 3];
+    mask[0] = 255; // (0,0) red -> LV
+    mask[4] = 255; // (1,0) cyan -> BG
+    mask[5] = 255;
+    gray8(&i.join("a_1.png"), 4, 4, 10);
+    ImageBuffer::<Rgb<u8>, _>::from_raw(4, 4, mask.clone())
+        .unwrap()
+        .save(m.join("a_1.png"))
+        .unwrap();
+    let ds = folder::load(&dir, 4, &names(), Some(&p)).unwrap();
+    assert_eq!(&ds.samples[0].label[..3], &[4, 0, 0]);
+    assert_eq!(ds.samples[0].patient, "a");
+
+    mask[9] = 7; // (3,0) an unknown colour
+    ImageBuffer::<Rgb<u8>, _>::from_raw(4, 4, mask)
+        .unwrap()
+        .save(m.join("a_1.png"))
+        .unwrap();
+    let err = folder::load(&dir, 4, &names(), Some(&p)).unwrap_err().0;
+    assert!(
+        err.contains("a_1.png")
+            && err.contains("colour 7,0,0 at pixel (3, 0) is not in the palette"),
+        "{err}"
+    );
+
+    std::fs::write(&pal, "r,g,b,label\n1,2,3,6\n").unwrap();
+    let err = read_palette(&pal, 6).unwrap_err().0;
+    assert!(err.contains("line 2") && err.contains("label 6"), "{err}");
+    std::fs::write(&pal, "red,green\n").unwrap();
+    assert!(read_palette(&pal, 6).unwrap_err().0.contains("header"));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/palettes/chd-ct-mini.csv");
+    let chd = read_palette(&shipped, 6).unwrap();
+    assert_eq!(chd.get(&[255, 255, 0]), Some(&1));
+    assert_eq!(chd.get(&[128, 128, 128]), Some(&0));
+}
+
+#[test]
+fn manifest_names_patients_and_groups() {
+    let dir = scratch("manifest");
+    let (i, m) = (dir.join("images"), dir.join("masks"));
+    std::fs::create_dir_all(&i).unwrap();
+    std::fs::create_dir_all(&m).unwrap();
+    for n in ["x_1", "y_2"] {
+        gray8(&i.join(format!("{n}.png")), 4, 4, 10);
+        gray8(&m.join(format!("{n}.png")), 4, 4, 1);
+    }
+    std::fs::write(
+        dir.join("manifest.csv"),
+        "name,patient,group\nx_1.png,alice,normal\ny_2,bob,effusion\n",
+    )
+    .unwrap();
+    let ds = folder::load(&dir, 4, &names(), None).unwrap();
+    assert_eq!(ds.samples[0].patient, "alice");
+    assert_eq!(ds.samples[1].patient, "bob");
+    assert_eq!(ds.samples[1].group, Group::Effusion);
+    std::fs::write(dir.join("manifest.csv"), "name,patient\nx_1,alice\n").unwrap();
+    let err = folder::load(&dir, 4, &names(), None).unwrap_err().0;
+    assert!(err.contains("y_2.png: not listed in"), "{err}");
+}
+
+#[test]
+fn dice_on_hand_computed_maps() {
+    let truth = [1, 1, 1, 0, 2, 0];
+    let pred = [1, 1, 0, 1, 0, 0];
+    // label 1: |A| = 3, |B| = 3, both = 2 -> 4/6
+    assert!((dice(&truth, &pred, 1).unwrap() - 4.0 / 6.0).abs() < 1e-12);
+    // label 2: in the truth only -> 0
+    assert_eq!(dice(&truth, &pred, 2), Some(0.0));
+    // label 3: nowhere -> undefined
+    assert_eq!(dice(&truth, &pred, 3), None);
+    assert_eq!(dice(&truth, &truth, 1), Some(1.0));
+    let (m, s, n) = mean_std([0.5, 1.0, 0.0].into_iter());
+    assert_eq!(n, 3);
+    assert!((m - 0.5).abs() < 1e-12 && (s - 0.5).abs() < 1e-12);
+}
+
+#[test]
+fn summary_counts_parameters_and_flops() {
+    let c = UnetConfig::new(16, 6, 256).unwrap();
+    let rows = c.summary();
+    let params: u64 = rows.iter().map(|r| r.params).sum();
+    let by_shapes: usize = c
+        .param_shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    assert_eq!(params as usize, by_shapes);
+    // enc1.conv1: 1 -> 16 channels: 16*1*9 weights + 16 biases; 256^2 * 16 * (18 + 2) FLOPs.
+    assert_eq!(rows[0].name, "enc1.conv1");
+    assert_eq!(rows[0].params, 160);
+    assert_eq!(rows[0].flops, 65536 * 16 * 20);
+    let concat = rows.iter().find(|r| r.name == "concat1").unwrap();
+    assert_eq!(concat.shape, [48, 256, 256]);
+    let bottom = rows.iter().find(|r| r.name == "enc5.conv2").unwrap();
+    assert_eq!(bottom.shape, [256, 16, 16]);
+    assert_eq!(rows.last().unwrap().shape, [6, 256, 256]);
+    // Two 3x3 convolutions on each of 5 contracting and 4 expanding levels, and the 1x1.
+    assert_eq!(c.param_shapes().len(), 2 * 19);
+    for (size, n) in [(250, 16), (0, 16), (256, 0)] {
+        assert!(UnetConfig::new(n, 6, size).is_err());
+    }
+}
