@@ -40,6 +40,7 @@ pub fn gpu_small_bindings(bytes: u64) -> Gpu {
     Gpu::with_options(GpuOptions {
         quiet: true,
         max_binding_bytes: Some(bytes),
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -218,3 +218,26 @@ fn ceiling_kernels_compute_what_they_claim() {
     copy_shader(&gpu, &up(&gpu, &[x.len()], &x), &dst).unwrap();
     check("copy", &dst.to_vec(&gpu), &f64s(&x), 0.0, 0.0);
 }
+
+#[test]
+fn profiling_times_every_dispatch_by_kernel() {
+    let gpu = Gpu::with_options(segfeat::GpuOptions {
+        quiet: true,
+        profile: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let x = Tensor::zeros(&gpu, &[2, 3, 8, 8]).unwrap();
+    let w = Tensor::zeros(&gpu, &[4, 3, 3, 3]).unwrap();
+    let b = Tensor::zeros(&gpu, &[4]).unwrap();
+    for _ in 0..3 {
+        ops::conv3x3::forward(&gpu, &x, &w, &b).unwrap();
+    }
+    ops::elu::forward(&gpu, &x).unwrap();
+    let p = gpu.profile();
+    assert_eq!(p.len(), 2, "{p:?}");
+    let conv = p.iter().find(|e| e.0 == "conv3x3_forward").unwrap();
+    assert_eq!(conv.1, 3);
+    assert!(conv.2 > 0.0);
+    assert!(self::gpu().profile().is_empty(), "off unless asked for");
+}

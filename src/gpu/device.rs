@@ -25,6 +25,10 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Do not print the chosen adapter on stderr.
     pub quiet: bool,
+    /// Wait for every dispatch and add its wall time to a per-kernel table
+    /// ([`Gpu::profile`]); slow, for finding where a step's time goes. The environment
+    /// variable SEGFEAT_PROFILE=1 turns it on too.
+    pub profile: bool,
 }
 
 /// One adapter as `segfeat info` shows it.
@@ -73,6 +77,8 @@ pub(crate) struct GpuInner {
     pub encoder: RefCell<Option<wgpu::CommandEncoder>>,
     pub pending: Cell<u32>,
     pub dispatches: Cell<u64>,
+    /// Per entry point: (dispatches, seconds), when profiling.
+    pub profile: Option<RefCell<HashMap<&'static str, (u64, f64)>>>,
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -179,6 +185,8 @@ impl Gpu {
                 encoder: RefCell::new(None),
                 pending: Cell::new(0),
                 dispatches: Cell::new(0),
+                profile: (opts.profile || std::env::var("SEGFEAT_PROFILE").is_ok_and(|v| v == "1"))
+                    .then(|| RefCell::new(HashMap::new())),
             }),
         })
     }
@@ -214,6 +222,17 @@ impl Gpu {
     }
 
     /// Dispatches recorded since the Gpu was opened.
+    /// The profile so far, slowest first: (entry point, dispatches, seconds); empty
+    /// unless profiling is on.
+    pub fn profile(&self) -> Vec<(&'static str, u64, f64)> {
+        let Some(p) = &self.inner.profile else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = p.borrow().iter().map(|(k, &(n, s))| (*k, n, s)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
     pub fn dispatch_count(&self) -> u64 {
         self.inner.dispatches.get()
     }

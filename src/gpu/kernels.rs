@@ -230,6 +230,17 @@ impl Gpu {
             pass.dispatch_workgroups(x, y, z);
         });
         self.inner.dispatches.set(self.inner.dispatches.get() + 1);
+        if let Some(profile) = &self.inner.profile {
+            // Everything recorded before this dispatch was waited for by the previous one
+            // (or is an upload, counted here too).
+            let t0 = std::time::Instant::now();
+            self.sync();
+            let mut p = profile.borrow_mut();
+            let e = p.entry(kernel.entry).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += t0.elapsed().as_secs_f64();
+            return Ok(());
+        }
         let pending = self.inner.pending.get() + 1;
         self.inner.pending.set(pending);
         // Bound the size of one command buffer; order is kept across submits.

@@ -43,7 +43,7 @@ impl UnetConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.size == 0 || self.size % 16 != 0 {
+        if self.size == 0 || !self.size.is_multiple_of(16) {
             bail!(
                 "the input size must be a positive multiple of 16 (four 2x2 poolings), got {}",
                 self.size
