@@ -4,8 +4,12 @@
 //   y  is (N, Cout, H, W)
 //   y[n,co,i,j] = b[co] + sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,i+ky-1,j+kx-1]
 //
-// Every entry point computes one output element per invocation with a serial sum in a
-// fixed order, so results are deterministic (no atomics). `*_off` are element offsets of
+// The forward and the backward to the input share conv3x3_tiled (a register-tiled
+// kernel, 4 channels x 4 pixels per invocation, on weights packed by conv3x3_pack); the
+// backward to the weights is register-tiled too (4 channels x 9 taps per invocation, rows
+// split in shares summed by a second entry point); the bias gradient is one channel per
+// invocation. Every sum
+// runs serially in a fixed order, so results are deterministic (no atomics). `*_off` are element offsets of
 // the tensor inside its binding: the launcher may bind a byte range that starts before
 // the tensor chunk (offsets must be aligned), see src/gpu/kernels.rs.
 // Backward entry points ADD into their gradient buffers, never overwrite.
@@ -19,79 +23,146 @@ struct Params {
     w: u32,
     off_a: u32, // element offset of the first storage binding
     off_b: u32, // element offset of the last storage binding
+    cq: u32,    // conv3x3_tiled: output channels / 4, rounded up (vec4 groups)
+    wq: u32,    // conv3x3_tiled: columns / 4, rounded up (pixel groups)
+    flags: u32, // conv3x3_tiled: bit 0 add bias and overwrite; else add into the output
+                // conv3x3_pack: bit 0 flip and transpose (for the backward to the input)
+    pad: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
-// conv3x3_forward: 1 x, 2 w, 3 b, 4 y
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+// ---- conv3x3_pack: 2 w, 4 packed ----
+// Lays the weights out for conv3x3_tiled as (Cin, 9, Cq) vec4s, so that one vec4 load
+// serves four output channels; channels past Cout are zero. With flags bit 0 it packs the
+// weights of the transposed, flipped convolution instead (input channels Cout, output
+// channels Cin, tap k -> 8 - k): the backward to the input is that convolution of dy.
+// Here p.cin and p.cout are the ORIGINAL weight's (Cout, Cin, 3, 3) dimensions.
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(4) var<storage, read_write> packed: array<f32>;
+
+@compute @workgroup_size(64)
+fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let c4 = p.cq * 4u;
+    let o = i % c4;             // output channel of the packed convolution
+    let k = (i / c4) % 9u;      // tap
+    let c = i / (9u * c4);      // input channel of the packed convolution
+    var v = 0.0;
+    if ((p.flags & 1u) == 0u) {
+        if (o < p.cout) { v = wt[(o * p.cin + c) * 9u + k]; }
+    } else {
+        if (o < p.cin) { v = wt[(c * p.cin + o) * 9u + (8u - k)]; }
+    }
+    packed[i] = v;
+}
+
+// ---- conv3x3_tiled: 1 x, 2 packed weights, 3 b, 4 y ----
+//   y[n,co,r,c] (= b[co] +) sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,r+ky-1,c+kx-1]
+// Register tiling for adapters where storage loads, not arithmetic, cost (lavapipe): one
+// invocation computes 4 output channels x 4 adjacent pixels of a row, 16 sums in 4 vec4
+// registers. Per input channel and kernel row it loads 6 inputs and 3 weight vec4s for
+// 48 multiply-adds (the naive kernel: 2 loads per multiply-add). Each sum still runs over
+// (ci, ky, kx) in a fixed order, so results are deterministic. Serves the forward
+// (flags 1: with bias, overwrite) and the backward to the input (flags 0: add into dx;
+// x is dy, and the weights are packed flipped).
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wq: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(64)
-fn conv3x3_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; } // guard: the grid may overshoot the tensor
-    let hw = p.h * p.w;
-    let col = i % p.w;
-    let row = (i / p.w) % p.h;
-    let co = (i / hw) % p.cout;
-    let n = i / (hw * p.cout);
-    var acc = bias[co];
-    for (var ci = 0u; ci < p.cin; ci++) {
-        let xb = p.off_a + (n * p.cin + ci) * hw;
-        let wb = (co * p.cin + ci) * 9u;
-        for (var ky = 0u; ky < 3u; ky++) {
-            let sy = i32(row) + i32(ky) - 1;
-            if (sy < 0 || sy >= i32(p.h)) { continue; }
-            for (var kx = 0u; kx < 3u; kx++) {
-                let sx = i32(col) + i32(kx) - 1;
-                if (sx < 0 || sx >= i32(p.w)) { continue; }
-                acc += wt[wb + ky * 3u + kx] * x[xb + u32(sy) * p.w + u32(sx)];
-            }
-        }
-    }
-    y[p.off_b + i] = acc;
+fn ld(rowb: u32, c: i32) -> f32 {
+    if (c < 0 || c >= i32(p.w)) { return 0.0; }
+    return x[rowb + u32(c)];
 }
 
-// conv3x3_backward_input: 1 dy, 2 w, 4 dx
-//   dx[n,ci,i,j] += sum_{co,ky,kx} w[co,ci,ky,kx] * dy[n,co,i-ky+1,j-kx+1]
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-
 @compute @workgroup_size(64)
-fn conv3x3_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
+fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
     let hw = p.h * p.w;
-    let col = i % p.w;
-    let row = (i / p.w) % p.h;
-    let ci = (i / hw) % p.cin;
-    let n = i / (hw * p.cin);
-    var acc = 0.0;
-    for (var co = 0u; co < p.cout; co++) {
-        let yb = p.off_a + (n * p.cout + co) * hw;
-        let wb = (co * p.cin + ci) * 9u;
+    let tx = i % p.wq;
+    let row = (i / p.wq) % p.h;
+    let g = (i / (p.wq * p.h)) % p.cq;
+    let n = i / (p.wq * p.h * p.cq);
+    let c0 = i32(tx * 4u);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xb = p.off_a + (n * p.cin + ci) * hw;
+        let wb = ci * 9u * p.cq + g;
         for (var ky = 0u; ky < 3u; ky++) {
-            let sy = i32(row) - i32(ky) + 1;
+            let sy = i32(row) + i32(ky) - 1;
             if (sy < 0 || sy >= i32(p.h)) { continue; }
-            for (var kx = 0u; kx < 3u; kx++) {
-                let sx = i32(col) - i32(kx) + 1;
-                if (sx < 0 || sx >= i32(p.w)) { continue; }
-                acc += wt[wb + ky * 3u + kx] * dy[yb + u32(sy) * p.w + u32(sx)];
+            let rowb = xb + u32(sy) * p.w;
+            let v0 = ld(rowb, c0 - 1);
+            let v1 = ld(rowb, c0);
+            let v2 = ld(rowb, c0 + 1);
+            let v3 = ld(rowb, c0 + 2);
+            let v4 = ld(rowb, c0 + 3);
+            let v5 = ld(rowb, c0 + 4);
+            let w0 = wq[wb + (ky * 3u) * p.cq];
+            let w1 = wq[wb + (ky * 3u + 1u) * p.cq];
+            let w2 = wq[wb + (ky * 3u + 2u) * p.cq];
+            a0 = fma(w0, vec4(v0), a0);
+            a1 = fma(w0, vec4(v1), a1);
+            a2 = fma(w0, vec4(v2), a2);
+            a3 = fma(w0, vec4(v3), a3);
+            a0 = fma(w1, vec4(v1), a0);
+            a1 = fma(w1, vec4(v2), a1);
+            a2 = fma(w1, vec4(v3), a2);
+            a3 = fma(w1, vec4(v4), a3);
+            a0 = fma(w2, vec4(v2), a0);
+            a1 = fma(w2, vec4(v3), a1);
+            a2 = fma(w2, vec4(v4), a2);
+            a3 = fma(w2, vec4(v5), a3);
+        }
+    }
+    let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
+    let with_bias = (p.flags & 1u) != 0u;
+    for (var l = 0u; l < 4u; l++) {
+        let co = g * 4u + l;
+        if (co >= p.cout) { break; }
+        let yb = p.off_b + (n * p.cout + co) * hw + row * p.w;
+        let b = select(0.0, bias[co], with_bias);
+        for (var j = 0u; j < 4u; j++) {
+            let c = tx * 4u + j;
+            if (c >= p.w) { break; }
+            if (with_bias) {
+                y[yb + c] = acc[j][l] + b;
+            } else {
+                y[yb + c] += acc[j][l];
             }
         }
     }
-    dx[p.off_b + i] += acc;
 }
 
-// conv3x3_backward_weight: 1 dy, 2 x (as xin), 4 dw
-//   dw[co,ci,ky,kx] += sum_{n,i,j} dy[n,co,i,j] * x[n,ci,i+ky-1,j+kx-1]
-// One invocation per weight element; p.off_a is dy's offset, p.off_b is x's offset.
+// ---- conv3x3_backward_weight: 1 dy, 2 x (as xin), 4 partial ----
+//   dw[co,ci,ky,kx] += sum_{n,r,c} dy[n,co,r,c] * x[n,ci,r+ky-1,c+kx-1]
+// Register-tiled like the forward: one invocation owns 4 output channels x 1 input
+// channel x 9 taps (36 sums in 9 vec4 registers) and walks its share of the (n, r) rows
+// along c with a sliding 3x3 window of x, so each pixel costs 4 dy loads and 3 x loads
+// for 36 multiply-adds. The rows are split into `splits` shares (p.wq rows each) so that
+// even the first layer (1 input channel) has work for every core; each share writes its
+// sums to `partial` (splits, Cin, 9, Cq) vec4s, and conv3x3_backward_weight_sum adds the
+// shares in a fixed order. Here p.flags is the number of splits.
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> xin: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
+
+fn ldx(rowb: u32, ok: bool, c: u32) -> f32 {
+    if (!ok || c >= p.w) { return 0.0; }
+    return xin[rowb + c];
+}
+
+fn ldy(base: u32, co: u32) -> f32 {
+    if (co >= p.cout) { return 0.0; }
+    return dy[base + co * p.h * p.w];
+}
 
 @compute @workgroup_size(64)
 fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -99,26 +170,71 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
     let hw = p.h * p.w;
+    let ci = i % p.cin;
+    let g = (i / p.cin) % p.cq;
+    let s = i / (p.cin * p.cq);
+    let q0 = s * p.wq;
+    let q1 = min(q0 + p.wq, p.n * p.h);
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
+    for (var q = q0; q < q1; q++) {
+        let n = q / p.h;
+        let r = q % p.h;
+        let xb = p.off_b + (n * p.cin + ci) * hw;
+        // The three input rows r-1, r, r+1 (zero outside the image).
+        let ok0 = r >= 1u;
+        let ok2 = r + 1u < p.h;
+        let rb0 = xb + select(0u, (r - 1u) * p.w, ok0);
+        let rb1 = xb + r * p.w;
+        let rb2 = xb + select(0u, (r + 1u) * p.w, ok2);
+        let yb = p.off_a + n * p.cout * hw + r * p.w;
+        let co = g * 4u;
+        var l0 = 0.0; var m0 = ldx(rb0, ok0, 0u);
+        var l1 = 0.0; var m1 = ldx(rb1, true, 0u);
+        var l2 = 0.0; var m2 = ldx(rb2, ok2, 0u);
+        for (var c = 0u; c < p.w; c++) {
+            let r0 = ldx(rb0, ok0, c + 1u);
+            let r1 = ldx(rb1, true, c + 1u);
+            let r2 = ldx(rb2, ok2, c + 1u);
+            let d = vec4<f32>(ldy(yb + c, co), ldy(yb + c, co + 1u), ldy(yb + c, co + 2u), ldy(yb + c, co + 3u));
+            a0 = fma(d, vec4(l0), a0); a1 = fma(d, vec4(m0), a1); a2 = fma(d, vec4(r0), a2);
+            a3 = fma(d, vec4(l1), a3); a4 = fma(d, vec4(m1), a4); a5 = fma(d, vec4(r1), a5);
+            a6 = fma(d, vec4(l2), a6); a7 = fma(d, vec4(m2), a7); a8 = fma(d, vec4(r2), a8);
+            l0 = m0; m0 = r0;
+            l1 = m1; m1 = r1;
+            l2 = m2; m2 = r2;
+        }
+    }
+    let base = (s * p.cin + ci) * 9u * p.cq + g;
+    partial[base] = a0;
+    partial[base + p.cq] = a1;
+    partial[base + 2u * p.cq] = a2;
+    partial[base + 3u * p.cq] = a3;
+    partial[base + 4u * p.cq] = a4;
+    partial[base + 5u * p.cq] = a5;
+    partial[base + 6u * p.cq] = a6;
+    partial[base + 7u * p.cq] = a7;
+    partial[base + 8u * p.cq] = a8;
+}
+
+// ---- conv3x3_backward_weight_sum: 1 partial (as parts), 4 dw ----
+// dw[co,ci,k] += the shares' sums, added in split order. p.flags is the number of splits.
+@group(0) @binding(1) var<storage, read> parts: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dw: array<f32>;
+
+@compute @workgroup_size(64)
+fn conv3x3_backward_weight_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
     let k = i % 9u;
-    let ky = i32(k / 3u);
-    let kx = i32(k % 3u);
     let ci = (i / 9u) % p.cin;
     let co = i / (9u * p.cin);
-    // The output rows/cols whose shifted input stays inside the image.
-    let r0 = u32(max(0, 1 - ky));
-    let r1 = u32(min(i32(p.h), i32(p.h) + 1 - ky));
-    let c0 = u32(max(0, 1 - kx));
-    let c1 = u32(min(i32(p.w), i32(p.w) + 1 - kx));
+    let c4 = p.cq * 4u;
     var acc = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let yb = p.off_a + (n * p.cout + co) * hw;
-        let xb = p.off_b + (n * p.cin + ci) * hw;
-        for (var r = r0; r < r1; r++) {
-            let xr = xb + u32(i32(r) + ky - 1) * p.w;
-            for (var c = c0; c < c1; c++) {
-                acc += dy[yb + r * p.w + c] * xin[xr + u32(i32(c) + kx - 1)];
-            }
-        }
+    for (var s = 0u; s < p.flags; s++) {
+        acc += parts[((s * p.cin + ci) * 9u + k) * c4 + co];
     }
     dw[i] += acc;
 }

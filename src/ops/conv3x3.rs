@@ -9,9 +9,10 @@ use super::{check_shape, record_affine, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{Gpu, Result, Tape, Tensor, Var};
 
-const FORWARD: Kernel = k("conv3x3", "conv3x3_forward");
-const BACKWARD_INPUT: Kernel = k("conv3x3", "conv3x3_backward_input");
+const PACK: Kernel = k("conv3x3", "conv3x3_pack");
+const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
+const BACKWARD_WEIGHT_SUM: Kernel = k("conv3x3", "conv3x3_backward_weight_sum");
 const BACKWARD_BIAS: Kernel = k("conv3x3", "conv3x3_backward_bias");
 
 /// (N, Cin, H, W, Cout) after checking that x, w and b fit together.
@@ -22,60 +23,136 @@ fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
     Ok((n, cin, h, wd, cout))
 }
 
-/// y = conv3x3(x, w) + b
-pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let (n, cin, h, wd, cout) = dims(x, w)?;
-    check_shape(b, &[cout], "conv3x3 bias")?;
-    let hw = h * wd;
-    let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
-    for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
-        let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
-        let total = nb * cout * hw;
-        let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ox, oy];
-        let bufs = [
-            (1, bx),
-            (2, gpu.whole(w, "conv3x3 weight")?),
-            (3, gpu.whole(b, "conv3x3 bias")?),
-            (4, by),
-        ];
-        gpu.dispatch(FORWARD, &params, &bufs, total)?;
-    }
-    Ok(y)
+/// The uniform of every conv3x3 entry point (see `Params` in shaders/conv3x3.wgsl).
+#[allow(clippy::too_many_arguments)]
+fn params(
+    total: usize,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    off: (u32, u32),
+    flags: u32,
+) -> [u32; 12] {
+    [
+        u(total),
+        u(n),
+        u(cin),
+        u(cout),
+        u(h),
+        u(w),
+        off.0,
+        off.1,
+        u(cout.div_ceil(4)),
+        u(w.div_ceil(4)),
+        flags,
+        0,
+    ]
 }
 
-/// dx += conv3x3 transposed (dy, w)
-pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<()> {
-    let (n, cin, h, wd, cout) = dims(dx, w)?;
-    check_shape(dy, &[n, cout, h, wd], "conv3x3 output gradient")?;
+/// The weights (Cout, Cin, 3, 3) laid out for conv3x3_tiled: (Cin, 9, Cout/4) vec4s, or
+/// with `flip` those of the transposed, flipped convolution (input Cout, output Cin).
+fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
+    let (cout, cin) = (w.shape()[0], w.shape()[1]);
+    let (ci_t, co_t) = if flip { (cout, cin) } else { (cin, cout) };
+    let cq = co_t.div_ceil(4);
+    let packed = Tensor::uninit(gpu, &[ci_t, 9, cq * 4])?;
+    let total = ci_t * 9 * cq * 4;
+    let mut prm = params(total, 0, cin, cout, 0, 0, (0, 0), flip as u32);
+    prm[8] = u(cq);
+    let bufs = [
+        (2, gpu.whole(w, "conv3x3 weight")?),
+        (4, gpu.whole(&packed, "conv3x3 packed weight")?),
+    ];
+    gpu.dispatch(PACK, &prm, &bufs, total)?;
+    Ok(packed)
+}
+
+/// The tiled convolution of x (N, cin, H, W) with packed weights into y (N, cout, H, W):
+/// with `bias`, y = conv + b; without, y += conv.
+#[allow(clippy::too_many_arguments)]
+fn tiled(
+    gpu: &Gpu,
+    x: &Tensor,
+    packed: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    cin: usize,
+    cout: usize,
+) -> Result<()> {
+    let (n, _, h, wd) = x.nchw("conv3x3 input")?;
     let hw = h * wd;
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
-        let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
-        let (bdx, odx) = gpu.bind(dx, n0 * cin * hw, nb * cin * hw);
-        let total = nb * cin * hw;
-        let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ody, odx];
-        let bufs = [(1, bdy), (2, gpu.whole(w, "conv3x3 weight")?), (4, bdx)];
-        gpu.dispatch(BACKWARD_INPUT, &params, &bufs, total)?;
+        let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
+        let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
+        let total = nb * cout.div_ceil(4) * h * wd.div_ceil(4);
+        let prm = params(total, nb, cin, cout, h, wd, (ox, oy), bias.is_some() as u32);
+        let bufs = [
+            (1, bx),
+            (2, gpu.whole(packed, "conv3x3 packed weight")?),
+            // Without a bias the kernel reads none; bind the weights as a stand-in.
+            (3, gpu.whole(bias.unwrap_or(packed), "conv3x3 bias")?),
+            (4, by),
+        ];
+        gpu.dispatch(TILED, &prm, &bufs, total)?;
     }
     Ok(())
 }
 
-/// dw += sum over samples and pixels of dy x (shifted)
+/// y = conv3x3(x, w) + b
+pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (n, cin, h, wd, cout) = dims(x, w)?;
+    check_shape(b, &[cout], "conv3x3 bias")?;
+    let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
+    let packed = pack(gpu, w, false)?;
+    tiled(gpu, x, &packed, Some(b), &y, cin, cout)?;
+    Ok(y)
+}
+
+/// dx += conv3x3 transposed (dy, w): the convolution of dy with the flipped, transposed
+/// weights.
+pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<()> {
+    let (n, cin, h, wd, cout) = dims(dx, w)?;
+    check_shape(dy, &[n, cout, h, wd], "conv3x3 output gradient")?;
+    let packed = pack(gpu, w, true)?;
+    tiled(gpu, dy, &packed, None, dx, cout, cin)
+}
+
+/// dw += sum over samples and pixels of dy x (shifted): tiled partial sums over shares of
+/// the rows, then their sum in a fixed order.
 pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<()> {
     let (n, cin, h, wd, cout) = dims(x, dw)?;
     check_shape(dy, &[n, cout, h, wd], "conv3x3 output gradient")?;
     let hw = h * wd;
+    let cq = cout.div_ceil(4);
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        let total = cout * cin * 9;
-        let params = [u(total), u(nb), u(cin), u(cout), u(h), u(wd), ody, ox];
+        // Enough shares of the rows that there are about 4096 invocations.
+        let rows = nb * h;
+        let share_bytes = (cin * 9 * cq * 16) as u64;
+        let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
+        let want = 4096usize.div_ceil(cq * cin).clamp(1, rows).min(fit);
+        let per = rows.div_ceil(want);
+        let splits = rows.div_ceil(per);
+        let partial = Tensor::uninit(gpu, &[splits, cin, 9, cq * 4])?;
+        let total = splits * cin * cq;
+        let mut prm = params(total, nb, cin, cout, h, wd, (ody, ox), 0);
+        prm[9] = u(per);
         let bufs = [
             (1, bdy),
             (2, bx),
+            (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
+        ];
+        gpu.dispatch(BACKWARD_WEIGHT, &prm, &bufs, total)?;
+        let total = cout * cin * 9;
+        let prm = params(total, nb, cin, cout, h, wd, (0, 0), u(splits));
+        let bufs = [
+            (1, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
             (4, gpu.whole(dw, "conv3x3 weight gradient")?),
         ];
-        gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
+        gpu.dispatch(BACKWARD_WEIGHT_SUM, &prm, &bufs, total)?;
     }
     Ok(())
 }
@@ -87,9 +164,9 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
     let hw = h * wd;
     for (n0, nb) in gpu.chunks(n, &[cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
-        let params = [u(cout), u(nb), 0, u(cout), u(h), u(wd), ody, 0];
+        let prm = params(cout, nb, 0, cout, h, wd, (ody, 0), 0);
         let bufs = [(1, bdy), (4, gpu.whole(db, "conv3x3 bias gradient")?)];
-        gpu.dispatch(BACKWARD_BIAS, &params, &bufs, cout)?;
+        gpu.dispatch(BACKWARD_BIAS, &prm, &bufs, cout)?;
     }
     Ok(())
 }
