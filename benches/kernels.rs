@@ -40,13 +40,7 @@ fn main() -> Result<()> {
     let fma = fma_gflops(&gpu, reps)?;
     let (copy_shader, copy_builtin) = copy_gbps(&gpu, reps)?;
     let copy = copy_shader.max(copy_builtin);
-    println!(
-        "adapter: {} ({}, {}), driver {}",
-        gpu.adapter().name,
-        gpu.adapter().backend,
-        gpu.adapter().device_type,
-        gpu.adapter().driver
-    );
+    println!("adapter: {}", gpu.describe());
     println!(
         "ceilings: register FMA {fma:.1} GFLOP/s; buffer copy {copy:.2} GB/s (copy shader {copy_shader:.2}, copy_buffer_to_buffer {copy_builtin:.2}); best of {reps}"
     );

@@ -34,13 +34,7 @@ fn main() -> Result<()> {
     let n = env_list("SEGFEAT_BENCH_CHANNELS", "16")[0];
     let batch = env_list("SEGFEAT_BENCH_BATCH", "10")[0];
     let reps = env_list("SEGFEAT_BENCH_REPS", "2")[0].max(1);
-    println!(
-        "adapter: {} ({}, {}), driver {}",
-        gpu.adapter().name,
-        gpu.adapter().backend,
-        gpu.adapter().device_type,
-        gpu.adapter().driver
-    );
+    println!("adapter: {}", gpu.describe());
     println!(
         "U-Net n={n}, batch {batch}: forward + backward + Adam, best of {reps} after a warm-up"
     );

@@ -538,17 +538,7 @@ fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Resu
     let img = image::open(input)
         .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let pixels: Vec<f32> = match &img {
-        image::DynamicImage::ImageLuma8(b) => {
-            b.as_raw().iter().map(|&v| v as f32 / 255.0).collect()
-        }
-        other => other
-            .to_luma16()
-            .as_raw()
-            .iter()
-            .map(|&v| v as f32 / 65535.0)
-            .collect(),
-    };
+    let pixels = folder::intensities(&img);
     let x = if (w, h) == (s, s) {
         pixels.clone()
     } else {

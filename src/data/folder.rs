@@ -245,6 +245,21 @@ pub fn load(
     })
 }
 
+/// A decoded image's gray levels in [0, 1]: 8- and 16-bit grayscale divided by the type's
+/// maximum; anything else converted to 16-bit luma first.
+pub fn intensities(img: &DynamicImage) -> Vec<f32> {
+    match img {
+        DynamicImage::ImageLuma8(b) => b.as_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+        DynamicImage::ImageLuma16(b) => b.as_raw().iter().map(|&v| v as f32 / 65535.0).collect(),
+        other => other
+            .to_luma16()
+            .as_raw()
+            .iter()
+            .map(|&v| v as f32 / 65535.0)
+            .collect(),
+    }
+}
+
 fn open(path: &Path, what: &str) -> Result<DynamicImage> {
     image::open(path).map_err(|e| Error(format!("{}: unreadable {what}: {e}", path.display())))
 }
@@ -269,16 +284,7 @@ fn load_pair(
             mask.height()
         );
     }
-    let pixels: Vec<f32> = match &img {
-        DynamicImage::ImageLuma8(b) => b.as_raw().iter().map(|&v| v as f32 / 255.0).collect(),
-        DynamicImage::ImageLuma16(b) => b.as_raw().iter().map(|&v| v as f32 / 65535.0).collect(),
-        other => other
-            .to_luma16()
-            .as_raw()
-            .iter()
-            .map(|&v| v as f32 / 65535.0)
-            .collect(),
-    };
+    let pixels = intensities(&img);
     let label = mask_labels(&mask, mp, labels, palette)?;
     let image = if (w, h) == (size, size) {
         pixels

@@ -195,6 +195,15 @@ impl Gpu {
         &self.inner.adapter
     }
 
+    /// "name (backend, type), driver ...": the line benchmarks print.
+    pub fn describe(&self) -> String {
+        let a = &self.inner.adapter;
+        format!(
+            "{} ({}, {}), driver {}",
+            a.name, a.backend, a.device_type, a.driver
+        )
+    }
+
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
     }

@@ -392,24 +392,25 @@ pub fn predict(gpu: &Gpu, unet: &Unet, images: &[f32], batch: usize) -> Result<V
     Ok(out)
 }
 
-/// The label logits (B, labels, S, S) of a batch of images, read back.
-pub fn logits(gpu: &Gpu, unet: &Unet, images: &[f32]) -> Result<Vec<f32>> {
+/// The label logits (B, labels, S, S) of a batch of images (B x S x S values), on the GPU.
+fn logits_tensor(gpu: &Gpu, unet: &Unet, images: &[f32]) -> Result<Tensor> {
     let s = unet.config.size;
     let b = images.len() / (s * s);
     let tape = Tape::new(gpu);
     let x = tape.constant(&Tensor::from_slice(gpu, &[b, 1, s, s], images)?);
     let out = tape.no_grad(|| unet.forward(&tape, &x, false))?;
-    Ok(out.seg.value.to_vec(gpu))
+    Ok(out.seg.value)
+}
+
+/// The label logits (B, labels, S, S) of a batch of images, read back.
+pub fn logits(gpu: &Gpu, unet: &Unet, images: &[f32]) -> Result<Vec<f32>> {
+    Ok(logits_tensor(gpu, unet, images)?.to_vec(gpu))
 }
 
 /// Softmax probabilities (B, labels, S, S) of a batch, read back.
 pub fn probabilities(gpu: &Gpu, unet: &Unet, images: &[f32]) -> Result<Vec<f32>> {
-    let s = unet.config.size;
-    let b = images.len() / (s * s);
-    let tape = Tape::new(gpu);
-    let x = tape.constant(&Tensor::from_slice(gpu, &[b, 1, s, s], images)?);
-    let out = tape.no_grad(|| unet.forward(&tape, &x, false))?;
-    Ok(ops::softmax_ce::softmax(gpu, &out.seg.value)?.to_vec(gpu))
+    let z = logits_tensor(gpu, unet, images)?;
+    Ok(ops::softmax_ce::softmax(gpu, &z)?.to_vec(gpu))
 }
 
 /// Dice of every label (1.., background excluded) on every image.
