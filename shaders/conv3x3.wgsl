@@ -5,7 +5,7 @@
 //   y[n,co,i,j] = b[co] + sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,i+ky-1,j+kx-1]
 //
 // The forward and the backward to the input share conv3x3_tiled (a register-tiled
-// kernel, 4 channels x 4 pixels per invocation, on weights packed by conv3x3_pack); the
+// kernel, 8 channels x 4 pixels per invocation, on weights packed by conv3x3_pack); the
 // backward to the weights is register-tiled too (4 channels x 9 taps per invocation, rows
 // split in shares summed by a second entry point); the bias gradient is one channel per
 // invocation. Every sum
@@ -33,7 +33,8 @@ struct Params {
 
 // ---- conv3x3_pack: 2 w, 4 packed ----
 // Lays the weights out for conv3x3_tiled as (Cin, 9, Cq) vec4s, so that one vec4 load
-// serves four output channels; channels past Cout are zero. With flags bit 0 it packs the
+// serves four output channels; channels past Cout are zero (Cq is even for the tiled
+// kernel, which takes the groups in pairs). With flags bit 0 it packs the
 // weights of the transposed, flipped convolution instead (input channels Cout, output
 // channels Cin, tap k -> 8 - k): the backward to the input is that convolution of dy.
 // Here p.cin and p.cout are the ORIGINAL weight's (Cout, Cin, 3, 3) dimensions.
@@ -61,9 +62,9 @@ fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // ---- conv3x3_tiled: 1 x, 2 packed weights, 3 b, 4 y ----
 //   y[n,co,r,c] (= b[co] +) sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,r+ky-1,c+kx-1]
 // Register tiling for adapters where storage loads, not arithmetic, cost (lavapipe): one
-// invocation computes 4 output channels x 4 adjacent pixels of a row, 16 sums in 4 vec4
-// registers. Per input channel and kernel row it loads 6 inputs and 3 weight vec4s for
-// 48 multiply-adds (the naive kernel: 2 loads per multiply-add). Each sum still runs over
+// invocation computes 8 output channels x 4 adjacent pixels of a row, 32 sums in 8 vec4
+// registers. Per input channel and kernel row it loads 6 inputs and 6 weight vec4s for
+// 96 multiply-adds (the naive kernel: 2 loads per multiply-add). Each sum still runs over
 // (ci, ky, kx) in a fixed order, so results are deterministic. Serves the forward
 // (flags 1: with bias, overwrite) and the backward to the input (flags 0: add into dx;
 // x is dy, and the weights are packed flipped).
@@ -83,59 +84,57 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
     let hw = p.h * p.w;
+    let pairs = p.cq / 2u; // p.cq is even here: channels in pairs of vec4 groups
     let tx = i % p.wq;
     let row = (i / p.wq) % p.h;
-    let g = (i / (p.wq * p.h)) % p.cq;
-    let n = i / (p.wq * p.h * p.cq);
+    let g = (i / (p.wq * p.h)) % pairs;
+    let n = i / (p.wq * p.h * pairs);
     let c0 = i32(tx * 4u);
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    // a*: output channels 8g .. 8g+3, b*: 8g+4 .. 8g+7; *0..*3: the four pixels.
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
     for (var ci = 0u; ci < p.cin; ci++) {
         let xb = p.off_a + (n * p.cin + ci) * hw;
-        let wb = ci * 9u * p.cq + g;
+        let wb = ci * 9u * p.cq + 2u * g;
         for (var ky = 0u; ky < 3u; ky++) {
             let sy = i32(row) + i32(ky) - 1;
             if (sy < 0 || sy >= i32(p.h)) { continue; }
             let rowb = xb + u32(sy) * p.w;
-            let v0 = ld(rowb, c0 - 1);
-            let v1 = ld(rowb, c0);
-            let v2 = ld(rowb, c0 + 1);
-            let v3 = ld(rowb, c0 + 2);
-            let v4 = ld(rowb, c0 + 3);
-            let v5 = ld(rowb, c0 + 4);
-            let w0 = wq[wb + (ky * 3u) * p.cq];
-            let w1 = wq[wb + (ky * 3u + 1u) * p.cq];
-            let w2 = wq[wb + (ky * 3u + 2u) * p.cq];
-            a0 = fma(w0, vec4(v0), a0);
-            a1 = fma(w0, vec4(v1), a1);
-            a2 = fma(w0, vec4(v2), a2);
-            a3 = fma(w0, vec4(v3), a3);
-            a0 = fma(w1, vec4(v1), a0);
-            a1 = fma(w1, vec4(v2), a1);
-            a2 = fma(w1, vec4(v3), a2);
-            a3 = fma(w1, vec4(v4), a3);
-            a0 = fma(w2, vec4(v2), a0);
-            a1 = fma(w2, vec4(v3), a1);
-            a2 = fma(w2, vec4(v4), a2);
-            a3 = fma(w2, vec4(v5), a3);
+            let v0 = vec4(ld(rowb, c0 - 1));
+            let v1 = vec4(ld(rowb, c0));
+            let v2 = vec4(ld(rowb, c0 + 1));
+            let v3 = vec4(ld(rowb, c0 + 2));
+            let v4 = vec4(ld(rowb, c0 + 3));
+            let v5 = vec4(ld(rowb, c0 + 4));
+            let k0 = wb + (ky * 3u) * p.cq;
+            let k1 = k0 + p.cq;
+            let k2 = k1 + p.cq;
+            let w0 = wq[k0]; let w1 = wq[k1]; let w2 = wq[k2];
+            let u0 = wq[k0 + 1u]; let u1 = wq[k1 + 1u]; let u2 = wq[k2 + 1u];
+            a0 = fma(w0, v0, a0); a1 = fma(w0, v1, a1); a2 = fma(w0, v2, a2); a3 = fma(w0, v3, a3);
+            b0 = fma(u0, v0, b0); b1 = fma(u0, v1, b1); b2 = fma(u0, v2, b2); b3 = fma(u0, v3, b3);
+            a0 = fma(w1, v1, a0); a1 = fma(w1, v2, a1); a2 = fma(w1, v3, a2); a3 = fma(w1, v4, a3);
+            b0 = fma(u1, v1, b0); b1 = fma(u1, v2, b1); b2 = fma(u1, v3, b2); b3 = fma(u1, v4, b3);
+            a0 = fma(w2, v2, a0); a1 = fma(w2, v3, a1); a2 = fma(w2, v4, a2); a3 = fma(w2, v5, a3);
+            b0 = fma(u2, v2, b0); b1 = fma(u2, v3, b1); b2 = fma(u2, v4, b2); b3 = fma(u2, v5, b3);
         }
     }
-    let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
+    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, b0, b1, b2, b3);
     let with_bias = (p.flags & 1u) != 0u;
-    for (var l = 0u; l < 4u; l++) {
-        let co = g * 4u + l;
+    for (var l = 0u; l < 8u; l++) {
+        let co = g * 8u + l;
         if (co >= p.cout) { break; }
         let yb = p.off_b + (n * p.cout + co) * hw + row * p.w;
         let b = select(0.0, bias[co], with_bias);
+        let half = (l / 4u) * 4u; // 0 for a*, 4 for b*
         for (var j = 0u; j < 4u; j++) {
             let c = tx * 4u + j;
             if (c >= p.w) { break; }
+            let v = acc[half + j][l % 4u];
             if (with_bias) {
-                y[yb + c] = acc[j][l] + b;
+                y[yb + c] = v + b;
             } else {
-                y[yb + c] += acc[j][l];
+                y[yb + c] += v;
             }
         }
     }

@@ -56,7 +56,8 @@ fn params(
 fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
     let (cout, cin) = (w.shape()[0], w.shape()[1]);
     let (ci_t, co_t) = if flip { (cout, cin) } else { (cin, cout) };
-    let cq = co_t.div_ceil(4);
+    // Groups of 4 output channels, taken in pairs by the tiled kernel.
+    let cq = 2 * co_t.div_ceil(8);
     let packed = Tensor::uninit(gpu, &[ci_t, 9, cq * 4])?;
     let total = ci_t * 9 * cq * 4;
     let mut prm = params(total, 0, cin, cout, 0, 0, (0, 0), flip as u32);
@@ -86,8 +87,9 @@ fn tiled(
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
-        let total = nb * cout.div_ceil(4) * h * wd.div_ceil(4);
-        let prm = params(total, nb, cin, cout, h, wd, (ox, oy), bias.is_some() as u32);
+        let total = nb * cout.div_ceil(8) * h * wd.div_ceil(4);
+        let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), bias.is_some() as u32);
+        prm[8] = u(2 * cout.div_ceil(8));
         let bufs = [
             (1, bx),
             (2, gpu.whole(packed, "conv3x3 packed weight")?),
