@@ -548,7 +548,7 @@ fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Resu
     let labels = if (w, h) == (s, s) {
         labels
     } else {
-        resize_labels(&labels, s, w, h)
+        data::resize_nearest(&labels, (s, s), (w, h))
     };
     let mut rgb = image::RgbImage::new(w as u32, h as u32);
     for (i, px) in rgb.pixels_mut().enumerate() {
@@ -593,17 +593,4 @@ fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Resu
         println!("wrote {} (probs: labels x {s} x {s})", p.display());
     }
     Ok(())
-}
-
-/// Nearest-neighbour resize of a label map from `s x s` to `w x h`.
-fn resize_labels(src: &[u8], s: usize, w: usize, h: usize) -> Vec<u8> {
-    let mut out = vec![0u8; w * h];
-    for y in 0..h {
-        let sy = ((y as f64 + 0.5) * s as f64 / h as f64) as usize;
-        for x in 0..w {
-            let sx = ((x as f64 + 0.5) * s as f64 / w as f64) as usize;
-            out[y * w + x] = src[sy.min(s - 1) * s + sx.min(s - 1)];
-        }
-    }
-    out
 }

@@ -294,7 +294,7 @@ fn load_pair(
     let label = if (w, h) == (size, size) {
         label
     } else {
-        resize_nearest(&label, w, h, size)
+        resize_nearest(&label, (w, h), (size, size))
     };
     Ok((image, label))
 }

@@ -186,14 +186,18 @@ pub fn resize_bilinear(src: &[f32], from_w: usize, from_h: usize, to: usize) -> 
     out
 }
 
-/// Nearest-neighbour resampling of a label map to `to x to`.
-pub fn resize_nearest(src: &[u8], from_w: usize, from_h: usize, to: usize) -> Vec<u8> {
-    let mut out = vec![0; to * to];
-    for oy in 0..to {
-        let y = (((oy as f64 + 0.5) * from_h as f64 / to as f64) as usize).min(from_h - 1);
-        for ox in 0..to {
-            let x = (((ox as f64 + 0.5) * from_w as f64 / to as f64) as usize).min(from_w - 1);
-            out[oy * to + ox] = src[y * from_w + x];
+/// Nearest-neighbour resampling of a label map from `from_w x from_h` to `to_w x to_h`.
+pub fn resize_nearest(
+    src: &[u8],
+    (from_w, from_h): (usize, usize),
+    (to_w, to_h): (usize, usize),
+) -> Vec<u8> {
+    let mut out = vec![0; to_w * to_h];
+    for oy in 0..to_h {
+        let y = (((oy as f64 + 0.5) * from_h as f64 / to_h as f64) as usize).min(from_h - 1);
+        for ox in 0..to_w {
+            let x = (((ox as f64 + 0.5) * from_w as f64 / to_w as f64) as usize).min(from_w - 1);
+            out[oy * to_w + ox] = src[y * from_w + x];
         }
     }
     out

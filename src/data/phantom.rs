@@ -494,7 +494,7 @@ impl<'a> Slice<'a> {
                 let reach = 1.25 * a.myo;
                 let septum = self.lv.inside(u, v + reach, 0.0) && self.rv.inside(u, v - reach, 0.0);
                 if septum && (u - du).abs() < width / 2.0 {
-                    return Some(self.mixed(u, v, LV, RV));
+                    return Some(self.mixed(v, LV, RV));
                 }
             }
             return Some((MYO, hu.myo));
@@ -519,7 +519,7 @@ impl<'a> Slice<'a> {
                 } = *self.disease
                 {
                     if (u - du).abs() < width / 2.0 {
-                        return Some(self.mixed(u, v, LA, RA));
+                        return Some(self.mixed(v, LA, RA));
                     }
                 }
                 return Some((BG, hu.myo));
@@ -576,14 +576,13 @@ impl<'a> Slice<'a> {
 
     /// Blood across a septal defect: labelled by the nearer cavity, its density blending
     /// the two pools.
-    fn mixed(&self, u: f64, v: f64, left: u8, right: u8) -> (u8, f64) {
+    fn mixed(&self, v: f64, left: u8, right: u8) -> (u8, f64) {
         let hu = &self.a.hu;
         let (lc, rc) = if left == LV {
             (self.lv.cy, self.rv.cy)
         } else {
             (self.la.cy, self.ra.cy)
         };
-        let _ = u;
         let t = ((v - rc) / (lc - rc)).clamp(0.0, 1.0);
         let label = if t >= 0.5 { left } else { right };
         (label, hu.right_blood + t * (hu.left_blood - hu.right_blood))

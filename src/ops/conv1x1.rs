@@ -4,7 +4,7 @@
 //!
 //! Split by sample when a batch exceeds one storage binding, as conv3x3.
 
-use super::{check_shape, record_affine, u};
+use super::{affine, check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{Gpu, Result, Tape, Tensor, Var};
 
@@ -94,13 +94,10 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
 
 /// Tape rule: y = conv1x1(x, w) + b.
 pub fn conv1x1(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
-    let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
-    Ok(record_affine(
+    affine(
         tape,
-        y,
         (x, w, b),
-        backward_input,
-        backward_weight,
-        backward_bias,
-    ))
+        forward,
+        (backward_input, backward_weight, backward_bias),
+    )
 }

@@ -5,7 +5,7 @@
 //! Batches too large for one storage binding are split by sample; the weight gradient of
 //! each chunk adds into dw, so a split batch gives the sum over all samples.
 
-use super::{check_shape, record_affine, u};
+use super::{affine, check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{Gpu, Result, Tape, Tensor, Var};
 
@@ -51,7 +51,8 @@ fn params(
     ]
 }
 
-/// The weights (Cout, Cin, 3, 3) laid out for conv3x3_tiled: (Cin, 9, Cout/4) vec4s, or
+/// The weights (Cout, Cin, 3, 3) laid out for conv3x3_tiled: (Cin, 9, Cq) vec4s with
+/// Cq = 2 ceil(Cout / 8) groups of 4 output channels (the kernel takes them in pairs), or
 /// with `flip` those of the transposed, flipped convolution (input Cout, output Cin).
 fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
     let (cout, cin) = (w.shape()[0], w.shape()[1]);
@@ -175,13 +176,10 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
 
 /// Tape rule: y = conv3x3(x, w) + b.
 pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
-    let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
-    Ok(record_affine(
+    affine(
         tape,
-        y,
         (x, w, b),
-        backward_input,
-        backward_weight,
-        backward_bias,
-    ))
+        forward,
+        (backward_input, backward_weight, backward_bias),
+    )
 }

@@ -6,7 +6,7 @@
 //! 4096 x 32768 floats): it is then split by output rows, and each chunk's contribution to
 //! dx adds into dx.
 
-use super::{check_shape, record_affine, u};
+use super::{affine, check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
@@ -99,13 +99,10 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
 
 /// Tape rule: y = x W^T + b.
 pub fn linear(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
-    let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
-    Ok(record_affine(
+    affine(
         tape,
-        y,
         (x, w, b),
-        backward_input,
-        backward_weight,
-        backward_bias,
-    ))
+        forward,
+        (backward_input, backward_weight, backward_bias),
+    )
 }

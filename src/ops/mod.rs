@@ -48,22 +48,31 @@ pub(crate) fn u(x: usize) -> u32 {
 /// A backward launcher of an op with input x, weight w and bias b: (gpu, dy, other, grad).
 type Backward3 = fn(&Gpu, &Tensor, &Tensor, &Tensor) -> Result<()>;
 
+/// The forward launcher of such an op: (gpu, x, w, b) -> y.
+type Forward3 = fn(&Gpu, &Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+
+/// Its three backward launchers: to the input, to the weight, to the bias (gpu, dy, db).
+type Backwards3 = (
+    Backward3,
+    Backward3,
+    fn(&Gpu, &Tensor, &Tensor) -> Result<()>,
+);
+
 /// The tape rule shared by conv3x3, conv1x1 and linear, whose output is affine in x, w, b:
-/// dx += backward_input(dy, w), dw += backward_weight(dy, x), db += backward_bias(dy),
-/// each only for the inputs that require a gradient.
-pub(crate) fn record_affine(
+/// y = forward(x, w, b); then dx += backward_input(dy, w), dw += backward_weight(dy, x),
+/// db += backward_bias(dy), each only for the inputs that require a gradient.
+pub(crate) fn affine(
     tape: &Tape,
-    y: Tensor,
     (x, w, b): (&Var, &Var, &Var),
-    backward_input: Backward3,
-    backward_weight: Backward3,
-    backward_bias: fn(&Gpu, &Tensor, &Tensor) -> Result<()>,
-) -> Var {
+    forward: Forward3,
+    (backward_input, backward_weight, backward_bias): Backwards3,
+) -> Result<Var> {
+    let y = forward(tape.gpu(), &x.value, &w.value, &b.value)?;
     let (xv, wv) = (x.value.clone(), w.value.clone());
     let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
     let (xid, wid, bid) = (x.id(), w.id(), b.id());
     let bshape = b.shape().to_vec();
-    tape.record(y, &[x, w, b], move |gpu, dy, grads| {
+    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
         if xg {
             backward_input(gpu, dy, &wv, &grads.slot(xid, xv.shape())?)?;
         }
@@ -74,5 +83,5 @@ pub(crate) fn record_affine(
             backward_bias(gpu, dy, &grads.slot(bid, &bshape)?)?;
         }
         Ok(())
-    })
+    }))
 }

@@ -140,7 +140,7 @@ pub fn train(
         );
         return Ok((unet, meta));
     }
-    let class_w = Tensor::from_slice(gpu, &[config_labels(&unet)], &meta.class_weights)?;
+    let class_w = Tensor::from_slice(gpu, &[unet.config.labels], &meta.class_weights)?;
     let started = Instant::now();
     let first_epoch = meta.epochs_done;
     for epoch in first_epoch..opts.epochs {
@@ -189,10 +189,6 @@ pub fn train(
         );
     }
     Ok((unet, meta))
-}
-
-fn config_labels(unet: &Unet) -> usize {
-    unet.config.labels
 }
 
 /// The image indices of one epoch: `batches_per_epoch * batch` draws from successive
