@@ -13,13 +13,15 @@
 //! 5. [`ops::Adam`] updates the parameters in place on the GPU.
 //!
 //! Above the engine: [`data`] makes and reads images on the CPU (the phantom, folders of
-//! PNGs), [`nn`] holds the networks and their checkpoints, [`train`] the training loops.
+//! PNGs), [`nn`] holds the networks and their checkpoints, [`train`] the training loops and the
+//! classifier's features, [`protocol`] the few-positive experiment and its reports.
 
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod nn;
 pub mod ops;
+pub mod protocol;
 pub mod tape;
 pub mod tensor;
 pub mod train;

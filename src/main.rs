@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use segfeat::data::{self, folder, phantom::PhantomSpec, Dataset, Group};
-use segfeat::nn::checkpoint;
-use segfeat::nn::UnetConfig;
+use segfeat::nn::checkpoint::{self, ClsMeta};
+use segfeat::nn::{Preset, UnetConfig, VggConfig};
+use segfeat::protocol::{experiment::Cohort, report as reports, Confusion, Protocol, RunId, Shard};
+use segfeat::train::cls::{self, ClsTrainOptions};
+use segfeat::train::features::{Combo, FeatureBank};
 use segfeat::train::{cv, seg, SegTrainOptions};
 use segfeat::{bail, Error, Gpu, Result};
 
@@ -107,6 +110,185 @@ enum Command {
         #[arg(long)]
         probs: Option<PathBuf>,
     },
+    /// Train one disease classifier on segmentation features (k positives + negatives), test it.
+    TrainCls {
+        /// Segmentation model (safetensors) whose features the classifier reads.
+        #[arg(long)]
+        seg: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// The disease to detect: effusion or septal.
+        #[arg(long)]
+        disease: String,
+        /// Feature combination: img, seg, img+seg, concat or img+concat.
+        #[arg(long, default_value = "concat")]
+        features: String,
+        /// Positive training images (k).
+        #[arg(long, default_value_t = 10)]
+        positives: usize,
+        /// Which random split of the protocol to use (repetition index, from 0).
+        #[arg(long, default_value_t = 0)]
+        rep: usize,
+        #[command(flatten)]
+        protocol: ProtocolArgs,
+        /// Classifier file to write (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Probability of disease of one image, from a classifier and its segmentation model.
+    Classify {
+        /// Segmentation model the classifier was trained on.
+        #[arg(long)]
+        seg: PathBuf,
+        /// Classifier (safetensors) written by train-cls.
+        #[arg(long)]
+        model: PathBuf,
+        /// A grayscale PNG (resized to the segmentation network's input).
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// The few-positive protocol: every disease x combination x k x repetition; resumable.
+    Experiment {
+        /// Segmentation model (trained on normal images only).
+        #[arg(long)]
+        seg: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Diseases, comma-separated.
+        #[arg(long, default_value = "effusion,septal")]
+        diseases: String,
+        /// Feature combinations, comma-separated.
+        #[arg(long, default_value = "img,seg,img+seg,concat,img+concat")]
+        features: String,
+        /// Values of k: a range A..B or a comma-separated list.
+        #[arg(long, default_value = "1..10")]
+        positives: String,
+        /// Repetitions (random splits).
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        #[command(flatten)]
+        protocol: ProtocolArgs,
+        /// Run only shard I of K (0 <= I < K): every K-th run, starting at run I.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Output folder: runs.jsonl (as runs finish), summary.csv, report.md, figures.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Merge the runs of experiment folders (shards) into one report.
+    Report {
+        /// Experiment folders (each with runs*.jsonl).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write summary.csv, report.md and the figures (default: the first folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The whole method on the built-in phantom: data, segmentation, protocol, report.
+    Demo {
+        /// Output folder (resumable: run again to continue).
+        #[arg(long, default_value = "segfeat-demo")]
+        out: PathBuf,
+        /// quick: a reduced protocol that fits 2 CPU cores in 15 minutes; paper: the full one.
+        #[arg(long, default_value = "quick")]
+        preset: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ProtocolArgs {
+    /// Classifier size: quick (widths / 8, fully connected 64, 64x64) or paper (VGG-16, 4096, 256x256).
+    #[arg(long, default_value = "paper")]
+    preset: String,
+    /// Override the preset's width multiplier of VGG-16's block widths.
+    #[arg(long)]
+    width: Option<f64>,
+    /// Override the preset's fully connected width.
+    #[arg(long)]
+    fc: Option<usize>,
+    /// Override the preset's classifier input size (a multiple of 32).
+    #[arg(long)]
+    cls_size: Option<usize>,
+    /// Negative images to train on, per run.
+    #[arg(long, default_value_t = 50)]
+    negatives_train: usize,
+    /// Negative images to test on, per run.
+    #[arg(long, default_value_t = 50)]
+    negatives_test: usize,
+    /// Positive images set aside per repetition for training (k is at most this).
+    #[arg(long, default_value_t = 10)]
+    pool: usize,
+    /// Positive images to test on, per run.
+    #[arg(long, default_value_t = 20)]
+    positives_test: usize,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    #[arg(long, default_value_t = 10)]
+    batches_per_epoch: usize,
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Adam's learning rate for the classifier.
+    #[arg(long, default_value_t = segfeat::train::cls::DEFAULT_CLS_LR)]
+    lr: f32,
+    /// Seed of the splits, weights and batch order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl ProtocolArgs {
+    fn protocol(&self) -> Result<Protocol> {
+        let (width, fc, size) = Preset::parse(&self.preset)?.shape();
+        Ok(Protocol {
+            negatives_train: self.negatives_train,
+            negatives_test: self.negatives_test,
+            pool: self.pool,
+            positives_test: self.positives_test,
+            seed: self.seed,
+            width: self.width.unwrap_or(width),
+            fc: self.fc.unwrap_or(fc),
+            size: self.cls_size.unwrap_or(size),
+            train: ClsTrainOptions {
+                batch: self.batch,
+                batches_per_epoch: self.batches_per_epoch,
+                epochs: self.epochs,
+                lr: self.lr,
+            },
+            ..Protocol::default()
+        })
+    }
+}
+
+/// Parse `A..B` or `a,b,c` into positive counts.
+fn parse_counts(s: &str, flag: &str) -> Result<Vec<usize>> {
+    let bad = || Error(format!("--{flag} must be a range A..B or a comma-separated list of numbers, got '{s}'"));
+    if let Some((a, b)) = s.split_once("..") {
+        let (a, b): (usize, usize) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a > b {
+            return Err(bad());
+        }
+        return Ok((a..=b).collect());
+    }
+    s.split(',')
+        .map(|x| x.trim().parse().map_err(|_| bad()))
+        .collect()
+}
+
+fn parse_diseases(s: &str) -> Result<Vec<Group>> {
+    let mut out = Vec::new();
+    for d in s.split(',').filter(|d| !d.trim().is_empty()) {
+        match Group::parse(d) {
+            Some(g) if g != Group::Normal => {
+                if !out.contains(&g) {
+                    out.push(g)
+                }
+            }
+            _ => bail!("unknown disease '{d}' (choose from effusion, septal)"),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Args, Clone)]
@@ -254,6 +436,42 @@ fn main() {
             out,
             probs,
         } => segment(&model, &input, &out, probs.as_deref()),
+        Command::TrainCls {
+            seg,
+            data,
+            disease,
+            features,
+            positives,
+            rep,
+            protocol,
+            out,
+        } => train_cls(
+            &seg, &data, &disease, &features, positives, rep, &protocol, &out,
+        ),
+        Command::Classify { seg, model, input } => classify(&seg, &model, &input),
+        Command::Experiment {
+            seg,
+            data,
+            diseases,
+            features,
+            positives,
+            reps,
+            protocol,
+            shard,
+            out,
+        } => (|| {
+            let p = Protocol {
+                diseases: parse_diseases(&diseases)?,
+                combos: Combo::parse_list(&features)?,
+                positives: parse_counts(&positives, "positives")?,
+                reps,
+                ..protocol.protocol()?
+            };
+            let shard = shard.as_deref().map(Shard::parse).transpose()?;
+            experiment(&seg, &data, &p, shard, &out)
+        })(),
+        Command::Report { dirs, out } => report(&dirs, out.as_deref()),
+        Command::Demo { out, preset } => demo(&out, &preset),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -592,5 +810,205 @@ fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Resu
         )?;
         println!("wrote {} (probs: labels x {s} x {s})", p.display());
     }
+    Ok(())
+}
+
+/// Load a segmentation model and the data at its size (label names from the model).
+fn seg_and_data(
+    gpu: &Gpu,
+    seg_path: &Path,
+    data_args: &DataArgs,
+) -> Result<(segfeat::nn::Unet, checkpoint::SegMeta, Dataset)> {
+    let (unet, meta) = checkpoint::load_unet(gpu, seg_path)?;
+    let mut args = data_args.clone();
+    args.label_names = meta.label_names.join(",");
+    let ds = load_data(&args, unet.config.size)?;
+    Ok((unet, meta, ds))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_cls(
+    seg_path: &Path,
+    data_args: &DataArgs,
+    disease: &str,
+    features: &str,
+    k: usize,
+    rep: usize,
+    args: &ProtocolArgs,
+    out: &Path,
+) -> Result<()> {
+    let diseases = parse_diseases(disease)?;
+    let [disease] = diseases[..] else {
+        bail!("--disease names one disease (effusion or septal), got '{disease}'");
+    };
+    let combo = Combo::parse(features)?;
+    let p = Protocol {
+        diseases: vec![disease],
+        combos: vec![combo],
+        positives: vec![k],
+        reps: rep + 1,
+        ..args.protocol()?
+    };
+    p.validate()?;
+    let gpu = Gpu::new()?;
+    let (unet, meta, ds) = seg_and_data(&gpu, seg_path, data_args)?;
+    let cohort = Cohort::select(&ds, &meta, &p)?;
+    let images: Vec<&[f32]> = cohort
+        .images()
+        .iter()
+        .map(|&i| ds.samples[i].image.as_slice())
+        .collect();
+    let bank = FeatureBank::compute(&gpu, &unet, &images, &[combo], p.size, 10, |_| {})?;
+    let run = RunId {
+        rep,
+        disease,
+        k,
+        combo,
+    };
+    let (train, train_y, test, test_y, split_seed) = cohort.split(&p, &run);
+    let config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
+    let (params, flops) = config.cost();
+    eprintln!(
+        "training a {} classifier on {} features ({}x{}x{}; {params} parameters, {:.3} GFLOP per image) with {k} positives and {} negatives",
+        disease.name(),
+        combo.label(),
+        config.in_channels,
+        p.size,
+        p.size,
+        flops as f64 / 1e9,
+        p.negatives_train
+    );
+    let steps = p.train.epochs * p.train.batches_per_epoch;
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    let c = cls::train(
+        &gpu,
+        &config,
+        &bank,
+        combo,
+        &train,
+        &train_y,
+        &p.train,
+        split_seed ^ k as u64,
+        |s, loss| {
+            bar.set_position(s as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        },
+    )?;
+    bar.finish_and_clear();
+    let probs = cls::predict(&gpu, &c, &bank, &test, 10)?;
+    let conf = Confusion::from_pairs(test_y.iter().zip(&probs).map(|(&t, &p)| (t == 1, p > 0.5)));
+    let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.1}%", 100.0 * v));
+    println!(
+        "test ({} positives, {} negatives): TPR {} TNR {} kappa {} (TP {} FN {} TN {} FP {})",
+        p.positives_test,
+        p.negatives_test,
+        pct(conf.tpr()),
+        pct(conf.tnr()),
+        pct(conf.kappa()),
+        conf.tp,
+        conf.fn_,
+        conf.tn,
+        conf.fp
+    );
+    let names: Vec<&str> = train.iter().map(|&b| ds.samples[cohort.images()[b]].name.as_str()).collect();
+    let cm = ClsMeta {
+        features: combo,
+        stats: c.stats.clone(),
+        class_weights: c.class_weights,
+        disease: disease.name().into(),
+        seg: (unet.config.channels, unet.config.labels, unet.config.size),
+        training: format!(
+            "seed={} rep={rep} lr={} batch={} batches_per_epoch={} epochs={} seg={} images={}",
+            p.seed,
+            p.train.lr,
+            p.train.batch,
+            p.train.batches_per_epoch,
+            p.train.epochs,
+            seg_path.display(),
+            names.join(",")
+        ),
+    };
+    checkpoint::save_classifier(&gpu, out, &c.vgg, &cm)?;
+    println!("classifier: {}", out.display());
+    Ok(())
+}
+
+fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
+    let gpu = Gpu::new()?;
+    let (unet, _) = checkpoint::load_unet(&gpu, seg_path)?;
+    let (vgg, meta) = checkpoint::load_classifier(&gpu, model)?;
+    let c = &unet.config;
+    if meta.seg != (c.channels, c.labels, c.size) {
+        bail!(
+            "{} was trained on features of a segmentation network with n={}, {} labels, {}x{}, but {} has n={}, {} labels, {}x{}",
+            model.display(),
+            meta.seg.0,
+            meta.seg.1,
+            meta.seg.2,
+            meta.seg.2,
+            seg_path.display(),
+            c.channels,
+            c.labels,
+            c.size,
+            c.size
+        );
+    }
+    let img = image::open(input)
+        .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let pixels = folder::intensities(&img);
+    let x = if (w, h) == (c.size, c.size) {
+        pixels
+    } else {
+        data::resize_bilinear(&pixels, w, h, c.size)
+    };
+    let bank = FeatureBank::compute(&gpu, &unet, &[&x], &[meta.features], vgg.config.size, 1, |_| {})?;
+    let classifier = cls::Classifier {
+        vgg,
+        combo: meta.features,
+        stats: meta.stats,
+        class_weights: meta.class_weights,
+    };
+    let p = cls::predict(&gpu, &classifier, &bank, &[0], 1)?[0];
+    println!(
+        "{}: P({}) = {p:.4} -> {}",
+        input.display(),
+        meta.disease,
+        if p > 0.5 { meta.disease.as_str() } else { "normal" }
+    );
+    Ok(())
+}
+
+fn experiment(
+    seg_path: &Path,
+    data_args: &DataArgs,
+    p: &Protocol,
+    shard: Option<Shard>,
+    out: &Path,
+) -> Result<()> {
+    p.validate()?;
+    let gpu = Gpu::new()?;
+    let (unet, meta, ds) = seg_and_data(&gpu, seg_path, data_args)?;
+    segfeat::protocol::experiment::run(&gpu, &unet, &meta, &ds, p, out, shard, true)?;
+    let md = reports::write(&[out.to_path_buf()], out)?;
+    println!("{md}");
+    println!("report: {}", out.join("report.md").display());
+    Ok(())
+}
+
+fn report(dirs: &[PathBuf], out: Option<&Path>) -> Result<()> {
+    let out = out.unwrap_or(&dirs[0]);
+    let md = reports::write(dirs, out)?;
+    println!("{md}");
+    println!("report: {}", out.join("report.md").display());
+    Ok(())
+}
+
+fn demo(out: &Path, preset: &str) -> Result<()> {
+    let plan = segfeat::protocol::demo::DemoPlan::new(Preset::parse(preset)?);
+    let gpu = Gpu::new()?;
+    let md = segfeat::protocol::demo::run(&gpu, &plan, out, true)?;
+    println!("{md}");
+    println!("report: {}", out.join("experiment").join("report.md").display());
     Ok(())
 }

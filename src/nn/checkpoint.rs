@@ -4,14 +4,17 @@
 //!
 //! A segmentation model file holds the parameters under the names of
 //! [`crate::nn::UnetConfig::param_shapes`] (`enc1.conv1.weight`, ..., `out.bias`) and the
-//! metadata keys of [`SegMeta`].
+//! metadata keys of [`SegMeta`]; a classifier file the names of
+//! [`crate::nn::VggConfig::param_shapes`] (`block1.conv1.weight`, ..., `fc3.bias`) and the keys
+//! of [`ClsMeta`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::nn::{Unet, UnetConfig};
+use crate::nn::{Unet, UnetConfig, Vgg, VggConfig};
+use crate::train::features::{ChannelStats, Combo};
 use crate::{bail, Error, Gpu, Result};
 
 /// A checkpoint read into host memory.
@@ -228,4 +231,120 @@ pub fn load_unet(gpu: &Gpu, path: &Path) -> Result<(Unet, SegMeta)> {
         data: ck.metadata.get("train_data").cloned().unwrap_or_default(),
     };
     Ok((unet, meta))
+}
+
+pub const CLASSIFIER_ARCHITECTURE: &str = "vgg16-wong2017";
+
+/// What a classifier file carries besides its weights: the feature combination it reads,
+/// how inputs are standardised, and which segmentation network made its features.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClsMeta {
+    pub features: Combo,
+    pub stats: ChannelStats,
+    pub class_weights: [f32; 2],
+    pub disease: String,
+    /// The segmentation network's (channels, labels, size).
+    pub seg: (usize, usize, usize),
+    /// Free text: the seed, options and images it was trained on.
+    pub training: String,
+}
+
+fn floats(v: &[f32]) -> String {
+    v.iter()
+        .map(|w| format!("{w:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_floats(s: &str, key: &str, path: &Path) -> Result<Vec<f32>> {
+    s.split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| Error(format!("{}: unreadable {key}", path.display())))
+}
+
+/// Save a classifier and its metadata (atomically).
+pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Result<()> {
+    let c = &vgg.config;
+    let tensors: Vec<_> = vgg
+        .params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.to_vec(gpu)))
+        .collect();
+    let widths: Vec<String> = c.widths.iter().map(|w| w.to_string()).collect();
+    let mut m = BTreeMap::new();
+    m.insert("architecture".into(), CLASSIFIER_ARCHITECTURE.into());
+    m.insert("in_channels".into(), c.in_channels.to_string());
+    m.insert("size".into(), c.size.to_string());
+    m.insert("widths".into(), widths.join(","));
+    m.insert("fc".into(), c.fc.to_string());
+    m.insert("classes".into(), c.classes.to_string());
+    m.insert("features".into(), meta.features.name().into());
+    m.insert("channel_mean".into(), floats(&meta.stats.mean));
+    m.insert("channel_std".into(), floats(&meta.stats.std));
+    m.insert("class_weights".into(), floats(&meta.class_weights));
+    m.insert("disease".into(), meta.disease.clone());
+    m.insert(
+        "seg".into(),
+        format!("{},{},{}", meta.seg.0, meta.seg.1, meta.seg.2),
+    );
+    m.insert("training".into(), meta.training.clone());
+    save(path, &tensors, &m)
+}
+
+/// Load a classifier saved by [`save_classifier`], checking its architecture and tensors.
+pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
+    let ck = load(path)?;
+    let arch = ck.meta("architecture", path)?;
+    if arch != CLASSIFIER_ARCHITECTURE {
+        bail!(
+            "{}: architecture '{arch}' is not a segfeat classifier ({CLASSIFIER_ARCHITECTURE})",
+            path.display()
+        );
+    }
+    let widths = ck
+        .meta("widths", path)?
+        .split(',')
+        .map(|w| w.trim().parse::<usize>().ok())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| <[usize; 5]>::try_from(v).ok())
+        .ok_or_else(|| Error(format!("{}: 'widths' must be five numbers", path.display())))?;
+    let config = VggConfig {
+        in_channels: ck.meta_usize("in_channels", path)?,
+        size: ck.meta_usize("size", path)?,
+        widths,
+        fc: ck.meta_usize("fc", path)?,
+        classes: ck.meta_usize("classes", path)?,
+    };
+    let vgg = Vgg::from_arrays(gpu, config.clone(), |name| ck.tensors.get(name).cloned())
+        .map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    let features = Combo::parse(ck.meta("features", path)?)
+        .map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    let mean = parse_floats(ck.meta("channel_mean", path)?, "channel_mean", path)?;
+    let std = parse_floats(ck.meta("channel_std", path)?, "channel_std", path)?;
+    let cw = parse_floats(ck.meta("class_weights", path)?, "class_weights", path)?;
+    if mean.len() != config.in_channels || std.len() != config.in_channels || cw.len() != 2 {
+        bail!(
+            "{}: channel statistics or class weights do not match {} input channels",
+            path.display(),
+            config.in_channels
+        );
+    }
+    let seg: Vec<usize> = ck
+        .meta("seg", path)?
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let [sc, sl, ss] = seg[..] else {
+        bail!("{}: 'seg' must be channels,labels,size", path.display());
+    };
+    let meta = ClsMeta {
+        features,
+        stats: ChannelStats { mean, std },
+        class_weights: [cw[0], cw[1]],
+        disease: ck.meta("disease", path)?.to_string(),
+        seg: (sc, sl, ss),
+        training: ck.metadata.get("training").cloned().unwrap_or_default(),
+    };
+    Ok((vgg, meta))
 }

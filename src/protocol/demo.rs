@@ -1,0 +1,150 @@
+//! `segfeat demo`: the whole method on the built-in phantom, with nothing downloaded.
+//!
+//! 1. generate the phantom (normal patients, effusion and septal-defect images);
+//! 2. train the segmentation network on the normal images of the first `seg_patients`
+//!    normal patients (model in `OUT/seg.safetensors`, resumed if there);
+//! 3. run the protocol for both diseases and all five combinations in `OUT/experiment`
+//!    (resumed if there) and write its report.
+//!
+//! `quick` shrinks every stage so that it fits a 2-core machine with only the software
+//! adapter in 15 minutes; `paper` is the paper's full scale (a GPU's job).
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::data::phantom::PhantomSpec;
+use crate::data::Group;
+use crate::nn::Preset;
+use crate::protocol::{experiment, report, Protocol};
+use crate::train::{seg, SegTrainOptions};
+use crate::{Gpu, Result};
+
+/// What the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoPlan {
+    pub phantom: PhantomSpec,
+    /// Normal patients (the first ones) that train the segmentation network.
+    pub seg_patients: usize,
+    pub seg: SegTrainOptions,
+    pub protocol: Protocol,
+}
+
+impl DemoPlan {
+    pub fn new(preset: Preset) -> DemoPlan {
+        let (width, fc, size) = preset.shape();
+        let phantom = PhantomSpec {
+            size,
+            ..PhantomSpec::default()
+        };
+        match preset {
+            Preset::Paper => DemoPlan {
+                phantom,
+                seg_patients: 30,
+                seg: SegTrainOptions {
+                    size,
+                    ..SegTrainOptions::default()
+                },
+                protocol: Protocol::default(),
+            },
+            Preset::Quick => DemoPlan {
+                phantom,
+                seg_patients: 30,
+                seg: SegTrainOptions {
+                    channels: 8,
+                    size,
+                    epochs: 6,
+                    batches_per_epoch: 20,
+                    ..SegTrainOptions::default()
+                },
+                protocol: Protocol {
+                    positives: vec![1, 3, 5, 10],
+                    reps: 2,
+                    width,
+                    fc,
+                    size,
+                    ..Protocol::default()
+                },
+            },
+        }
+    }
+}
+
+/// Run the demo into `out`; returns the report's Markdown.
+pub fn run(gpu: &Gpu, plan: &DemoPlan, out: &Path, progress: bool) -> Result<String> {
+    let t0 = Instant::now();
+    let stage = |what: &str| {
+        eprintln!(
+            "\n== {what} ({} since the start)",
+            seg::hms(t0.elapsed().as_secs_f64())
+        )
+    };
+    stage("1/3 phantom");
+    let data = plan.phantom.generate()?;
+    let normals = data.select(None, &[Group::Normal])?;
+    let patients: Vec<String> = normals.patients().into_iter().take(plan.seg_patients).collect();
+    eprintln!(
+        "{} images at {}x{}: {} normal from {} patients, {} effusion, {} septal defect",
+        data.samples.len(),
+        data.size,
+        data.size,
+        normals.samples.len(),
+        normals.patients().len(),
+        data.samples.iter().filter(|s| s.group == Group::Effusion).count(),
+        data.samples.iter().filter(|s| s.group == Group::Septal).count(),
+    );
+
+    stage("2/3 segmentation network, on the normal images of the first patients");
+    let seg_train = data.select(Some(&patients), &[Group::Normal])?;
+    let seg_path = out.join("seg.safetensors");
+    let opts = SegTrainOptions {
+        progress,
+        ..plan.seg.clone()
+    };
+    eprintln!(
+        "n={} at {}x{} on {} images of {} patients, {} epochs of {} batches of {}; model {}",
+        opts.channels,
+        opts.size,
+        opts.size,
+        seg_train.samples.len(),
+        patients.len(),
+        opts.epochs,
+        opts.batches_per_epoch,
+        opts.batch,
+        seg_path.display()
+    );
+    let (unet, meta) = seg::train(gpu, &seg_train, &opts, &seg_path, true)?;
+    let holdout: Vec<String> = normals
+        .patients()
+        .into_iter()
+        .filter(|p| !patients.contains(p))
+        .collect();
+    let dice = seg::evaluate(gpu, &unet, &data.select(Some(&holdout), &[Group::Normal])?, 10)?;
+    eprintln!(
+        "mean Dice on the {} held-out normal patients: {:.3}",
+        holdout.len(),
+        dice.mean()
+    );
+
+    stage("3/3 the few-positive protocol");
+    let p = &plan.protocol;
+    eprintln!(
+        "diseases {}; features {}; k in {:?}; {} repetitions; classifier widths x{} fc {} at {}x{}",
+        p.diseases.iter().map(|d| d.name()).collect::<Vec<_>>().join(","),
+        p.combos.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
+        p.positives,
+        p.reps,
+        p.width,
+        p.fc,
+        p.size,
+        p.size
+    );
+    let exp = out.join("experiment");
+    experiment::run(gpu, &unet, &meta, &data, p, &exp, None, progress)?;
+    let md = report::write(&[exp.clone()], &exp)?;
+    eprintln!(
+        "\ndone in {}: report {}",
+        seg::hms(t0.elapsed().as_secs_f64()),
+        exp.join("report.md").display()
+    );
+    Ok(md)
+}

@@ -1,0 +1,561 @@
+//! The few-positive protocol (paper, section 3.2).
+//!
+//! Negatives are the normal images of patients the segmentation network was not trained
+//! on. In repetition r they are shuffled and split into `negatives_train` (50) and
+//! `negatives_test` (50); each disease's images are shuffled and split into a training
+//! pool of `pool` (10) and `positives_test` (20). For every k in `positives`, a classifier
+//! is trained on the first k images of the pool plus the training negatives, and tested on
+//! the test positives plus the test negatives. Within a repetition every k and every
+//! feature combination sees the same split and the same initial-weight seed, so the
+//! combinations are compared on equal terms.
+//!
+//! Runs are enumerated in a fixed order (repetition, disease, k, combination). Each
+//! finished run is appended as one JSON line to `runs.jsonl` (`runs.I-of-K.jsonl` for shard
+//! I of K), and a run already in any `runs*.jsonl` of the folder is skipped, so a killed
+//! experiment loses at most the run in progress. `experiment.json` pins the settings that
+//! determine a run's result; starting again with other settings is refused.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use serde_json::{json, Value};
+
+use crate::data::{Dataset, Group};
+use crate::nn::checkpoint::{write_atomic, SegMeta};
+use crate::nn::init::rng;
+use crate::nn::{Unet, VggConfig};
+use crate::protocol::metrics::Confusion;
+use crate::protocol::report::{self, RunRecord};
+use crate::train::cls::{self, ClsTrainOptions};
+use crate::train::features::{Combo, FeatureBank};
+use crate::{bail, Error, Gpu, Result};
+
+/// Everything that defines an experiment; defaults are the paper's.
+#[derive(Clone, Debug)]
+pub struct Protocol {
+    pub diseases: Vec<Group>,
+    pub combos: Vec<Combo>,
+    /// The values of k (positive training images).
+    pub positives: Vec<usize>,
+    pub reps: usize,
+    pub negatives_train: usize,
+    pub negatives_test: usize,
+    /// Positives set aside for training (k is at most this).
+    pub pool: usize,
+    pub positives_test: usize,
+    pub seed: u64,
+    /// The classifier: width multiplier, fully connected width, input size.
+    pub width: f64,
+    pub fc: usize,
+    pub size: usize,
+    pub train: ClsTrainOptions,
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol {
+            diseases: vec![Group::Effusion, Group::Septal],
+            combos: Combo::ALL.to_vec(),
+            positives: (1..=10).collect(),
+            reps: 10,
+            negatives_train: 50,
+            negatives_test: 50,
+            pool: 10,
+            positives_test: 20,
+            seed: 1,
+            width: 1.0,
+            fc: 4096,
+            size: 256,
+            train: ClsTrainOptions::default(),
+        }
+    }
+}
+
+/// One classifier run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RunId {
+    pub rep: usize,
+    pub disease: Group,
+    pub k: usize,
+    pub combo: Combo,
+}
+
+impl RunId {
+    pub fn key(&self) -> (String, String, usize, usize) {
+        (
+            self.disease.name().to_string(),
+            self.combo.name().to_string(),
+            self.k,
+            self.rep,
+        )
+    }
+}
+
+/// A shard I of K (0 <= I < K): the runs whose index in the fixed order is I mod K.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parse `I/K`.
+    pub fn parse(s: &str) -> Result<Shard> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        match parsed {
+            Some((index, count)) if count > 0 && index < count => Ok(Shard { index, count }),
+            _ => bail!("--shard must be I/K with 0 <= I < K (for example 0/8), got '{s}'"),
+        }
+    }
+}
+
+/// Mix seeds and indices into one seed (splitmix64 steps).
+fn mix(parts: &[u64]) -> u64 {
+    let mut h = 0x243F_6A88_85A3_08D3u64;
+    for &p in parts {
+        h ^= p.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^= h >> 31;
+    }
+    h
+}
+
+fn disease_code(g: Group) -> u64 {
+    match g {
+        Group::Normal => 0,
+        Group::Effusion => 1,
+        Group::Septal => 2,
+    }
+}
+
+impl Protocol {
+    pub fn validate(&self) -> Result<()> {
+        if self.diseases.is_empty() || self.diseases.contains(&Group::Normal) {
+            bail!("--diseases must name at least one disease (effusion, septal)");
+        }
+        if self.combos.is_empty() {
+            bail!("--features needs at least one combination");
+        }
+        if self.positives.is_empty() || self.positives.contains(&0) {
+            bail!("--positives must list numbers of at least 1");
+        }
+        if let Some(&k) = self.positives.iter().find(|&&k| k > self.pool) {
+            bail!(
+                "k = {k} positives exceeds the training pool of {} (--pool)",
+                self.pool
+            );
+        }
+        if self.reps == 0 {
+            bail!("--reps must be at least 1");
+        }
+        if self.negatives_train == 0 || self.negatives_test == 0 || self.positives_test == 0 {
+            bail!("the training negatives and the test sets must not be empty");
+        }
+        VggConfig::new(1, self.size, self.width, self.fc)?;
+        self.train.validate()
+    }
+
+    /// Every run in the fixed order: repetition, disease, k, combination.
+    pub fn runs(&self) -> Vec<RunId> {
+        let mut out = Vec::new();
+        for rep in 0..self.reps {
+            for &disease in &self.diseases {
+                for &k in &self.positives {
+                    for &combo in &self.combos {
+                        out.push(RunId {
+                            rep,
+                            disease,
+                            k,
+                            combo,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The settings a run's result depends on (beyond its id), as pinned in
+    /// experiment.json.
+    pub fn settings(&self, seg: &Unet, seg_meta: &SegMeta, data: &Dataset) -> Value {
+        json!({
+            "negatives_train": self.negatives_train,
+            "negatives_test": self.negatives_test,
+            "pool": self.pool,
+            "positives_test": self.positives_test,
+            "seed": self.seed,
+            "classifier": {
+                "width": self.width,
+                "fc": self.fc,
+                "size": self.size,
+                "batch": self.train.batch,
+                "batches_per_epoch": self.train.batches_per_epoch,
+                "epochs": self.train.epochs,
+                "lr": self.train.lr,
+            },
+            "segmentation": {
+                "channels": seg.config.channels,
+                "labels": seg.config.labels,
+                "size": seg.config.size,
+                "steps": seg_meta.steps,
+                "train_data": seg_meta.data,
+            },
+            "data": data.source,
+        })
+    }
+}
+
+/// The images of an experiment: negatives, then each disease's positives, as indices into
+/// the data set (and, in the same order, into the feature bank).
+pub struct Cohort {
+    pub negatives: Vec<usize>,
+    /// (disease, its image indices).
+    pub positives: Vec<(Group, Vec<usize>)>,
+    /// Patients of the negatives.
+    pub negative_patients: Vec<String>,
+    /// Whether the data is the segmentation network's own (its training patients were
+    /// excluded); when false, no patient could be excluded.
+    pub excluded_seg_patients: bool,
+}
+
+impl Cohort {
+    /// Choose the images: negatives from normal patients the segmentation network did not
+    /// see (when the data is the one it was trained on), every image of each disease.
+    pub fn select(data: &Dataset, seg_meta: &SegMeta, p: &Protocol) -> Result<Cohort> {
+        let same = data.source == seg_meta.data;
+        let negatives: Vec<usize> = (0..data.samples.len())
+            .filter(|&i| {
+                let s = &data.samples[i];
+                s.group == Group::Normal && !(same && seg_meta.patients.contains(&s.patient))
+            })
+            .collect();
+        let mut negative_patients: Vec<String> = Vec::new();
+        for &i in &negatives {
+            let pt = &data.samples[i].patient;
+            if !negative_patients.contains(pt) {
+                negative_patients.push(pt.clone());
+            }
+        }
+        let need = p.negatives_train + p.negatives_test;
+        if negatives.len() < need {
+            bail!(
+                "the protocol needs {need} negative images ({} to train, {} to test) but the data has {} normal images from {} patients outside the segmentation network's training set: lower --negatives-train/--negatives-test or add normal patients",
+                p.negatives_train,
+                p.negatives_test,
+                negatives.len(),
+                negative_patients.len()
+            );
+        }
+        let mut positives = Vec::new();
+        for &d in &p.diseases {
+            let idx: Vec<usize> = (0..data.samples.len())
+                .filter(|&i| data.samples[i].group == d)
+                .collect();
+            let need = p.pool + p.positives_test;
+            if idx.len() < need {
+                bail!(
+                    "the protocol needs {need} images of {} ({} for the training pool, {} to test) but the data has {}: lower --pool/--positives-test",
+                    d.name(),
+                    p.pool,
+                    p.positives_test,
+                    idx.len()
+                );
+            }
+            positives.push((d, idx));
+        }
+        Ok(Cohort {
+            negatives,
+            positives,
+            negative_patients,
+            excluded_seg_patients: same,
+        })
+    }
+
+    /// Every image index, in bank order.
+    pub fn images(&self) -> Vec<usize> {
+        let mut v = self.negatives.clone();
+        for (_, idx) in &self.positives {
+            v.extend(idx);
+        }
+        v
+    }
+
+    /// Bank positions of (training images, their labels, test images, their labels) for
+    /// run `r`, with the split seed.
+    pub fn split(&self, p: &Protocol, r: &RunId) -> (Vec<usize>, Vec<u8>, Vec<usize>, Vec<u8>, u64) {
+        let split_seed = mix(&[p.seed, r.rep as u64]);
+        let mut neg: Vec<usize> = (0..self.negatives.len()).collect();
+        neg.shuffle(&mut rng(mix(&[split_seed, 0])));
+        let mut offset = self.negatives.len();
+        let mut pos = Vec::new();
+        for (d, idx) in &self.positives {
+            if *d == r.disease {
+                pos = (offset..offset + idx.len()).collect();
+                pos.shuffle(&mut rng(mix(&[split_seed, disease_code(*d)])));
+                break;
+            }
+            offset += idx.len();
+        }
+        let mut train: Vec<usize> = pos[..r.k].to_vec();
+        let mut train_y = vec![1u8; r.k];
+        train.extend(&neg[..p.negatives_train]);
+        train_y.extend(std::iter::repeat_n(0u8, p.negatives_train));
+        let mut test: Vec<usize> = pos[p.pool..p.pool + p.positives_test].to_vec();
+        let mut test_y = vec![1u8; p.positives_test];
+        test.extend(&neg[p.negatives_train..p.negatives_train + p.negatives_test]);
+        test_y.extend(std::iter::repeat_n(0u8, p.negatives_test));
+        (train, train_y, test, test_y, split_seed)
+    }
+}
+
+/// The JSONL file this process appends to.
+pub fn runs_file(out: &Path, shard: Option<Shard>) -> PathBuf {
+    match shard {
+        Some(s) => out.join(format!("runs.{}-of-{}.jsonl", s.index, s.count)),
+        None => out.join("runs.jsonl"),
+    }
+}
+
+/// Run (the missing runs of) an experiment into `out`, then write its report. Returns the
+/// number of runs done by this call.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    gpu: &Gpu,
+    seg: &Unet,
+    seg_meta: &SegMeta,
+    data: &Dataset,
+    p: &Protocol,
+    out: &Path,
+    shard: Option<Shard>,
+    progress: bool,
+) -> Result<usize> {
+    p.validate()?;
+    if data.size != seg.config.size {
+        bail!(
+            "the data is {}x{} but the segmentation network takes {}x{}",
+            data.size,
+            data.size,
+            seg.config.size,
+            seg.config.size
+        );
+    }
+    let cohort = Cohort::select(data, seg_meta, p)?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error(format!("cannot create folder {}: {e}", out.display())))?;
+    pin_settings(out, &p.settings(seg, seg_meta, data))?;
+    let done: HashSet<_> = report::read_runs(&[out.to_path_buf()])?
+        .iter()
+        .map(RunRecord::key)
+        .collect();
+    let todo: Vec<RunId> = p
+        .runs()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index))
+        .map(|(_, r)| r)
+        .filter(|r| !done.contains(&r.key()))
+        .collect();
+    let note = if cohort.excluded_seg_patients {
+        "patients outside the segmentation network's training set"
+    } else {
+        "patients of a data set other than the segmentation network's: none could be excluded"
+    };
+    eprintln!(
+        "experiment in {}: {} negative images from {} {note}; {} runs to do{}",
+        out.display(),
+        cohort.negatives.len(),
+        cohort.negative_patients.len(),
+        todo.len(),
+        if done.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} already in the JSONL)", done.len())
+        }
+    );
+    if todo.is_empty() {
+        report::write(&[out.to_path_buf()], out)?;
+        return Ok(0);
+    }
+
+    // Features: once per image for the whole experiment.
+    let images: Vec<&[f32]> = cohort
+        .images()
+        .iter()
+        .map(|&i| data.samples[i].image.as_slice())
+        .collect();
+    let bar = progress_bar(progress, images.len(), "features");
+    let t0 = Instant::now();
+    let bank = FeatureBank::compute(gpu, seg, &images, &p.combos, p.size, 10, |n| {
+        bar.set_position(n as u64)
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "features of {} images computed in {:.1} s ({:.0} MB on the host)",
+        images.len(),
+        t0.elapsed().as_secs_f64(),
+        bank.bytes() as f64 / 1e6
+    );
+
+    let path = runs_file(out, shard);
+    repair_tail(&path)?;
+    let bar = progress_bar(progress, todo.len(), "runs");
+    let started = Instant::now();
+    let steps = p.train.epochs * p.train.batches_per_epoch;
+    for (n, r) in todo.iter().enumerate() {
+        let t0 = Instant::now();
+        let (train, train_y, test, test_y, split_seed) = cohort.split(p, r);
+        let init_seed = mix(&[split_seed, r.k as u64, 7]);
+        let config = VggConfig::new(bank.channels(r.combo), p.size, p.width, p.fc)?;
+        let what = format!(
+            "{} {} k={} rep {}",
+            r.disease.name(),
+            r.combo.name(),
+            r.k,
+            r.rep + 1
+        );
+        let mut last_loss = f32::NAN;
+        let cls = cls::train(
+            gpu, &config, &bank, r.combo, &train, &train_y, &p.train, init_seed,
+            |s, loss| {
+                last_loss = loss;
+                bar.set_message(format!("{what}: step {s}/{steps}, loss {loss:.4}"));
+            },
+        )?;
+        let probs = cls::predict(gpu, &cls, &bank, &test, 10)?;
+        let conf = Confusion::from_pairs(
+            test_y
+                .iter()
+                .zip(&probs)
+                .map(|(&t, &pr)| (t == 1, pr > 0.5)),
+        );
+        let rec = RunRecord {
+            disease: r.disease.name().to_string(),
+            features: r.combo.name().to_string(),
+            k: r.k,
+            rep: r.rep,
+            split_seed,
+            init_seed,
+            confusion: conf,
+            final_loss: last_loss as f64,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        append_line(&path, &rec.to_json())?;
+        bar.inc(1);
+        let left = started.elapsed().as_secs_f64() / (n + 1) as f64 * (todo.len() - n - 1) as f64;
+        bar.suspend(|| {
+            eprintln!(
+                "run {}/{}: {what}: TPR {} TNR {} kappa {} ({:.1} s; experiment left {})",
+                n + 1,
+                todo.len(),
+                pct(conf.tpr()),
+                pct(conf.tnr()),
+                pct(conf.kappa()),
+                rec.seconds,
+                crate::train::seg::hms(left)
+            )
+        });
+        report::write(&[out.to_path_buf()], out)?;
+    }
+    bar.finish_and_clear();
+    Ok(todo.len())
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{:.0}%", 100.0 * v))
+}
+
+fn progress_bar(progress: bool, len: usize, what: &str) -> indicatif::ProgressBar {
+    let b = if progress {
+        indicatif::ProgressBar::new(len as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len}  {msg}  (left {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    b.set_prefix(what.to_string());
+    b
+}
+
+/// Write experiment.json, or check that the one there holds the same settings.
+fn pin_settings(out: &Path, settings: &Value) -> Result<()> {
+    let path = out.join("experiment.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error(format!("cannot read {}: {e}", path.display())))?;
+        let old: Value = serde_json::from_str(&text)
+            .map_err(|e| Error(format!("{} is not valid JSON: {e}", path.display())))?;
+        if let Some(key) = first_difference(&old, settings, "") {
+            bail!(
+                "{} holds an experiment with other settings ({key} differs): use another --out, or remove the folder to start over",
+                out.display()
+            );
+        }
+        return Ok(());
+    }
+    write_atomic(&path, format!("{settings:#}\n").as_bytes())
+}
+
+fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in y {
+                let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                match x.get(k) {
+                    Some(w) => {
+                        if let Some(d) = first_difference(w, v, &here) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some(here),
+                }
+            }
+            x.keys().find(|k| !y.contains_key(*k)).map(|k| k.clone())
+        }
+        _ if a == b => None,
+        // Numbers written by an older run may differ only in representation (1 vs 1.0).
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
+        _ => Some(if at.is_empty() { "the settings".into() } else { at.to_string() }),
+    }
+}
+
+/// A process killed while appending can leave a last line without its newline: cut it,
+/// so the next line starts clean (that run is simply done again).
+fn repair_tail(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    eprintln!(
+        "note: {} ended in a partial line (a run was interrupted while writing); it is dropped and that run done again",
+        path.display()
+    );
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error(format!("cannot open {}: {e}", path.display())))?;
+    f.set_len(keep as u64)
+        .map_err(|e| Error(format!("cannot truncate {}: {e}", path.display())))
+}
+
+fn append_line(path: &Path, v: &Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error(format!("cannot open {}: {e}", path.display())))?;
+    writeln!(f, "{v}")
+        .and_then(|_| f.sync_data())
+        .map_err(|e| Error(format!("cannot append to {}: {e}", path.display())))
+}

@@ -1,0 +1,310 @@
+//! Reports of an experiment: read the JSONL runs of one or several folders (shards),
+//! summarise them by (disease, combination, k) as mean and standard deviation over
+//! repetitions, and write `summary.csv`, `report.md` and one figure per disease
+//! (`fig-<disease>.png`, like the paper's Fig. 4: TPR and kappa against k).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::nn::checkpoint::write_atomic;
+use crate::protocol::metrics::{mean_std, Confusion};
+use crate::protocol::plot;
+use crate::train::features::Combo;
+use crate::{bail, Error, Result};
+
+/// One finished run, as a line of the JSONL file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub disease: String,
+    pub features: String,
+    pub k: usize,
+    pub rep: usize,
+    pub split_seed: u64,
+    pub init_seed: u64,
+    pub confusion: Confusion,
+    pub final_loss: f64,
+    pub seconds: f64,
+}
+
+impl RunRecord {
+    pub fn key(&self) -> (String, String, usize, usize) {
+        (self.disease.clone(), self.features.clone(), self.k, self.rep)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let c = &self.confusion;
+        json!({
+            "disease": self.disease,
+            "features": self.features,
+            "k": self.k,
+            "rep": self.rep,
+            "split_seed": self.split_seed,
+            "init_seed": self.init_seed,
+            "tpr": c.tpr(),
+            "tnr": c.tnr(),
+            "kappa": c.kappa(),
+            "tp": c.tp,
+            "fn": c.fn_,
+            "tn": c.tn,
+            "fp": c.fp,
+            "final_loss": self.final_loss,
+            "seconds": self.seconds,
+        })
+    }
+
+    /// Parse a JSONL line; the metrics are recomputed from the confusion counts.
+    pub fn from_json(v: &Value) -> std::result::Result<RunRecord, String> {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or(format!("missing text field '{k}'"))
+        };
+        let n = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .ok_or(format!("missing whole-number field '{k}'"))
+        };
+        let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        Ok(RunRecord {
+            disease: s("disease")?,
+            features: s("features")?,
+            k: n("k")? as usize,
+            rep: n("rep")? as usize,
+            split_seed: n("split_seed")?,
+            init_seed: n("init_seed")?,
+            confusion: Confusion {
+                tp: n("tp")?,
+                fn_: n("fn")?,
+                tn: n("tn")?,
+                fp: n("fp")?,
+            },
+            final_loss: f("final_loss"),
+            seconds: f("seconds"),
+        })
+    }
+}
+
+/// The JSONL files of a folder: `runs.jsonl` and the shards' `runs.I-of-K.jsonl`.
+pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error(format!("cannot read folder {}: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("runs") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Every run recorded in the folders. A run found twice (the same disease, combination, k
+/// and repetition) is kept once. A line that does not parse is an error naming its file
+/// and line, except a last line without its newline (a run interrupted while writing),
+/// which is skipped.
+pub fn read_runs(dirs: &[PathBuf]) -> Result<Vec<RunRecord>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for dir in dirs {
+        if !dir.is_dir() {
+            bail!("{} is not a folder of experiment results", dir.display());
+        }
+        for file in run_files(dir)? {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error(format!("cannot read {}: {e}", file.display())))?;
+            let complete = text.ends_with('\n');
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let parsed = serde_json::from_str::<Value>(line)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| RunRecord::from_json(&v));
+                match parsed {
+                    Ok(r) => {
+                        if seen.insert(r.key()) {
+                            out.push(r);
+                        }
+                    }
+                    Err(_) if i + 1 == lines.len() && !complete => {}
+                    Err(e) => bail!("{} line {}: not a run record: {e}", file.display(), i + 1),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Mean and standard deviation over repetitions of one (disease, combination, k).
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub disease: String,
+    pub features: String,
+    pub k: usize,
+    pub reps: usize,
+    pub tpr: Option<(f64, f64, usize)>,
+    pub tnr: Option<(f64, f64, usize)>,
+    pub kappa: Option<(f64, f64, usize)>,
+}
+
+/// Order of combinations in tables and figures: the paper's, then any other name.
+fn combo_rank(name: &str) -> usize {
+    Combo::ALL
+        .iter()
+        .position(|c| c.name() == name)
+        .unwrap_or(Combo::ALL.len())
+}
+
+/// The runs grouped by (disease, combination, k), in a stable order.
+pub fn summarise(runs: &[RunRecord]) -> Vec<Row> {
+    let mut groups: BTreeMap<(String, usize, String, usize), Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs {
+        groups
+            .entry((r.disease.clone(), combo_rank(&r.features), r.features.clone(), r.k))
+            .or_default()
+            .push(r);
+    }
+    groups
+        .into_iter()
+        .map(|((disease, _, features, k), rs)| Row {
+            disease,
+            features,
+            k,
+            reps: rs.len(),
+            tpr: mean_std(rs.iter().map(|r| r.confusion.tpr())),
+            tnr: mean_std(rs.iter().map(|r| r.confusion.tnr())),
+            kappa: mean_std(rs.iter().map(|r| r.confusion.kappa())),
+        })
+        .collect()
+}
+
+fn csv_cell(v: Option<(f64, f64, usize)>) -> String {
+    v.map_or(",".into(), |(m, s, _)| format!("{m:.4},{s:.4}"))
+}
+
+fn md_cell(v: Option<(f64, f64, usize)>) -> String {
+    v.map_or("n/a".into(), |(m, s, _)| {
+        format!("{:.0} ± {:.0}", 100.0 * m, 100.0 * s)
+    })
+}
+
+/// Write summary.csv, report.md and the figures into `out` from the runs in `dirs`.
+/// Returns the Markdown.
+pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
+    let runs = read_runs(dirs)?;
+    let rows = summarise(&runs);
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error(format!("cannot create folder {}: {e}", out.display())))?;
+
+    let mut csv = String::from(
+        "disease,features,k,reps,tpr_mean,tpr_std,tnr_mean,tnr_std,kappa_mean,kappa_std\n",
+    );
+    for r in &rows {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            r.disease,
+            r.features,
+            r.k,
+            r.reps,
+            csv_cell(r.tpr),
+            csv_cell(r.tnr),
+            csv_cell(r.kappa)
+        ));
+    }
+    write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
+
+    let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
+    let mut md = String::from("# Disease detection from segmentation features\n\n");
+    md.push_str(&format!(
+        "{} classifier runs from {} ({:.0} s of training and testing in all). Each cell is the mean ± standard deviation over repetitions, in percent; kappa is Cohen's. Columns are feature combinations, rows the number k of positive training images.\n",
+        runs.len(),
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        seconds
+    ));
+    let mut diseases: Vec<String> = rows.iter().map(|r| r.disease.clone()).collect();
+    diseases.dedup();
+    for disease in &diseases {
+        let dr: Vec<&Row> = rows.iter().filter(|r| &r.disease == disease).collect();
+        let mut combos: Vec<String> = Vec::new();
+        let mut ks: Vec<usize> = Vec::new();
+        for r in &dr {
+            if !combos.contains(&r.features) {
+                combos.push(r.features.clone());
+            }
+            if !ks.contains(&r.k) {
+                ks.push(r.k);
+            }
+        }
+        ks.sort();
+        let cell: HashMap<(&str, usize), &Row> =
+            dr.iter().map(|r| ((r.features.as_str(), r.k), *r)).collect();
+        md.push_str(&format!("\n## {disease}\n\n![{disease}](fig-{disease}.png)\n"));
+        type Pick = fn(&Row) -> Option<(f64, f64, usize)>;
+        let metrics: [(&str, Pick); 3] = [
+            ("True-positive rate (%)", |r| r.tpr),
+            ("True-negative rate (%)", |r| r.tnr),
+            ("Cohen's kappa (%)", |r| r.kappa),
+        ];
+        for (title, pick) in metrics {
+            md.push_str(&format!("\n{title}\n\n| k |"));
+            for c in &combos {
+                md.push_str(&format!(" {} |", c.to_ascii_uppercase()));
+            }
+            md.push_str("\n|---|");
+            md.push_str(&"---|".repeat(combos.len()));
+            md.push('\n');
+            for &k in &ks {
+                md.push_str(&format!("| {k} |"));
+                for c in &combos {
+                    let v = cell.get(&(c.as_str(), k)).and_then(|r| pick(r));
+                    md.push_str(&format!(" {} |", md_cell(v)));
+                }
+                md.push('\n');
+            }
+        }
+        let reps: Vec<usize> = dr.iter().map(|r| r.reps).collect();
+        let (lo, hi) = (
+            reps.iter().min().copied().unwrap_or(0),
+            reps.iter().max().copied().unwrap_or(0),
+        );
+        md.push_str(&format!(
+            "\nRepetitions per cell: {}.\n",
+            if lo == hi { lo.to_string() } else { format!("{lo} to {hi}") }
+        ));
+        let series = |pick: fn(&Row) -> Option<(f64, f64, usize)>| -> Vec<plot::Series> {
+            combos
+                .iter()
+                .map(|c| plot::Series {
+                    name: c.to_ascii_uppercase(),
+                    points: ks
+                        .iter()
+                        .filter_map(|&k| {
+                            let v = cell.get(&(c.as_str(), k)).and_then(|r| pick(r))?;
+                            Some((k as f64, v.0))
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        let png = plot::figure(
+            &format!("{disease}: mean over repetitions"),
+            &[
+                ("true-positive rate", series(|r| r.tpr)),
+                ("Cohen's kappa", series(|r| r.kappa)),
+            ],
+            "positive training images (k)",
+        );
+        let file = out.join(format!("fig-{disease}.png"));
+        let bytes = plot::png_bytes(&png)
+            .map_err(|e| Error(format!("cannot encode {}: {e}", file.display())))?;
+        write_atomic(&file, &bytes)?;
+    }
+    write_atomic(&out.join("report.md"), md.as_bytes())?;
+    Ok(md)
+}
