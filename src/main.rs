@@ -260,7 +260,11 @@ impl ProtocolArgs {
 
 /// Parse `A..B` or `a,b,c` into positive counts.
 fn parse_counts(s: &str, flag: &str) -> Result<Vec<usize>> {
-    let bad = || Error(format!("--{flag} must be a range A..B or a comma-separated list of numbers, got '{s}'"));
+    let bad = || {
+        Error(format!(
+            "--{flag} must be a range A..B or a comma-separated list of numbers, got '{s}'"
+        ))
+    };
     if let Some((a, b)) = s.split_once("..") {
         let (a, b): (usize, usize) = (
             a.trim().parse().map_err(|_| bad())?,
@@ -910,7 +914,10 @@ fn train_cls(
         conf.tn,
         conf.fp
     );
-    let names: Vec<&str> = train.iter().map(|&b| ds.samples[cohort.images()[b]].name.as_str()).collect();
+    let names: Vec<&str> = train
+        .iter()
+        .map(|&b| ds.samples[cohort.images()[b]].name.as_str())
+        .collect();
     let cm = ClsMeta {
         features: combo,
         stats: c.stats.clone(),
@@ -962,7 +969,15 @@ fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
     } else {
         data::resize_bilinear(&pixels, w, h, c.size)
     };
-    let bank = FeatureBank::compute(&gpu, &unet, &[&x], &[meta.features], vgg.config.size, 1, |_| {})?;
+    let bank = FeatureBank::compute(
+        &gpu,
+        &unet,
+        &[&x],
+        &[meta.features],
+        vgg.config.size,
+        1,
+        |_| {},
+    )?;
     let classifier = cls::Classifier {
         vgg,
         combo: meta.features,
@@ -974,7 +989,11 @@ fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
         "{}: P({}) = {p:.4} -> {}",
         input.display(),
         meta.disease,
-        if p > 0.5 { meta.disease.as_str() } else { "normal" }
+        if p > 0.5 {
+            meta.disease.as_str()
+        } else {
+            "normal"
+        }
     );
     Ok(())
 }
@@ -1009,6 +1028,9 @@ fn demo(out: &Path, preset: &str) -> Result<()> {
     let gpu = Gpu::new()?;
     let md = segfeat::protocol::demo::run(&gpu, &plan, out, true)?;
     println!("{md}");
-    println!("report: {}", out.join("experiment").join("report.md").display());
+    println!(
+        "report: {}",
+        out.join("experiment").join("report.md").display()
+    );
     Ok(())
 }

@@ -42,7 +42,8 @@ pub struct VggConfig {
 pub enum Preset {
     /// The paper's VGG-16: widths 64..512, fully connected 4096, 256x256.
     Paper,
-    /// Widths / 8 (8..64), fully connected 64, 64x64: the whole protocol fits 2 CPU cores.
+    /// Widths / 16 (4..32), fully connected 32, 32x32: a reduced protocol fits 2 CPU
+    /// cores with the software adapter in minutes (`segfeat demo`).
     Quick,
 }
 
@@ -64,7 +65,7 @@ impl Preset {
     pub fn shape(self) -> (f64, usize, usize) {
         match self {
             Preset::Paper => (1.0, 4096, 256),
-            Preset::Quick => (0.125, 64, 64),
+            Preset::Quick => (0.0625, 32, 32),
         }
     }
 }
@@ -120,7 +121,11 @@ impl VggConfig {
                 c = w;
             }
         }
-        let fcs = [(self.flat(), self.fc), (self.fc, self.fc), (self.fc, self.classes)];
+        let fcs = [
+            (self.flat(), self.fc),
+            (self.fc, self.fc),
+            (self.fc, self.classes),
+        ];
         for (i, (fan_in, out_n)) in fcs.into_iter().enumerate() {
             out.push((format!("fc{}.weight", i + 1), vec![out_n, fan_in]));
             out.push((format!("fc{}.bias", i + 1), vec![out_n]));
@@ -143,7 +148,11 @@ impl VggConfig {
             }
             hw /= 2;
         }
-        let fcs = [(self.flat(), self.fc), (self.fc, self.fc), (self.fc, self.classes)];
+        let fcs = [
+            (self.flat(), self.fc),
+            (self.fc, self.fc),
+            (self.fc, self.classes),
+        ];
         for (i, o) in fcs {
             params += (i * o + o) as u64;
             flops += (o * (2 * i + 2)) as u64;
@@ -239,7 +248,9 @@ impl Vgg {
         }
         h = ops::reshape(tape, &h, &[shape[0], c.flat()])?;
         for i in 0..3 {
-            let wb = p.next().expect("param_shapes lists every fully connected layer");
+            let wb = p
+                .next()
+                .expect("param_shapes lists every fully connected layer");
             h = ops::linear(tape, &h, &wb[0], &wb[1])?;
             if i < 2 {
                 h = ops::relu(tape, &h)?;

@@ -288,7 +288,11 @@ impl Cohort {
 
     /// Bank positions of (training images, their labels, test images, their labels) for
     /// run `r`, with the split seed.
-    pub fn split(&self, p: &Protocol, r: &RunId) -> (Vec<usize>, Vec<u8>, Vec<usize>, Vec<u8>, u64) {
+    pub fn split(
+        &self,
+        p: &Protocol,
+        r: &RunId,
+    ) -> (Vec<usize>, Vec<u8>, Vec<usize>, Vec<u8>, u64) {
         let split_seed = mix(&[p.seed, r.rep as u64]);
         let mut neg: Vec<usize> = (0..self.negatives.len()).collect();
         neg.shuffle(&mut rng(mix(&[split_seed, 0])));
@@ -421,7 +425,14 @@ pub fn run(
         );
         let mut last_loss = f32::NAN;
         let cls = cls::train(
-            gpu, &config, &bank, r.combo, &train, &train_y, &p.train, init_seed,
+            gpu,
+            &config,
+            &bank,
+            r.combo,
+            &train,
+            &train_y,
+            &p.train,
+            init_seed,
             |s, loss| {
                 last_loss = loss;
                 bar.set_message(format!("{what}: step {s}/{steps}, loss {loss:.4}"));
@@ -477,9 +488,11 @@ fn progress_bar(progress: bool, len: usize, what: &str) -> indicatif::ProgressBa
         indicatif::ProgressBar::hidden()
     };
     b.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len}  {msg}  (left {eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len}  {msg}  (left {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     b.set_prefix(what.to_string());
     b
@@ -508,7 +521,11 @@ fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for (k, v) in y {
-                let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
                 match x.get(k) {
                     Some(w) => {
                         if let Some(d) = first_difference(w, v, &here) {
@@ -518,12 +535,16 @@ fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
                     None => return Some(here),
                 }
             }
-            x.keys().find(|k| !y.contains_key(*k)).map(|k| k.clone())
+            x.keys().find(|k| !y.contains_key(*k)).cloned()
         }
         _ if a == b => None,
         // Numbers written by an older run may differ only in representation (1 vs 1.0).
         (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
-        _ => Some(if at.is_empty() { "the settings".into() } else { at.to_string() }),
+        _ => Some(if at.is_empty() {
+            "the settings".into()
+        } else {
+            at.to_string()
+        }),
     }
 }
 

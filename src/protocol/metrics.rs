@@ -56,7 +56,10 @@ impl Confusion {
             return None;
         }
         let po = (self.tp + self.tn) as f64 / n;
-        let (true_pos, pred_pos) = ((self.tp + self.fn_) as f64 / n, (self.tp + self.fp) as f64 / n);
+        let (true_pos, pred_pos) = (
+            (self.tp + self.fn_) as f64 / n,
+            (self.tp + self.fp) as f64 / n,
+        );
         let pe = true_pos * pred_pos + (1.0 - true_pos) * (1.0 - pred_pos);
         if (1.0 - pe).abs() < 1e-15 {
             return None;

@@ -65,8 +65,14 @@ pub fn figure(title: &str, panels: &[(&str, Vec<Series>)], xlabel: &str) -> RgbI
 fn panel(img: &mut RgbImage, x0: i32, y0: i32, name: &str, series: &[Series], xlabel: &str) {
     let (px0, px1) = (x0 + LEFT, x0 + PANEL_W as i32 - RIGHT);
     let (py0, py1) = (y0 + TOP, y0 + PANEL_H as i32 - BOTTOM);
-    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
-    let ys: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .collect();
     let (mut xmin, mut xmax) = (
         xs.iter().cloned().fold(f64::INFINITY, f64::min),
         xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
@@ -90,7 +96,14 @@ fn panel(img: &mut RgbImage, x0: i32, y0: i32, name: &str, series: &[Series], xl
         let y = sy(t);
         line(img, (px0, y), (px1, y), [225, 225, 225]);
         let label = format!("{t:.1}");
-        text(img, px0 - 8 * label.len() as i32 - 6, y - 4, &label, [60, 60, 60], 1);
+        text(
+            img,
+            px0 - 8 * label.len() as i32 - 6,
+            y - 4,
+            &label,
+            [60, 60, 60],
+            1,
+        );
         t += 0.2;
     }
     // x ticks at whole numbers (every other one when crowded).
@@ -100,7 +113,14 @@ fn panel(img: &mut RgbImage, x0: i32, y0: i32, name: &str, series: &[Series], xl
         let x = sx(t);
         line(img, (x, py1), (x, py1 + 4), [0, 0, 0]);
         let label = format!("{t:.0}");
-        text(img, x - 4 * label.len() as i32, py1 + 8, &label, [60, 60, 60], 1);
+        text(
+            img,
+            x - 4 * label.len() as i32,
+            py1 + 8,
+            &label,
+            [60, 60, 60],
+            1,
+        );
         t += step;
     }
     line(img, (px0, py0), (px0, py1), [0, 0, 0]);
@@ -110,7 +130,12 @@ fn panel(img: &mut RgbImage, x0: i32, y0: i32, name: &str, series: &[Series], xl
     for (i, s) in series.iter().enumerate() {
         let c = COLOURS[i % COLOURS.len()];
         for pair in s.points.windows(2) {
-            line(img, (sx(pair[0].0), sy(pair[0].1)), (sx(pair[1].0), sy(pair[1].1)), c);
+            line(
+                img,
+                (sx(pair[0].0), sy(pair[0].1)),
+                (sx(pair[1].0), sy(pair[1].1)),
+                c,
+            );
         }
         for &(x, y) in &s.points {
             marker(img, sx(x), sy(y), c);
@@ -150,7 +175,11 @@ fn marker(img: &mut RgbImage, x: i32, y: i32, c: [u8; 3]) {
 /// ASCII text with its top-left corner at (x, y), each font pixel `scale` pixels wide.
 fn text(img: &mut RgbImage, x: i32, y: i32, s: &str, c: [u8; 3], scale: i32) {
     for (i, ch) in s.chars().enumerate() {
-        let glyph = BASIC_LEGACY[if (ch as u32) < 128 { ch as usize } else { b'?' as usize }];
+        let glyph = BASIC_LEGACY[if (ch as u32) < 128 {
+            ch as usize
+        } else {
+            b'?' as usize
+        }];
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) != 0 {

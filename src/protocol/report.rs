@@ -30,7 +30,12 @@ pub struct RunRecord {
 
 impl RunRecord {
     pub fn key(&self) -> (String, String, usize, usize) {
-        (self.disease.clone(), self.features.clone(), self.k, self.rep)
+        (
+            self.disease.clone(),
+            self.features.clone(),
+            self.k,
+            self.rep,
+        )
     }
 
     pub fn to_json(&self) -> Value {
@@ -166,7 +171,12 @@ pub fn summarise(runs: &[RunRecord]) -> Vec<Row> {
     let mut groups: BTreeMap<(String, usize, String, usize), Vec<&RunRecord>> = BTreeMap::new();
     for r in runs {
         groups
-            .entry((r.disease.clone(), combo_rank(&r.features), r.features.clone(), r.k))
+            .entry((
+                r.disease.clone(),
+                combo_rank(&r.features),
+                r.features.clone(),
+                r.k,
+            ))
             .or_default()
             .push(r);
     }
@@ -242,9 +252,13 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             }
         }
         ks.sort();
-        let cell: HashMap<(&str, usize), &Row> =
-            dr.iter().map(|r| ((r.features.as_str(), r.k), *r)).collect();
-        md.push_str(&format!("\n## {disease}\n\n![{disease}](fig-{disease}.png)\n"));
+        let cell: HashMap<(&str, usize), &Row> = dr
+            .iter()
+            .map(|r| ((r.features.as_str(), r.k), *r))
+            .collect();
+        md.push_str(&format!(
+            "\n## {disease}\n\n![{disease}](fig-{disease}.png)\n"
+        ));
         type Pick = fn(&Row) -> Option<(f64, f64, usize)>;
         let metrics: [(&str, Pick); 3] = [
             ("True-positive rate (%)", |r| r.tpr),
@@ -275,7 +289,11 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
         );
         md.push_str(&format!(
             "\nRepetitions per cell: {}.\n",
-            if lo == hi { lo.to_string() } else { format!("{lo} to {hi}") }
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo} to {hi}")
+            }
         ));
         let series = |pick: fn(&Row) -> Option<(f64, f64, usize)>| -> Vec<plot::Series> {
             combos

@@ -203,7 +203,10 @@ impl FeatureBank {
         if use_img {
             out.extend_from_slice(&self.img[i]);
         }
-        for (used, part, name) in [(use_seg, &self.seg, "SEG"), (use_concat, &self.concat, "CONCAT")] {
+        for (used, part, name) in [
+            (use_seg, &self.seg, "SEG"),
+            (use_concat, &self.concat, "CONCAT"),
+        ] {
             if used {
                 let Some(v) = part.get(i) else {
                     bail!("the feature bank was computed without {name}");

@@ -1,0 +1,701 @@
+//! The disease-detection half: metrics on hand-computed confusion matrices (no GPU), the
+//! classifier's shapes and gradient, and the whole protocol end to end at a tiny scale on
+//! the GPU: JSONL lines, resume (part of the runs, then the rest: the same table as one
+//! uninterrupted experiment), shards merged by the report, the report's files, and the
+//! command line's train-cls / classify / experiment / report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use segfeat::data::phantom::PhantomSpec;
+use segfeat::data::{Dataset, Group};
+use segfeat::nn::checkpoint::{save_unet, SegMeta};
+use segfeat::nn::{Unet, Vgg, VggConfig};
+use segfeat::ops::{self, Adam};
+use segfeat::protocol::metrics::mean_std;
+use segfeat::protocol::report::{self, RunRecord};
+use segfeat::protocol::{experiment, Confusion, Protocol, Shard};
+use segfeat::train::cls::{self, ClsTrainOptions};
+use segfeat::train::features::Combo;
+use segfeat::train::{seg, SegTrainOptions};
+use segfeat::{Gpu, GpuOptions, Tape, Tensor};
+
+fn gpu() -> Gpu {
+    Gpu::with_options(GpuOptions {
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-12)
+}
+
+#[test]
+fn metrics_on_hand_computed_confusion_matrices() {
+    // 10 positives, 50 negatives; 8 found, 5 false alarms.
+    // p_o = 53/60; p_e = (10/60)(13/60) + (50/60)(47/60) = 2480/3600;
+    // kappa = (3180 - 2480) / (3600 - 2480) = 700/1120 = 0.625.
+    let c = Confusion {
+        tp: 8,
+        fn_: 2,
+        tn: 45,
+        fp: 5,
+    };
+    assert!(close(c.tpr(), 0.8));
+    assert!(close(c.tnr(), 0.9));
+    assert!(close(c.kappa(), 0.625), "{:?}", c.kappa());
+
+    // Perfect: kappa 1.
+    let c = Confusion {
+        tp: 20,
+        fn_: 0,
+        tn: 50,
+        fp: 0,
+    };
+    assert!(close(c.tpr(), 1.0) && close(c.tnr(), 1.0) && close(c.kappa(), 1.0));
+
+    // "Negative" to everything on 20 positives + 50 negatives: TPR 0, TNR 1, and the
+    // agreement is exactly what chance gives: kappa 0.
+    let c = Confusion::from_pairs((0..70).map(|i| (i < 20, false)));
+    assert_eq!((c.tp, c.fn_, c.tn, c.fp), (0, 20, 50, 0));
+    assert!(close(c.tpr(), 0.0) && close(c.tnr(), 1.0) && close(c.kappa(), 0.0));
+
+    // "Positive" to everything: TPR 1, TNR 0, kappa 0.
+    let c = Confusion::from_pairs((0..70).map(|i| (i < 20, true)));
+    assert!(close(c.tpr(), 1.0) && close(c.tnr(), 0.0) && close(c.kappa(), 0.0));
+
+    // Always wrong on a balanced set: p_o = 0, p_e = 1/2, kappa = -1.
+    let c = Confusion {
+        tp: 0,
+        fn_: 10,
+        tn: 0,
+        fp: 10,
+    };
+    assert!(close(c.kappa(), -1.0));
+
+    // Chance agreement of 1: only negatives, all called negative. p_o = p_e = 1, kappa is
+    // 0/0 and reported as undefined; TPR is undefined (no positives), TNR is 1.
+    let c = Confusion {
+        tp: 0,
+        fn_: 0,
+        tn: 10,
+        fp: 0,
+    };
+    assert_eq!(c.kappa(), None);
+    assert_eq!(c.tpr(), None);
+    assert!(close(c.tnr(), 1.0));
+    // Only positives, all called positive: the same on the other side.
+    let c = Confusion {
+        tp: 7,
+        fn_: 0,
+        tn: 0,
+        fp: 0,
+    };
+    assert_eq!((c.kappa(), c.tnr()), (None, None));
+    assert_eq!(Confusion::default().kappa(), None);
+
+    // Mean and sample standard deviation skip undefined values.
+    let (m, s, n) = mean_std([Some(0.5), None, Some(1.0), Some(0.0)]).unwrap();
+    assert!((m - 0.5).abs() < 1e-12 && (s - 0.5).abs() < 1e-12 && n == 3);
+    assert_eq!(mean_std([None, None]), None);
+}
+
+#[test]
+fn class_weights_follow_the_fourth_root_rule() {
+    // 1 positive, 50 negatives: w = 1 - (f / sum)^(1/4).
+    let mut labels = vec![1u8];
+    labels.extend([0u8; 50]);
+    let w = cls::class_weights(&labels);
+    let want = [
+        1.0 - (50.0f64 / 51.0).powf(0.25),
+        1.0 - (1.0f64 / 51.0).powf(0.25),
+    ];
+    assert!((w[0] as f64 - want[0]).abs() < 1e-7, "{w:?} vs {want:?}");
+    assert!((w[1] as f64 - want[1]).abs() < 1e-7, "{w:?} vs {want:?}");
+    assert!(w[1] > 100.0 * w[0]);
+    // A class absent from training gets weight 1, the present one 0.
+    assert_eq!(cls::class_weights(&[0, 0, 0]), [0.0, 1.0]);
+}
+
+#[test]
+fn flags_parse_or_explain() {
+    assert_eq!(Shard::parse("2/8").unwrap(), Shard { index: 2, count: 8 });
+    for bad in ["8/8", "1/0", "x/2", "3"] {
+        let e = Shard::parse(bad).unwrap_err().0;
+        assert!(e.contains("0 <= I < K"), "{e}");
+    }
+    assert_eq!(
+        Combo::parse_list("IMG, concat,img").unwrap(),
+        vec![Combo::Img, Combo::Concat]
+    );
+    let e = Combo::parse_list("img,edges").unwrap_err().0;
+    assert!(e.contains("'edges'") && e.contains("img+concat"), "{e}");
+    let p = Protocol {
+        positives: vec![1, 11],
+        ..Protocol::default()
+    };
+    assert!(p
+        .validate()
+        .unwrap_err()
+        .0
+        .contains("exceeds the training pool"));
+    let p = Protocol {
+        size: 48,
+        ..Protocol::default()
+    };
+    assert!(p.validate().unwrap_err().0.contains("multiple of 32"));
+}
+
+#[test]
+fn run_records_round_trip_and_a_torn_last_line_is_skipped() {
+    let dir = scratch("proto_jsonl");
+    let rec = RunRecord {
+        disease: "effusion".into(),
+        features: "concat".into(),
+        k: 3,
+        rep: 1,
+        split_seed: u64::MAX - 5,
+        init_seed: 42,
+        confusion: Confusion {
+            tp: 8,
+            fn_: 2,
+            tn: 45,
+            fp: 5,
+        },
+        final_loss: 0.25,
+        seconds: 1.5,
+    };
+    let v = rec.to_json();
+    assert!(close(v["kappa"].as_f64(), 0.625), "{v}");
+    assert!(close(v["tpr"].as_f64(), 0.8), "{v}");
+    assert_eq!(RunRecord::from_json(&v).unwrap(), rec);
+    let mut other = rec.clone();
+    other.k = 5;
+    std::fs::write(
+        dir.join("runs.jsonl"),
+        format!("{}\n{}\n{{\"disease\":\"eff", v, other.to_json()),
+    )
+    .unwrap();
+    let runs = report::read_runs(&[dir.clone()]).unwrap();
+    assert_eq!(runs, vec![rec.clone(), other]);
+    // A bad line in the middle is an error naming the file and line.
+    std::fs::write(dir.join("runs.jsonl"), format!("{v}\nnot json\n{v}\n")).unwrap();
+    let e = report::read_runs(&[dir.clone()]).unwrap_err().0;
+    assert!(e.contains("runs.jsonl line 2"), "{e}");
+}
+
+#[test]
+fn vgg_shapes_counts_and_gradient() {
+    let gpu = gpu();
+    let config = VggConfig::new(3, 32, 1.0 / 32.0, 5).unwrap();
+    assert_eq!(config.widths, [2, 4, 8, 16, 16]);
+    assert_eq!(config.flat(), 16);
+    let paper = VggConfig::new(49, 256, 1.0, 4096).unwrap();
+    assert_eq!(paper.widths, [64, 128, 256, 512, 512]);
+    assert_eq!(paper.flat(), 512 * 8 * 8);
+    // VGG-16's 13 convolutions + 3 fully connected layers.
+    assert_eq!(paper.param_shapes().len(), 2 * 16);
+    assert!(VggConfig::new(3, 40, 1.0, 8).is_err());
+
+    let vgg = Vgg::init(&gpu, config.clone(), 3).unwrap();
+    assert_eq!(vgg.param_count() as u64, config.cost().0);
+    let mut r = segfeat::nn::init::rng(4);
+    let xs: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|_| segfeat::nn::init::normal(&mut r) as f32)
+        .collect();
+    let x = Tensor::from_slice(&gpu, &[2, 3, 32, 32], &xs).unwrap();
+    let y = Tensor::from_slice(&gpu, &[2], &[0.0, 1.0]).unwrap();
+    let w = Tensor::from_slice(&gpu, &[2], &[0.3, 0.7]).unwrap();
+    let loss_at = |vgg: &Vgg| -> f64 {
+        let tape = Tape::new(&gpu);
+        let xv = tape.constant(&x);
+        let (z, _) = tape.no_grad(|| vgg.forward(&tape, &xv, false)).unwrap();
+        assert_eq!(z.shape(), &[2, 2]);
+        let l = ops::softmax_ce::forward(&gpu, &z.value, &y, &w).unwrap().0;
+        l.item(&gpu) as f64
+    };
+    // Analytic gradient of the last fully connected weight (through the tape).
+    let tape = Tape::new(&gpu);
+    let xv = tape.constant(&x);
+    let (z, params) = vgg.forward(&tape, &xv, true).unwrap();
+    let loss = ops::softmax_ce(&tape, &z, &y, &w).unwrap();
+    let grads = tape.backward(&loss).unwrap();
+    let (fc3, fc3_var) = (&vgg.params[vgg.params.len() - 2], &params[params.len() - 2]);
+    assert_eq!(fc3.0, "fc3.weight");
+    let g = grads.get(fc3_var).unwrap().to_vec(&gpu);
+    // The loss is smooth in fc3's weights (softmax of an affine map), so central
+    // differences with h = 1e-2 are accurate to O(h^2) ~ 1e-4 relative; f32 rounding of a
+    // loss of order 1 adds about 1e-7 / h = 1e-5.
+    let h = 1e-2f32;
+    let host: Vec<(String, Vec<usize>, Vec<f32>)> = vgg
+        .params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.to_vec(&gpu)))
+        .collect();
+    let shifted = |i: usize, d: f32| -> Vgg {
+        Vgg::from_arrays(&gpu, config.clone(), |name| {
+            let (_, shape, data) = host.iter().find(|(n, _, _)| n == name)?;
+            let mut data = data.clone();
+            if name == "fc3.weight" {
+                data[i] += d;
+            }
+            Some((shape.clone(), data))
+        })
+        .unwrap()
+    };
+    for i in [0, 3, g.len() - 1] {
+        let fd = (loss_at(&shifted(i, h)) - loss_at(&shifted(i, -h))) / (2.0 * h as f64);
+        assert!(
+            (fd - g[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()),
+            "fc3.weight[{i}]: tape {} vs finite difference {fd}",
+            g[i]
+        );
+    }
+    // Every parameter receives a gradient.
+    assert!(params.iter().all(|p| grads.get(p).is_some()));
+}
+
+#[test]
+fn classifier_learns_a_separable_toy_problem() {
+    // Positives have a bright square; the classifier must find it from 6 + 12 images.
+    let gpu = gpu();
+    let config = VggConfig::new(1, 32, 1.0 / 16.0, 16).unwrap();
+    let vgg = Vgg::init(&gpu, config, 9).unwrap();
+    let tensors: Vec<&Tensor> = vgg.params.iter().map(|(_, t)| t).collect();
+    let mut adam = Adam::new(&gpu, &tensors, 1e-3).unwrap();
+    let mut r = segfeat::nn::init::rng(10);
+    let mut make = |pos: bool| -> Vec<f32> {
+        let mut v: Vec<f32> = (0..32 * 32)
+            .map(|_| 0.3 * segfeat::nn::init::normal(&mut r) as f32)
+            .collect();
+        if pos {
+            for yy in 10..20 {
+                for xx in 12..22 {
+                    v[yy * 32 + xx] += 2.0;
+                }
+            }
+        }
+        v
+    };
+    let labels: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
+    let xs: Vec<f32> = labels.iter().flat_map(|&l| make(l == 1.0)).collect();
+    let x = Tensor::from_slice(&gpu, &[16, 1, 32, 32], &xs).unwrap();
+    let y = Tensor::from_slice(&gpu, &[16], &labels).unwrap();
+    let w = Tensor::from_slice(&gpu, &[2], &[0.5, 0.5]).unwrap();
+    let first = cls::step(&gpu, &vgg, &mut adam, &x, &y, &w)
+        .unwrap()
+        .item(&gpu);
+    let mut last = first;
+    for _ in 0..40 {
+        last = cls::step(&gpu, &vgg, &mut adam, &x, &y, &w)
+            .unwrap()
+            .item(&gpu);
+    }
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+}
+
+/// The full phantom at 32x32 and a tiny segmentation network trained on the normal images
+/// of its first 30 normal patients (as the demo does), saved for the command line.
+fn tiny_seg(gpu: &Gpu, dir: &Path) -> (Dataset, Unet, SegMeta, PathBuf) {
+    let data = PhantomSpec {
+        size: 32,
+        ..PhantomSpec::default()
+    }
+    .generate()
+    .unwrap();
+    let normals = data.select(None, &[Group::Normal]).unwrap();
+    let patients: Vec<String> = normals.patients().into_iter().take(30).collect();
+    let train = data.select(Some(&patients), &[Group::Normal]).unwrap();
+    let opts = SegTrainOptions {
+        channels: 2,
+        size: 32,
+        epochs: 1,
+        batches_per_epoch: 2,
+        batch: 4,
+        progress: false,
+        ..SegTrainOptions::default()
+    };
+    let path = dir.join("seg.safetensors");
+    let (unet, meta) = seg::train(gpu, &train, &opts, &path, false).unwrap();
+    save_unet(gpu, &path, &unet, &meta).unwrap();
+    (data, unet, meta, path)
+}
+
+fn tiny_protocol() -> Protocol {
+    Protocol {
+        combos: vec![Combo::Img, Combo::ImgConcat],
+        positives: vec![1, 2],
+        reps: 2,
+        negatives_train: 6,
+        negatives_test: 5,
+        pool: 2,
+        positives_test: 3,
+        seed: 7,
+        width: 1.0 / 64.0,
+        fc: 4,
+        size: 32,
+        train: ClsTrainOptions {
+            batch: 4,
+            batches_per_epoch: 2,
+            epochs: 2,
+            lr: 1e-3,
+        },
+        ..Protocol::default()
+    }
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn protocol_end_to_end_resumes_shards_and_reports() {
+    let gpu = gpu();
+    let root = scratch("proto_e2e");
+    let (data, unet, meta, _) = tiny_seg(&gpu, &root);
+    let p = tiny_protocol();
+    let runs = p.runs();
+    assert_eq!(runs.len(), 2 * 2 * 2 * 2);
+
+    // The splits: disjoint train and test, the right sizes and labels, no image of the
+    // segmentation network's training patients among the negatives.
+    let cohort = experiment::Cohort::select(&data, &meta, &p).unwrap();
+    assert!(cohort.excluded_seg_patients);
+    assert_eq!(cohort.negative_patients.len(), 10);
+    for &i in &cohort.negatives {
+        assert!(!meta.patients.contains(&data.samples[i].patient));
+    }
+    let (train, ty, test, sy, _) = cohort.split(&p, &runs[0]);
+    assert_eq!((train.len(), test.len()), (runs[0].k + 6, 3 + 5));
+    assert_eq!(ty.iter().filter(|&&l| l == 1).count(), runs[0].k);
+    assert_eq!(sy.iter().filter(|&&l| l == 1).count(), 3);
+    assert!(train.iter().all(|i| !test.contains(i)));
+    let bank_images = cohort.images();
+    for (&b, &l) in train.iter().zip(&ty).chain(test.iter().zip(&sy)) {
+        let g = data.samples[bank_images[b]].group;
+        assert_eq!(l == 1, g == runs[0].disease, "label of {b}");
+    }
+
+    // One uninterrupted experiment.
+    let full = root.join("full");
+    let done = experiment::run(&gpu, &unet, &meta, &data, &p, &full, None, false).unwrap();
+    assert_eq!(done, runs.len());
+    let lines = file(&full, "runs.jsonl");
+    assert_eq!(lines.lines().count(), runs.len());
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    for key in [
+        "disease",
+        "features",
+        "k",
+        "rep",
+        "split_seed",
+        "init_seed",
+        "tpr",
+        "tnr",
+        "kappa",
+        "tp",
+        "fn",
+        "tn",
+        "fp",
+        "seconds",
+    ] {
+        assert!(
+            first.get(key).is_some(),
+            "JSONL lines carry '{key}': {first}"
+        );
+    }
+    assert_eq!(
+        first["tp"].as_u64().unwrap() + first["fn"].as_u64().unwrap(),
+        3
+    );
+    let summary = file(&full, "summary.csv");
+    assert_eq!(summary.lines().count(), 1 + 2 * 2 * 2, "{summary}");
+    assert!(summary.starts_with("disease,features,k,reps,tpr_mean"));
+    let md = file(&full, "report.md");
+    assert!(
+        md.contains("## effusion") && md.contains("## septal"),
+        "{md}"
+    );
+    assert!(md.contains("| k | IMG | IMG+CONCAT |"), "{md}");
+    for d in ["effusion", "septal"] {
+        let img = image::open(full.join(format!("fig-{d}.png"))).unwrap();
+        assert!(img.width() >= 400 && img.height() >= 300);
+    }
+    // Again: nothing left to do, nothing changes.
+    assert_eq!(
+        experiment::run(&gpu, &unet, &meta, &data, &p, &full, None, false).unwrap(),
+        0
+    );
+    assert_eq!(file(&full, "runs.jsonl"), lines);
+
+    // Part of the runs (shard 0 of 2, then one more run of a torn line), then the rest:
+    // the same table.
+    let part = root.join("part");
+    let half = experiment::run(
+        &gpu,
+        &unet,
+        &meta,
+        &data,
+        &p,
+        &part,
+        Some(Shard { index: 0, count: 2 }),
+        false,
+    )
+    .unwrap();
+    assert_eq!(half, runs.len() / 2);
+    let shard_file = part.join("runs.0-of-2.jsonl");
+    let mut torn = std::fs::read_to_string(&shard_file).unwrap();
+    torn.push_str("{\"disease\":\"septal\",\"feat");
+    std::fs::write(&shard_file, torn).unwrap();
+    let rest = experiment::run(&gpu, &unet, &meta, &data, &p, &part, None, false).unwrap();
+    assert_eq!(rest, runs.len() / 2);
+    assert_eq!(file(&part, "summary.csv"), summary);
+    let key = |r: &RunRecord| r.key();
+    let mut a = report::read_runs(&[full.clone()]).unwrap();
+    let mut b = report::read_runs(&[part.clone()]).unwrap();
+    a.sort_by_key(key);
+    b.sort_by_key(key);
+    let strip = |v: Vec<RunRecord>| -> Vec<RunRecord> {
+        v.into_iter()
+            .map(|mut r| {
+                r.seconds = 0.0;
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(a), strip(b), "resumed runs equal uninterrupted ones");
+
+    // Shards in separate folders, merged by the report.
+    let (s0, s1, merged) = (root.join("s0"), root.join("s1"), root.join("merged"));
+    for (i, d) in [(0, &s0), (1, &s1)] {
+        let shard = Some(Shard { index: i, count: 2 });
+        experiment::run(&gpu, &unet, &meta, &data, &p, d, shard, false).unwrap();
+    }
+    report::write(&[s0.clone(), s1.clone()], &merged).unwrap();
+    assert_eq!(file(&merged, "summary.csv"), summary);
+
+    // Other settings in the same folder are refused, naming what differs.
+    let other = Protocol {
+        seed: 8,
+        ..tiny_protocol()
+    };
+    let e = experiment::run(&gpu, &unet, &meta, &data, &other, &full, None, false)
+        .unwrap_err()
+        .0;
+    assert!(e.contains("other settings") && e.contains("seed"), "{e}");
+}
+
+fn segfeat(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_segfeat"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn command_line_trains_and_applies_a_classifier() {
+    let gpu = gpu();
+    let root = scratch("proto_cli");
+    let (data, _, _, seg_path) = tiny_seg(&gpu, &root);
+    let seg_s = seg_path.display().to_string();
+    let cls_path = root.join("cls.safetensors").display().to_string();
+    let tiny = [
+        "--preset",
+        "quick",
+        "--width",
+        "0.02",
+        "--fc",
+        "4",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "4",
+        "--negatives-train",
+        "6",
+        "--negatives-test",
+        "5",
+        "--pool",
+        "2",
+        "--positives-test",
+        "3",
+    ];
+    let mut args = vec![
+        "train-cls",
+        "--seg",
+        &seg_s,
+        "--data",
+        "phantom",
+        "--disease",
+        "effusion",
+        "--features",
+        "img+seg",
+        "--positives",
+        "2",
+        "--out",
+        &cls_path,
+    ];
+    args.extend(tiny);
+    let (code, out, err) = segfeat(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("test (3 positives, 5 negatives): TPR"),
+        "{out}"
+    );
+
+    // Classify one image of the phantom, written as a PNG.
+    let img_path = root.join("one.png");
+    let s = data
+        .samples
+        .iter()
+        .find(|s| s.group == Group::Effusion)
+        .unwrap();
+    let px: Vec<u16> = s.image.iter().map(|&v| (v * 65535.0) as u16).collect();
+    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(32, 32, px)
+        .unwrap()
+        .save(&img_path)
+        .unwrap();
+    let img_s = img_path.display().to_string();
+    let (code, out, err) = segfeat(&[
+        "classify", "--seg", &seg_s, "--model", &cls_path, "--input", &img_s,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("P(effusion) = "), "{out}");
+
+    // The experiment and report commands, and bad input as one sentence each.
+    let exp = root.join("exp").display().to_string();
+    let mut args = vec![
+        "experiment",
+        "--seg",
+        &seg_s,
+        "--data",
+        "phantom",
+        "--features",
+        "seg",
+        "--positives",
+        "1..2",
+        "--reps",
+        "1",
+        "--diseases",
+        "septal",
+        "--out",
+        &exp,
+    ];
+    args.extend(tiny);
+    let (code, out, err) = segfeat(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("## septal"), "{out}");
+    assert_eq!(file(Path::new(&exp), "runs.jsonl").lines().count(), 2);
+    let (code, out, _) = segfeat(&["report", &exp]);
+    assert_eq!(code, 0);
+    assert!(out.contains("| k | SEG |"), "{out}");
+
+    let missing = root.join("none").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["report", &missing],
+            "is not a folder of experiment results",
+        ),
+        (
+            vec![
+                "experiment",
+                "--seg",
+                &seg_s,
+                "--data",
+                "phantom",
+                "--shard",
+                "2/2",
+                "--out",
+                &exp,
+            ],
+            "--shard must be I/K",
+        ),
+        (
+            vec![
+                "experiment",
+                "--seg",
+                &seg_s,
+                "--data",
+                "phantom",
+                "--features",
+                "edges",
+                "--out",
+                &exp,
+            ],
+            "unknown feature combination 'edges'",
+        ),
+        (
+            vec![
+                "experiment",
+                "--seg",
+                &seg_s,
+                "--data",
+                "phantom",
+                "--positives",
+                "3..1",
+                "--out",
+                &exp,
+            ],
+            "--positives must be a range",
+        ),
+        (
+            vec![
+                "train-cls",
+                "--seg",
+                &seg_s,
+                "--data",
+                "phantom",
+                "--disease",
+                "flu",
+                "--out",
+                &cls_path,
+            ],
+            "unknown disease 'flu'",
+        ),
+        (
+            vec![
+                "classify", "--seg", &seg_s, "--model", &missing, "--input", &img_s,
+            ],
+            "cannot read checkpoint",
+        ),
+        (
+            vec![
+                "classify", "--seg", &seg_s, "--model", &seg_s, "--input", &img_s,
+            ],
+            "is not a segfeat classifier",
+        ),
+        (
+            vec!["demo", "--preset", "huge"],
+            "--preset must be 'quick' or 'paper'",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, out, err) = segfeat(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(
+            err.trim()
+                .lines()
+                .filter(|l| l.starts_with("error:"))
+                .count(),
+            1,
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
