@@ -185,11 +185,11 @@ fn run_records_round_trip_and_a_torn_last_line_is_skipped() {
         format!("{}\n{}\n{{\"disease\":\"eff", v, other.to_json()),
     )
     .unwrap();
-    let runs = report::read_runs(&[dir.clone()]).unwrap();
+    let runs = report::read_runs(std::slice::from_ref(&dir)).unwrap();
     assert_eq!(runs, vec![rec.clone(), other]);
     // A bad line in the middle is an error naming the file and line.
     std::fs::write(dir.join("runs.jsonl"), format!("{v}\nnot json\n{v}\n")).unwrap();
-    let e = report::read_runs(&[dir.clone()]).unwrap_err().0;
+    let e = report::read_runs(std::slice::from_ref(&dir)).unwrap_err().0;
     assert!(e.contains("runs.jsonl line 2"), "{e}");
 }
 
@@ -460,8 +460,8 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
     assert_eq!(rest, runs.len() / 2);
     assert_eq!(file(&part, "summary.csv"), summary);
     let key = |r: &RunRecord| r.key();
-    let mut a = report::read_runs(&[full.clone()]).unwrap();
-    let mut b = report::read_runs(&[part.clone()]).unwrap();
+    let mut a = report::read_runs(std::slice::from_ref(&full)).unwrap();
+    let mut b = report::read_runs(std::slice::from_ref(&part)).unwrap();
     a.sort_by_key(key);
     b.sort_by_key(key);
     let strip = |v: Vec<RunRecord>| -> Vec<RunRecord> {

@@ -177,7 +177,7 @@ pub fn run(gpu: &Gpu, plan: &DemoPlan, out: &Path, progress: bool) -> Result<Str
     );
     let exp = out.join("experiment");
     experiment::run(gpu, &unet, &meta, &data, p, &exp, None, progress)?;
-    let md = report::write(&[exp.clone()], &exp)?;
+    let md = report::write(std::slice::from_ref(&exp), &exp)?;
     eprintln!(
         "\ndone in {}: report {}",
         seg::hms(t0.elapsed().as_secs_f64()),
