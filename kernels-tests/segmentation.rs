@@ -161,7 +161,12 @@ fn checkpoints_reload_bit_for_bit() {
         .0;
     assert!(err.contains("n=2") && err.contains("n=4"), "{err}");
     save_unet(&gpu, &dir.join("copy.safetensors"), &unet, &meta).unwrap();
-    assert!(!dir.join("copy.safetensors.tmp").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
 #[test]

@@ -197,7 +197,7 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct ProtocolArgs {
-    /// Classifier size: quick (widths / 8, fully connected 64, 64x64) or paper (VGG-16, 4096, 256x256).
+    /// Classifier size: quick (widths / 16, fully connected 32, 32x32) or paper (VGG-16, 4096, 256x256).
     #[arg(long, default_value = "paper")]
     preset: String,
     /// Override the preset's width multiplier of VGG-16's block widths.

@@ -65,14 +65,16 @@ pub fn save(
     write_atomic(path, &bytes)
 }
 
-/// Write `bytes` to a temporary file beside `path`, then rename it over `path`.
+/// Write `bytes` to a temporary file beside `path`, then rename it over `path` (so a
+/// reader sees the old file or the new one, never half of one).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error(format!("cannot create folder {}: {e}", dir.display())))?;
     }
+    // The process id keeps concurrent writers (shards sharing a folder) apart.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     std::fs::write(&tmp, bytes)
         .map_err(|e| Error(format!("cannot write {}: {e}", tmp.display())))?;
