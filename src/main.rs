@@ -126,7 +126,8 @@ enum Command {
         /// Positive training images (k).
         #[arg(long, default_value_t = 10)]
         positives: usize,
-        /// Which random split of the protocol to use (repetition index, from 0).
+        /// Which random split of the protocol to use (repetition index, from 0); the split
+        /// and seeds are those of the experiment's run with this repetition and k.
         #[arg(long, default_value_t = 0)]
         rep: usize,
         #[command(flatten)]
@@ -892,7 +893,7 @@ fn train_cls(
         &train,
         &train_y,
         &p.train,
-        split_seed ^ k as u64,
+        segfeat::protocol::experiment::init_seed(split_seed, k),
         |s, loss| {
             bar.set_position(s as u64);
             bar.set_message(format!("loss {loss:.4}"));

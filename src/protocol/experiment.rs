@@ -126,6 +126,12 @@ fn mix(parts: &[u64]) -> u64 {
     h
 }
 
+/// The seed of a run's initial weights and batch order: the same for every combination
+/// (and disease) of a repetition and k.
+pub fn init_seed(split_seed: u64, k: usize) -> u64 {
+    mix(&[split_seed, k as u64, 7])
+}
+
 fn disease_code(g: Group) -> u64 {
     match g {
         Group::Normal => 0,
@@ -414,7 +420,7 @@ pub fn run(
     for (n, r) in todo.iter().enumerate() {
         let t0 = Instant::now();
         let (train, train_y, test, test_y, split_seed) = cohort.split(p, r);
-        let init_seed = mix(&[split_seed, r.k as u64, 7]);
+        let init_seed = init_seed(split_seed, r.k);
         let config = VggConfig::new(bank.channels(r.combo), p.size, p.width, p.fc)?;
         let what = format!(
             "{} {} k={} rep {}",
