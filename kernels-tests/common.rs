@@ -35,6 +35,27 @@ pub fn gpu() -> Gpu {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A fresh, empty folder for a test's files (under Cargo's target dir).
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run the `segfeat` binary: (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segfeat"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// A GPU whose storage bindings are limited to `bytes`, so that launchers must split.
 pub fn gpu_small_bindings(bytes: u64) -> Gpu {
     Gpu::with_options(GpuOptions {

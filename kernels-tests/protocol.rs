@@ -4,8 +4,9 @@
 //! uninterrupted experiment), shards merged by the report, the report's files, and the
 //! command line's train-cls / classify / experiment / report.
 
+mod common;
+use common::{gpu, run_cli, scratch};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use segfeat::data::phantom::PhantomSpec;
 use segfeat::data::{Dataset, Group};
@@ -18,22 +19,7 @@ use segfeat::protocol::{experiment, Confusion, Protocol, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
 use segfeat::train::features::Combo;
 use segfeat::train::{seg, SegTrainOptions};
-use segfeat::{Gpu, GpuOptions, Tape, Tensor};
-
-fn gpu() -> Gpu {
-    Gpu::with_options(GpuOptions {
-        quiet: true,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use segfeat::{Gpu, Tape, Tensor};
 
 fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 1e-12)
@@ -494,18 +480,6 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
     assert!(e.contains("other settings") && e.contains("seed"), "{e}");
 }
 
-fn segfeat(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_segfeat"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 #[test]
 fn command_line_trains_and_applies_a_classifier() {
     let gpu = gpu();
@@ -551,7 +525,7 @@ fn command_line_trains_and_applies_a_classifier() {
         &cls_path,
     ];
     args.extend(tiny);
-    let (code, out, err) = segfeat(&args);
+    let (code, out, err) = run_cli(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("test (3 positives, 5 negatives): TPR"),
@@ -571,7 +545,7 @@ fn command_line_trains_and_applies_a_classifier() {
         .save(&img_path)
         .unwrap();
     let img_s = img_path.display().to_string();
-    let (code, out, err) = segfeat(&[
+    let (code, out, err) = run_cli(&[
         "classify", "--seg", &seg_s, "--model", &cls_path, "--input", &img_s,
     ]);
     assert_eq!(code, 0, "{out}{err}");
@@ -597,11 +571,11 @@ fn command_line_trains_and_applies_a_classifier() {
         &exp,
     ];
     args.extend(tiny);
-    let (code, out, err) = segfeat(&args);
+    let (code, out, err) = run_cli(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("## septal"), "{out}");
     assert_eq!(file(Path::new(&exp), "runs.jsonl").lines().count(), 2);
-    let (code, out, _) = segfeat(&["report", &exp]);
+    let (code, out, _) = run_cli(&["report", &exp]);
     assert_eq!(code, 0);
     assert!(out.contains("| k | SEG |"), "{out}");
 
@@ -685,7 +659,7 @@ fn command_line_trains_and_applies_a_classifier() {
         ),
     ];
     for (args, want) in cases {
-        let (code, out, err) = segfeat(&args);
+        let (code, out, err) = run_cli(&args);
         assert_eq!(code, 1, "{args:?}: {out}{err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(

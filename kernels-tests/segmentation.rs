@@ -3,30 +3,16 @@
 //! training equals an uninterrupted one, cross-validation resumes, and the command line
 //! turns bad input into one clear message.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{gpu, run_cli, scratch};
+use std::path::Path;
 
 use segfeat::data::phantom::PhantomSpec;
 use segfeat::data::{Dataset, Group};
 use segfeat::nn::checkpoint::{load_unet, save_unet};
 use segfeat::nn::{Unet, UnetConfig};
 use segfeat::train::{cv, seg, SegTrainOptions};
-use segfeat::{Gpu, GpuOptions};
-
-fn gpu() -> Gpu {
-    Gpu::with_options(GpuOptions {
-        quiet: true,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use segfeat::Gpu;
 
 fn phantom(size: usize, patients: usize) -> Dataset {
     PhantomSpec {
@@ -262,18 +248,6 @@ fn cross_validation_splits_by_patient_and_resumes() {
     );
 }
 
-fn segfeat(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_segfeat"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 #[test]
 fn command_line_reports_bad_input_in_one_sentence() {
     let dir = scratch("seg_cli");
@@ -348,14 +322,14 @@ fn command_line_reports_bad_input_in_one_sentence() {
     ];
     for (args, want) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, _, err) = segfeat(&a);
+        let (code, _, err) = run_cli(&a);
         assert_eq!(code, 1, "{a:?}: {err}");
         let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
         assert_eq!(lines.len(), 1, "{a:?}: {err}");
         assert!(lines[0].contains(want), "{a:?}: {err}");
         assert!(!err.contains("panicked"), "{a:?}: {err}");
     }
-    let (code, out, _) = segfeat(&["summary", "--channels", "16", "--size", "256"]);
+    let (code, out, _) = run_cli(&["summary", "--channels", "16", "--size", "256"]);
     assert_eq!(code, 0);
     assert!(out.contains("concat1") && out.contains("total:"), "{out}");
 }
@@ -377,7 +351,7 @@ fn segment_writes_an_overlay_and_probabilities() {
         dir.join("overlay.png").display().to_string(),
         dir.join("probs.safetensors").display().to_string(),
     );
-    let (code, _, err) = segfeat(&[
+    let (code, _, err) = run_cli(&[
         "segment", "--model", &m, "--input", &i, "--out", &o, "--probs", &p,
     ]);
     assert_eq!(code, 0, "{err}");
@@ -393,7 +367,7 @@ fn segment_writes_an_overlay_and_probabilities() {
     // Corrupt input image: one sentence naming the file.
     std::fs::write(dir.join("bad.png"), b"nope").unwrap();
     let b = dir.join("bad.png").display().to_string();
-    let (code, _, err) = segfeat(&["segment", "--model", &m, "--input", &b, "--out", &o]);
+    let (code, _, err) = run_cli(&["segment", "--model", &m, "--input", &b, "--out", &o]);
     assert_eq!(code, 1);
     assert!(err.contains("bad.png: unreadable image"), "{err}");
 }

@@ -858,8 +858,8 @@ fn train_cls(
     let gpu = Gpu::new()?;
     let (unet, meta, ds) = seg_and_data(&gpu, seg_path, data_args)?;
     let cohort = Cohort::select(&ds, &meta, &p)?;
-    let images: Vec<&[f32]> = cohort
-        .images()
+    let bank_images = cohort.images();
+    let images: Vec<&[f32]> = bank_images
         .iter()
         .map(|&i| ds.samples[i].image.as_slice())
         .collect();
@@ -884,7 +884,12 @@ fn train_cls(
         p.negatives_train
     );
     let steps = p.train.epochs * p.train.batches_per_epoch;
-    let bar = indicatif::ProgressBar::new(steps as u64);
+    let bar = segfeat::train::progress_bar(
+        true,
+        steps,
+        "training".into(),
+        "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  (left {eta})",
+    );
     let c = cls::train(
         &gpu,
         &config,
@@ -917,7 +922,7 @@ fn train_cls(
     );
     let names: Vec<&str> = train
         .iter()
-        .map(|&b| ds.samples[cohort.images()[b]].name.as_str())
+        .map(|&b| ds.samples[bank_images[b]].name.as_str())
         .collect();
     let cm = ClsMeta {
         features: combo,

@@ -13,7 +13,7 @@
 //! [`Step`]s: `forward` interprets it and `segfeat summary` prints it, so the two cannot
 //! disagree.
 
-use crate::nn::init::{he_normal, rng};
+use crate::nn::init::{he_params, params_from_arrays};
 use crate::ops;
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
@@ -259,17 +259,7 @@ impl Unet {
     /// 1x1), zero biases, all drawn from `seed`.
     pub fn init(gpu: &Gpu, config: UnetConfig, seed: u64) -> Result<Unet> {
         config.validate()?;
-        let mut r = rng(seed);
-        let mut params = Vec::new();
-        for (name, shape) in config.param_shapes() {
-            let count: usize = shape.iter().product();
-            let data = if shape.len() == 4 {
-                he_normal(&mut r, count, shape[1] * shape[2] * shape[3])
-            } else {
-                vec![0.0; count]
-            };
-            params.push((name, Tensor::from_slice(gpu, &shape, &data)?));
-        }
+        let params = he_params(gpu, config.param_shapes(), seed)?;
         Ok(Unet { config, params })
     }
 
@@ -281,16 +271,7 @@ impl Unet {
         get: impl Fn(&str) -> Option<(Vec<usize>, Vec<f32>)>,
     ) -> Result<Unet> {
         config.validate()?;
-        let mut params = Vec::new();
-        for (name, shape) in config.param_shapes() {
-            let Some((s, data)) = get(&name) else {
-                bail!("the checkpoint has no tensor '{name}' (expected shape {shape:?})");
-            };
-            if s != shape {
-                bail!("tensor '{name}' has shape {s:?} in the checkpoint, but this architecture needs {shape:?}");
-            }
-            params.push((name, Tensor::from_slice(gpu, &shape, &data)?));
-        }
+        let params = params_from_arrays(gpu, config.param_shapes(), get)?;
         Ok(Unet { config, params })
     }
 

@@ -14,7 +14,7 @@
 //! software adapter (`quick`). VGG-16's dropout is left out: the paper does not mention it,
 //! and with 200 steps of training it would mostly add noise to the comparison.
 
-use crate::nn::init::{he_normal, rng};
+use crate::nn::init::{he_params, params_from_arrays};
 use crate::ops;
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
@@ -173,17 +173,7 @@ impl Vgg {
     /// the fully connected layers), zero biases, all drawn from `seed`.
     pub fn init(gpu: &Gpu, config: VggConfig, seed: u64) -> Result<Vgg> {
         config.validate()?;
-        let mut r = rng(seed);
-        let mut params = Vec::new();
-        for (name, shape) in config.param_shapes() {
-            let count: usize = shape.iter().product();
-            let data = if shape.len() > 1 {
-                he_normal(&mut r, count, shape[1..].iter().product())
-            } else {
-                vec![0.0; count]
-            };
-            params.push((name, Tensor::from_slice(gpu, &shape, &data)?));
-        }
+        let params = he_params(gpu, config.param_shapes(), seed)?;
         Ok(Vgg { config, params })
     }
 
@@ -195,16 +185,7 @@ impl Vgg {
         get: impl Fn(&str) -> Option<(Vec<usize>, Vec<f32>)>,
     ) -> Result<Vgg> {
         config.validate()?;
-        let mut params = Vec::new();
-        for (name, shape) in config.param_shapes() {
-            let Some((s, data)) = get(&name) else {
-                bail!("the checkpoint has no tensor '{name}' (expected shape {shape:?})");
-            };
-            if s != shape {
-                bail!("tensor '{name}' has shape {s:?} in the checkpoint, but this architecture needs {shape:?}");
-            }
-            params.push((name, Tensor::from_slice(gpu, &shape, &data)?));
-        }
+        let params = params_from_arrays(gpu, config.param_shapes(), get)?;
         Ok(Vgg { config, params })
     }
 

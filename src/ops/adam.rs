@@ -4,7 +4,7 @@
 
 use super::{check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
-use crate::{Gpu, Result, Tensor};
+use crate::{Error, Gpu, Grads, Result, Tensor, Var};
 
 const STEP: Kernel = k("adam", "adam_step");
 
@@ -68,6 +68,28 @@ impl Adam {
             )?;
         }
         Ok(())
+    }
+
+    /// One update of a network's named parameters from the gradients a backward pass left
+    /// on their variables (`vars[i]` is the tape's view of `params[i]`).
+    pub fn step_from_tape(
+        &mut self,
+        gpu: &Gpu,
+        params: &[(String, Tensor)],
+        vars: &[Var],
+        grads: &Grads,
+    ) -> Result<()> {
+        let gs = vars
+            .iter()
+            .zip(params)
+            .map(|(v, (name, _))| {
+                grads
+                    .get(v)
+                    .ok_or_else(|| Error(format!("no gradient reached parameter {name}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ps: Vec<&Tensor> = params.iter().map(|(_, t)| t).collect();
+        self.step(gpu, &ps, &gs)
     }
 }
 

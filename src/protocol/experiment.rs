@@ -488,20 +488,12 @@ fn pct(v: Option<f64>) -> String {
 }
 
 fn progress_bar(progress: bool, len: usize, what: &str) -> indicatif::ProgressBar {
-    let b = if progress {
-        indicatif::ProgressBar::new(len as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len}  {msg}  (left {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    b.set_prefix(what.to_string());
-    b
+    crate::train::progress_bar(
+        progress,
+        len,
+        what.to_string(),
+        "{prefix} [{bar:30}] {pos}/{len}  {msg}  (left {eta})",
+    )
 }
 
 /// Write experiment.json, or check that the one there holds the same settings.

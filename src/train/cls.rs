@@ -12,7 +12,7 @@ use crate::nn::init::rng;
 use crate::nn::{Vgg, VggConfig};
 use crate::ops::{self, Adam};
 use crate::train::features::{ChannelStats, Combo, FeatureBank};
-use crate::{bail, Error, Gpu, Result, Tape, Tensor};
+use crate::{bail, Gpu, Result, Tape, Tensor};
 
 /// The options of one classifier training; defaults are the paper's.
 #[derive(Clone, Debug, PartialEq)]
@@ -171,17 +171,7 @@ pub fn step(
     let (logits, params) = vgg.forward(&tape, &xv, true)?;
     let loss = ops::softmax_ce(&tape, &logits, y, class_w)?;
     let grads = tape.backward(&loss)?;
-    let gs = params
-        .iter()
-        .zip(&vgg.params)
-        .map(|(v, (name, _))| {
-            grads
-                .get(v)
-                .ok_or_else(|| Error(format!("no gradient reached parameter {name}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let ps: Vec<&Tensor> = vgg.params.iter().map(|(_, t)| t).collect();
-    adam.step(gpu, &ps, &gs)?;
+    adam.step_from_tape(gpu, &vgg.params, &params, &grads)?;
     Ok(loss.value)
 }
 
@@ -191,9 +181,9 @@ fn inputs(gpu: &Gpu, cls: &Classifier, bank: &FeatureBank, ids: &[usize]) -> Res
     let s = bank.size;
     let mut x = Vec::with_capacity(ids.len() * c * s * s);
     for &i in ids {
-        let mut v = bank.input(i, cls.combo)?;
-        cls.stats.apply(&mut v);
-        x.extend_from_slice(&v);
+        let start = x.len();
+        bank.append_input(i, cls.combo, &mut x)?;
+        cls.stats.apply(&mut x[start..]);
     }
     Tensor::from_slice(gpu, &[ids.len(), c, s, s], &x)
 }

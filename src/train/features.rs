@@ -195,11 +195,10 @@ impl FeatureBank {
         4 * (count(&self.img) + count(&self.seg) + count(&self.concat))
     }
 
-    /// The input of image `i` for `combo`: its parts stacked along the channel axis
-    /// (C x S x S), image first.
-    pub fn input(&self, i: usize, combo: Combo) -> Result<Vec<f32>> {
+    /// Append the input of image `i` for `combo` to `out`: its parts stacked along the
+    /// channel axis (C x S x S), image first.
+    pub fn append_input(&self, i: usize, combo: Combo, out: &mut Vec<f32>) -> Result<()> {
         let (use_img, use_seg, use_concat) = combo.parts();
-        let mut out = Vec::with_capacity(self.channels(combo) * self.size * self.size);
         if use_img {
             out.extend_from_slice(&self.img[i]);
         }
@@ -214,7 +213,7 @@ impl FeatureBank {
                 out.extend_from_slice(v);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -246,8 +245,10 @@ impl ChannelStats {
         let c = bank.channels(combo);
         let px = bank.size * bank.size;
         let (mut s1, mut s2) = (vec![0f64; c], vec![0f64; c]);
+        let mut x = Vec::with_capacity(c * px);
         for &i in idx {
-            let x = bank.input(i, combo)?;
+            x.clear();
+            bank.append_input(i, combo, &mut x)?;
             for ch in 0..c {
                 for &v in &x[ch * px..(ch + 1) * px] {
                     s1[ch] += v as f64;

@@ -146,7 +146,12 @@ pub fn train(
     for epoch in first_epoch..opts.epochs {
         let t0 = Instant::now();
         let order = epoch_order(data.samples.len(), opts, epoch);
-        let bar = epoch_bar(opts, epoch);
+        let bar = super::progress_bar(
+            opts.progress,
+            opts.batches_per_epoch,
+            format!("epoch {}/{}", epoch + 1, opts.epochs),
+            "{prefix} [{bar:30}] {pos}/{len} batches  {msg}  (epoch left {eta})",
+        );
         let mut loss_sum = 0.0f64;
         for (i, idx) in order.chunks(opts.batch).enumerate() {
             let loss = step(gpu, &unet, &mut adam, data, idx, &class_w)?;
@@ -225,36 +230,8 @@ pub fn step(
     let out = unet.forward(&tape, &x, true)?;
     let loss = ops::softmax_ce(&tape, &out.seg, &y, class_w)?;
     let grads = tape.backward(&loss)?;
-    let gs = out
-        .params
-        .iter()
-        .zip(&unet.params)
-        .map(|(v, (name, _))| {
-            grads
-                .get(v)
-                .ok_or_else(|| Error(format!("no gradient reached parameter {name}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let ps: Vec<&Tensor> = unet.params.iter().map(|(_, t)| t).collect();
-    adam.step(gpu, &ps, &gs)?;
+    adam.step_from_tape(gpu, &unet.params, &out.params, &grads)?;
     Ok(loss.value.item(gpu))
-}
-
-fn epoch_bar(opts: &SegTrainOptions, epoch: usize) -> indicatif::ProgressBar {
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(opts.batches_per_epoch as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} batches  {msg}  (epoch left {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("epoch {}/{}", epoch + 1, opts.epochs));
-    bar
 }
 
 /// Seconds as h:mm:ss.
