@@ -121,6 +121,25 @@ impl Tape {
         }
     }
 
+    /// Leaves for a network's parameters: [`Tape::param`]s when `trainable`, else
+    /// [`Tape::constant`]s (frozen weights).
+    pub fn leaves<'a>(
+        &self,
+        tensors: impl IntoIterator<Item = &'a Tensor>,
+        trainable: bool,
+    ) -> Vec<Var> {
+        tensors
+            .into_iter()
+            .map(|t| {
+                if trainable {
+                    self.param(t)
+                } else {
+                    self.constant(t)
+                }
+            })
+            .collect()
+    }
+
     /// Run `f` with recording off: ops compute values only (inference, feature extraction).
     pub fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
         let before = std::mem::replace(&mut self.state.borrow_mut().grad_enabled, false);

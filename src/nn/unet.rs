@@ -295,17 +295,7 @@ impl Unet {
                 x.shape()
             );
         }
-        let params: Vec<Var> = self
-            .params
-            .iter()
-            .map(|(_, t)| {
-                if trainable {
-                    tape.param(t)
-                } else {
-                    tape.constant(t)
-                }
-            })
-            .collect();
+        let params = tape.leaves(self.params.iter().map(|(_, t)| t), trainable);
         let mut next = params.iter();
         let mut take = || next.next().expect("param_shapes lists every parameter");
         let mut h = x.clone();

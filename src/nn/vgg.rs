@@ -207,17 +207,7 @@ impl Vgg {
                 shape
             );
         }
-        let params: Vec<Var> = self
-            .params
-            .iter()
-            .map(|(_, t)| {
-                if trainable {
-                    tape.param(t)
-                } else {
-                    tape.constant(t)
-                }
-            })
-            .collect();
+        let params = tape.leaves(self.params.iter().map(|(_, t)| t), trainable);
         let mut p = params.chunks(2);
         let mut h = x.clone();
         for &n in &VGG16_CONVS {
