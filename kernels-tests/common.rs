@@ -113,7 +113,10 @@ fn plus(prior: &[f32], d: &[f64]) -> Vec<f64> {
 }
 
 pub fn check_conv3x3(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {
-    let tag = format!("conv3x3 n{n} cin{cin} cout{cout} {h}x{w}");
+    let tag = format!(
+        "conv3x3 ({:?}) n{n} cin{cin} cout{cout} {h}x{w}",
+        gpu.conv_tiling()
+    );
     let mut g = rng(seed);
     let (x, wt, b) = (
         rand_vec(&mut g, n * cin * h * w),

@@ -237,7 +237,11 @@ fn profiling_times_every_dispatch_by_kernel() {
     ops::elu::forward(&gpu, &x).unwrap();
     let p = gpu.profile();
     assert_eq!(p.len(), 3, "{p:?}");
-    let conv = p.iter().find(|e| e.0 == "conv3x3_tiled").unwrap();
+    let entry = match gpu.conv_tiling() {
+        segfeat::gpu::ConvTiling::Channels8Pixels4 => "conv3x3_tiled",
+        segfeat::gpu::ConvTiling::Channels4Pixels8 => "conv3x3_rows",
+    };
+    let conv = p.iter().find(|e| e.0 == entry).unwrap();
     assert_eq!(conv.1, 3);
     assert!(conv.2 > 0.0);
     assert!(self::gpu().profile().is_empty(), "off unless asked for");

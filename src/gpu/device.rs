@@ -31,6 +31,18 @@ pub struct GpuOptions {
     pub profile: bool,
 }
 
+/// The shape of the register tile of the 3x3 convolution (forward and gradient to the
+/// input), chosen from the adapter's type when the [`Gpu`] opens: the same sums in the
+/// same order either way, so both give the same bits (tests check both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvTiling {
+    /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`): GPUs.
+    Channels8Pixels4,
+    /// 4 output channels x 8 pixels per invocation (`conv3x3_rows`): CPU adapters, where
+    /// every value loaded costs a loop over the SIMD lanes and this tile loads fewer.
+    Channels4Pixels8,
+}
+
 /// One adapter as `segfeat info` shows it.
 #[derive(Clone, Debug)]
 pub struct AdapterReport {
@@ -77,6 +89,9 @@ pub(crate) struct GpuInner {
     pub encoder: RefCell<Option<wgpu::CommandEncoder>>,
     pub pending: Cell<u32>,
     pub dispatches: Cell<u64>,
+    pub conv_tiling: Cell<ConvTiling>,
+    /// CPU seconds spent recording dispatches (uniform, bind group, pass) so far.
+    pub record_seconds: Cell<f64>,
     /// Per entry point: (dispatches, seconds), when profiling.
     pub profile: Option<RefCell<HashMap<&'static str, (u64, f64)>>>,
 }
@@ -178,13 +193,19 @@ impl Gpu {
                 binding_limit,
                 alignment,
                 max_workgroups: limits.max_compute_workgroups_per_dimension,
-                adapter: report,
                 pool: Rc::new(RefCell::new(PoolState::default())),
                 modules: RefCell::new(HashMap::new()),
                 pipelines: RefCell::new(HashMap::new()),
                 encoder: RefCell::new(None),
                 pending: Cell::new(0),
                 dispatches: Cell::new(0),
+                record_seconds: Cell::new(0.0),
+                conv_tiling: Cell::new(if report.device_type == "Cpu" {
+                    ConvTiling::Channels4Pixels8
+                } else {
+                    ConvTiling::Channels8Pixels4
+                }),
+                adapter: report,
                 profile: (opts.profile || std::env::var("SEGFEAT_PROFILE").is_ok_and(|v| v == "1"))
                     .then(|| RefCell::new(HashMap::new())),
             }),
@@ -211,6 +232,17 @@ impl Gpu {
     /// True on the CPU software adapter (lavapipe).
     pub fn is_cpu(&self) -> bool {
         self.inner.adapter.device_type == "Cpu"
+    }
+
+    /// The conv3x3 tile this adapter uses (see [`ConvTiling`]).
+    pub fn conv_tiling(&self) -> ConvTiling {
+        self.inner.conv_tiling.get()
+    }
+
+    /// Use another conv3x3 tile from now on: for tests that check both on one adapter,
+    /// and benches that compare them.
+    pub fn set_conv_tiling(&self, t: ConvTiling) {
+        self.inner.conv_tiling.set(t);
     }
 
     /// The byte range one storage binding may cover here.
@@ -240,6 +272,13 @@ impl Gpu {
         let mut v: Vec<_> = p.borrow().iter().map(|(k, &(n, s))| (*k, n, s)).collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         v
+    }
+
+    /// CPU seconds spent recording dispatches since the Gpu was opened (creating each
+    /// uniform and bind group and encoding the pass; not the GPU's work): the encoding
+    /// overhead that benches report as a share of a step.
+    pub fn record_seconds(&self) -> f64 {
+        self.inner.record_seconds.get()
     }
 
     pub fn dispatch_count(&self) -> u64 {

@@ -191,6 +191,7 @@ impl Gpu {
                 kernel.entry
             );
         }
+        let t_record = std::time::Instant::now();
         let (x, y, z) = self.grid(invocations as u64)?;
         let pipeline = self.pipeline(kernel);
         let dev = &self.inner.device;
@@ -230,6 +231,8 @@ impl Gpu {
             pass.dispatch_workgroups(x, y, z);
         });
         self.inner.dispatches.set(self.inner.dispatches.get() + 1);
+        let recorded = self.inner.record_seconds.get() + t_record.elapsed().as_secs_f64();
+        self.inner.record_seconds.set(recorded);
         if let Some(profile) = &self.inner.profile {
             // Everything recorded before this dispatch was waited for by the previous one
             // (or is an upload, counted here too).

@@ -7,10 +7,12 @@
 
 use super::{affine, check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
+use crate::gpu::ConvTiling;
 use crate::{Gpu, Result, Tape, Tensor, Var};
 
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
+const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
 const BACKWARD_WEIGHT_SUM: Kernel = k("conv3x3", "conv3x3_backward_weight_sum");
 const BACKWARD_BIAS: Kernel = k("conv3x3", "conv3x3_backward_bias");
@@ -72,7 +74,8 @@ fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
 }
 
 /// The tiled convolution of x (N, cin, H, W) with packed weights into y (N, cout, H, W):
-/// with `bias`, y = conv + b; without, y += conv.
+/// with `bias`, y = conv + b; without, y += conv. The tile is the adapter's
+/// [`ConvTiling`].
 #[allow(clippy::too_many_arguments)]
 fn tiled(
     gpu: &Gpu,
@@ -85,12 +88,18 @@ fn tiled(
 ) -> Result<()> {
     let (n, _, h, wd) = x.nchw("conv3x3 input")?;
     let hw = h * wd;
+    // (kernel, output channels per invocation, pixels per invocation)
+    let (kernel, chans, pixels) = match gpu.conv_tiling() {
+        ConvTiling::Channels8Pixels4 => (TILED, 8, 4),
+        ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
+    };
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
-        let total = nb * cout.div_ceil(8) * h * wd.div_ceil(4);
+        let total = nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels);
         let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), bias.is_some() as u32);
         prm[8] = u(2 * cout.div_ceil(8));
+        prm[9] = u(wd.div_ceil(pixels));
         let bufs = [
             (1, bx),
             (2, gpu.whole(packed, "conv3x3 packed weight")?),
@@ -98,7 +107,7 @@ fn tiled(
             (3, gpu.whole(bias.unwrap_or(packed), "conv3x3 bias")?),
             (4, by),
         ];
-        gpu.dispatch(TILED, &prm, &bufs, total)?;
+        gpu.dispatch(kernel, &prm, &bufs, total)?;
     }
     Ok(())
 }
