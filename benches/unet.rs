@@ -8,6 +8,7 @@
 //!     SEGFEAT_BENCH_SIZES=64,128 cargo bench --bench unet
 //!     SEGFEAT_BENCH_CHANNELS=8 SEGFEAT_BENCH_BATCH=4 SEGFEAT_BENCH_REPS=3 cargo bench --bench unet
 //!     SEGFEAT_PROFILE=1 SEGFEAT_BENCH_SIZES=64 cargo bench --bench unet   # time per kernel
+//!     SEGFEAT_BENCH_TILING=8x4 cargo bench --bench unet   # the other conv3x3 tile
 //!
 //! Timing: wall clock of whole steps (each ends by reading the loss back, as training
 //! does), best of REPS after one warm-up step; phantom images, so the data is realistic.
@@ -15,6 +16,7 @@
 use std::time::Instant;
 
 use segfeat::data::phantom::PhantomSpec;
+use segfeat::gpu::ConvTiling;
 use segfeat::nn::{Unet, UnetConfig};
 use segfeat::ops::Adam;
 use segfeat::train::seg;
@@ -34,7 +36,17 @@ fn main() -> Result<()> {
     let n = env_list("SEGFEAT_BENCH_CHANNELS", "16")[0];
     let batch = env_list("SEGFEAT_BENCH_BATCH", "10")[0];
     let reps = env_list("SEGFEAT_BENCH_REPS", "2")[0].max(1);
+    match std::env::var("SEGFEAT_BENCH_TILING").as_deref() {
+        Ok("8x4") => gpu.set_conv_tiling(ConvTiling::Channels8Pixels4),
+        Ok("4x8") => gpu.set_conv_tiling(ConvTiling::Channels4Pixels8),
+        Ok(other) => {
+            eprintln!("SEGFEAT_BENCH_TILING must be 8x4 or 4x8, not {other:?}");
+            std::process::exit(2);
+        }
+        Err(_) => {}
+    }
     println!("adapter: {}", gpu.describe());
+    println!("conv3x3 tile: {:?}", gpu.conv_tiling());
     println!(
         "U-Net n={n}, batch {batch}: forward + backward + Adam, best of {reps} after a warm-up"
     );
