@@ -15,7 +15,6 @@
 //! Bytes count each input read once and each output written once (the minimum traffic).
 
 use segfeat::gpu::ceilings::{copy_gbps, fma_gflops, time_best};
-use segfeat::gpu::ConvTiling;
 use segfeat::{ops, Gpu, Result, Tensor};
 
 fn filled(gpu: &Gpu, shape: &[usize], v: f32) -> Result<Tensor> {
@@ -40,20 +39,14 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     let quick = std::env::var("SEGFEAT_BENCH_QUICK").is_ok();
-    match std::env::var("SEGFEAT_BENCH_TILING").as_deref() {
-        Ok("8x4") => gpu.set_conv_tiling(ConvTiling::Channels8Pixels4),
-        Ok("4x8") => gpu.set_conv_tiling(ConvTiling::Channels4Pixels8),
-        Ok(other) => {
-            eprintln!("SEGFEAT_BENCH_TILING must be 8x4 or 4x8, not {other:?}");
-            std::process::exit(2);
-        }
-        Err(_) => {}
+    if let Ok(tile) = std::env::var("SEGFEAT_BENCH_TILING") {
+        gpu.set_conv_tiling(tile.parse()?);
     }
     let fma = fma_gflops(&gpu, reps)?;
     let (copy_shader, copy_builtin) = copy_gbps(&gpu, reps)?;
     let copy = copy_shader.max(copy_builtin);
     println!("adapter: {}", gpu.describe());
-    println!("conv3x3 tile: {:?}", gpu.conv_tiling());
+    println!("conv3x3 tile (channels x pixels): {}", gpu.conv_tiling());
     println!(
         "ceilings: register FMA {fma:.1} GFLOP/s; buffer copy {copy:.2} GB/s (copy shader {copy_shader:.2}, copy_buffer_to_buffer {copy_builtin:.2}); best of {reps}"
     );

@@ -16,7 +16,6 @@
 use std::time::Instant;
 
 use segfeat::data::phantom::PhantomSpec;
-use segfeat::gpu::ConvTiling;
 use segfeat::nn::{Unet, UnetConfig};
 use segfeat::ops::Adam;
 use segfeat::train::seg;
@@ -36,17 +35,11 @@ fn main() -> Result<()> {
     let n = env_list("SEGFEAT_BENCH_CHANNELS", "16")[0];
     let batch = env_list("SEGFEAT_BENCH_BATCH", "10")[0];
     let reps = env_list("SEGFEAT_BENCH_REPS", "2")[0].max(1);
-    match std::env::var("SEGFEAT_BENCH_TILING").as_deref() {
-        Ok("8x4") => gpu.set_conv_tiling(ConvTiling::Channels8Pixels4),
-        Ok("4x8") => gpu.set_conv_tiling(ConvTiling::Channels4Pixels8),
-        Ok(other) => {
-            eprintln!("SEGFEAT_BENCH_TILING must be 8x4 or 4x8, not {other:?}");
-            std::process::exit(2);
-        }
-        Err(_) => {}
+    if let Ok(tile) = std::env::var("SEGFEAT_BENCH_TILING") {
+        gpu.set_conv_tiling(tile.parse()?);
     }
     println!("adapter: {}", gpu.describe());
-    println!("conv3x3 tile: {:?}", gpu.conv_tiling());
+    println!("conv3x3 tile (channels x pixels): {}", gpu.conv_tiling());
     println!(
         "U-Net n={n}, batch {batch}: forward + backward + Adam, best of {reps} after a warm-up"
     );

@@ -43,6 +43,28 @@ pub enum ConvTiling {
     Channels4Pixels8,
 }
 
+impl std::str::FromStr for ConvTiling {
+    type Err = crate::Error;
+
+    /// "8x4" or "4x8" (channels x pixels), as the benches' SEGFEAT_BENCH_TILING takes it.
+    fn from_str(s: &str) -> Result<ConvTiling> {
+        match s {
+            "8x4" => Ok(ConvTiling::Channels8Pixels4),
+            "4x8" => Ok(ConvTiling::Channels4Pixels8),
+            _ => bail!("a conv3x3 tile is 8x4 or 4x8 (channels x pixels), not {s:?}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvTiling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvTiling::Channels8Pixels4 => "8x4",
+            ConvTiling::Channels4Pixels8 => "4x8",
+        })
+    }
+}
+
 /// One adapter as `segfeat info` shows it.
 #[derive(Clone, Debug)]
 pub struct AdapterReport {
