@@ -1,7 +1,9 @@
 //! Training-step benchmark of the segmentation U-Net: forward, weighted cross-entropy,
 //! backward and Adam on one batch, as `segfeat train-seg` runs it, at several input sizes.
 //! Prints ms per step, images/s, GFLOP/s (3x the forward FLOPs of `segfeat summary`, the
-//! usual estimate for forward + backward) and the pool's memory. Not a test.
+//! usual estimate for forward + backward), the pool's memory against what a step needs at
+//! least, then the same step in PyTorch (`benches/torch_reference.py`) and the ratio, when
+//! a Python with PyTorch is found. Not a test.
 //!
 //! To run:
 //!     cargo bench --bench unet                         # n=16, batch 10, at 128 and 256
@@ -9,10 +11,16 @@
 //!     SEGFEAT_BENCH_CHANNELS=8 SEGFEAT_BENCH_BATCH=4 SEGFEAT_BENCH_REPS=3 cargo bench --bench unet
 //!     SEGFEAT_PROFILE=1 SEGFEAT_BENCH_SIZES=64 cargo bench --bench unet   # time per kernel
 //!     SEGFEAT_BENCH_TILING=8x4 cargo bench --bench unet   # the other conv3x3 tile
+//!     SEGFEAT_TORCH_PYTHON=.venv-torch/bin/python cargo bench --bench unet  # PyTorch's Python
+//!     SEGFEAT_TORCH_PYTHON=none cargo bench --bench unet  # no PyTorch comparison
+//!
+//! PyTorch runs on the CPU with all cores when the adapter is a CPU one, on CUDA otherwise
+//! (`SEGFEAT_TORCH_DEVICE=cpu|cuda` overrides), in the same run, so the ratio is same-day.
 //!
 //! Timing: wall clock of whole steps (each ends by reading the loss back, as training
 //! does), best of REPS after one warm-up step; phantom images, so the data is realistic.
 
+use std::process::Command;
 use std::time::Instant;
 
 use segfeat::data::phantom::PhantomSpec;
@@ -44,17 +52,19 @@ fn main() -> Result<()> {
         "U-Net n={n}, batch {batch}: forward + backward + Adam, best of {reps} after a warm-up"
     );
     println!(
-        "{:>6} {:>12} {:>10} {:>10} {:>12} {:>12} {:>11} {:>9}",
+        "{:>6} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>11} {:>9}",
         "size",
         "ms/step",
         "images/s",
         "GFLOP/s",
         "GFLOP/step",
         "pool MiB",
+        "need MiB",
         "dispatches",
         "record %"
     );
-    for size in sizes {
+    let mut ours = Vec::new();
+    for &size in &sizes {
         let config = UnetConfig::new(n, 6, size)?;
         let flops: u64 = config.summary().iter().map(|r| r.flops).sum();
         let step_flops = 3.0 * flops as f64 * batch as f64;
@@ -87,16 +97,19 @@ fn main() -> Result<()> {
             }
         }
         println!(
-            "{:>6} {:>12.1} {:>10.2} {:>10.2} {:>12.2} {:>12.1} {:>11} {:>8.1}%",
+            "{:>6} {:>12.1} {:>10.2} {:>10.2} {:>12.2} {:>10.1} {:>10.1} {:>11} {:>8.1}%",
             size,
             best * 1e3,
             batch as f64 / best,
             step_flops / best / 1e9,
             step_flops / 1e9,
-            gpu.pool_bytes() as f64 / (1 << 20) as f64,
+            gpu.pool_bytes() as f64 / MIB,
+            needed_bytes(&unet.config, batch) as f64 / MIB,
             per_step,
             100.0 * record / best
         );
+        let params: u64 = unet.config.summary().iter().map(|r| r.params).sum();
+        ours.push((size, best, params));
         let profile = gpu.profile();
         if !profile.is_empty() {
             let total: f64 = profile.iter().map(|p| p.2).sum();
@@ -113,5 +126,113 @@ fn main() -> Result<()> {
             }
         }
     }
+    println!(
+        "need MiB: parameters, their gradients and Adam's two moments (4 floats per \
+         parameter), plus the activations backward reads (the input and every step's output \
+         but the upsampling's, which the concatenation holds), for the batch"
+    );
+    torch_comparison(&gpu, n, batch, reps, &ours);
     Ok(())
 }
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// The least memory a training step can hold: parameters, gradients and Adam's m and v,
+/// plus the activations the backward pass reads (in f32).
+fn needed_bytes(config: &UnetConfig, batch: usize) -> u64 {
+    let rows = config.summary();
+    let params: u64 = rows.iter().map(|r| r.params).sum();
+    let input = (config.in_channels * config.size * config.size) as u64;
+    let acts: u64 = rows
+        .iter()
+        .filter(|r| r.kind != "upsample2")
+        .map(|r| (r.shape[0] * r.shape[1] * r.shape[2]) as u64)
+        .sum();
+    4 * (4 * params + batch as u64 * (input + acts))
+}
+
+/// Runs `benches/torch_reference.py` for the same sizes and prints both times and the
+/// ratio. Says how to install PyTorch when the Python it finds has none.
+fn torch_comparison(gpu: &Gpu, n: usize, batch: usize, reps: usize, ours: &[(usize, f64, u64)]) {
+    let python = std::env::var("SEGFEAT_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    if python == "none" || ours.is_empty() {
+        return;
+    }
+    let device = std::env::var("SEGFEAT_TORCH_DEVICE")
+        .unwrap_or_else(|_| if gpu.is_cpu() { "cpu" } else { "cuda" }.into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
+    let sizes: Vec<String> = ours.iter().map(|o| o.0.to_string()).collect();
+    println!();
+    println!("PyTorch, same step, same run ({python} {script}, device {device}):");
+    let out = Command::new(&python)
+        .arg(script)
+        .args(["--sizes", &sizes.join(",")])
+        .args(["--channels", &n.to_string()])
+        .args(["--batch", &batch.to_string()])
+        .args(["--reps", &reps.to_string()])
+        .args(["--device", &device])
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            println!(
+                "  not compared: {}",
+                err.lines().last().unwrap_or("the script failed")
+            );
+            println!("{TORCH_HINT}");
+            return;
+        }
+        Err(e) => {
+            println!("  not compared: cannot run {python}: {e}");
+            println!("{TORCH_HINT}");
+            return;
+        }
+    };
+    for header in out.lines().filter_map(|l| l.strip_prefix("# ")) {
+        println!("  {header}");
+    }
+    println!(
+        "{:>6} {:>14} {:>14} {:>14} {:>14}",
+        "size", "segfeat ms", "PyTorch ms", "segfeat/torch", "torch peak MiB"
+    );
+    for line in out.lines() {
+        let Some(fields) = line.strip_prefix("torch ") else {
+            continue;
+        };
+        let get = |key: &str| {
+            fields
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let (Some(size), Some(ms), Some(params)) = (get("size"), get("ms"), get("params")) else {
+            println!("  unreadable line from the script: {line}");
+            continue;
+        };
+        let Some(&(_, secs, our_params)) = ours.iter().find(|o| o.0 as f64 == size) else {
+            continue;
+        };
+        if params as u64 != our_params {
+            println!(
+                "  size {size}: PyTorch's network has {params} parameters, segfeat's {our_params}: \
+                 not the same network, no ratio"
+            );
+            continue;
+        }
+        let peak = get("peak_mib").filter(|p| p.is_finite());
+        println!(
+            "{:>6} {:>14.1} {:>14.1} {:>13.2}x {:>14}",
+            size,
+            secs * 1e3,
+            ms,
+            secs * 1e3 / ms,
+            peak.map_or("-".into(), |p| format!("{p:.1}"))
+        );
+    }
+}
+
+const TORCH_HINT: &str = "  To compare, install PyTorch and point the bench at its Python:
+    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
+    SEGFEAT_TORCH_PYTHON=.venv-torch/bin/python cargo bench --bench unet
+  (SEGFEAT_TORCH_PYTHON=none skips the comparison.)";
