@@ -138,6 +138,22 @@ pub fn check_conv3x3(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: 
         atol(cin * 9),
         RTOL,
     );
+    // The activations fused into the epilogue (ELU's slope is at most 1, ReLU's 0 or 1,
+    // so the convolution's tolerance carries over).
+    use ops::conv3x3::Activation;
+    for (act, want) in [
+        (Activation::Elu, r::elu(&want)),
+        (Activation::Relu, r::relu(&want)),
+    ] {
+        let y = ops::conv3x3::forward_act(gpu, &tx, &tw, &tb, act).unwrap();
+        check(
+            &format!("{tag} forward + {act:?}"),
+            &y.to_vec(gpu),
+            &want,
+            atol(cin * 9),
+            RTOL,
+        );
+    }
 
     let (dx, dw, db) = r::conv3x3_backward(&f64s(&dy), &f64s(&x), &f64s(&wt), n, cin, cout, h, w);
     let tdy = up(gpu, &[n, cout, h, w], &dy);
@@ -329,6 +345,17 @@ pub fn check_activations(gpu: &Gpu, shape: &[usize], seed: u64) {
         RTOL,
     );
 
+    // The derivative from the output (the fused conv3x3 + ELU's backward), on the GPU's y.
+    let tdx = up(gpu, shape, &prior);
+    ops::elu::backward_from_output(gpu, &y, &tdy, &tdx).unwrap();
+    check(
+        &format!("elu_backward_from_output {tag}"),
+        &tdx.to_vec(gpu),
+        &plus(&prior, &r::elu_backward(&f64s(&x), &f64s(&dy))),
+        atol(1),
+        RTOL,
+    );
+
     let y = ops::relu::forward(gpu, &tx).unwrap();
     check(
         &format!("relu_forward {tag}"),
@@ -341,6 +368,16 @@ pub fn check_activations(gpu: &Gpu, shape: &[usize], seed: u64) {
     ops::relu::backward(gpu, &tx, &tdy, &tdx).unwrap();
     check(
         &format!("relu_backward {tag}"),
+        &tdx.to_vec(gpu),
+        &plus(&prior, &r::relu_backward(&f64s(&x), &f64s(&dy))),
+        atol(1),
+        RTOL,
+    );
+    // From the output, as the fused conv3x3 + ReLU calls it.
+    let tdx = up(gpu, shape, &prior);
+    ops::relu::backward(gpu, &y, &tdy, &tdx).unwrap();
+    check(
+        &format!("relu_backward from the output {tag}"),
         &tdx.to_vec(gpu),
         &plus(&prior, &r::relu_backward(&f64s(&x), &f64s(&dy))),
         atol(1),
@@ -592,6 +629,7 @@ pub fn check_small_ops(gpu: &Gpu, numel: usize, seed: u64) {
 
 /// The composite network of the tape check, small enough for finite differences:
 ///   image (N,1,H,W) -> conv3x3(1->A) -> ELU =: skip -> maxpool2 -> conv3x3(A->B) -> ELU
+///   (the second convolution with its ELU fused, as in the U-Net; the first as two ops)
 ///   -> upsample2 -> concat(skip, .) -> conv1x1(A+B -> C) -> softmax_ce(labels, class w)
 /// The skip is used twice (by the pool and by the concat), as in the U-Net.
 /// Parameters, image, labels and class weights of the composite network.
@@ -670,7 +708,7 @@ impl Composite {
         let x = tape.constant(image);
         let skip = ops::elu(tape, &ops::conv3x3(tape, &x, &p[0], &p[1]).unwrap()).unwrap();
         let down = ops::maxpool2(tape, &skip).unwrap();
-        let mid = ops::elu(tape, &ops::conv3x3(tape, &down, &p[2], &p[3]).unwrap()).unwrap();
+        let mid = ops::conv3x3_elu(tape, &down, &p[2], &p[3]).unwrap();
         let upv = ops::upsample2(tape, &mid).unwrap();
         let cat = ops::concat(tape, &[&skip, &upv]).unwrap();
         let logits = ops::conv1x1(tape, &cat, &p[4], &p[5]).unwrap();

@@ -117,6 +117,12 @@ fn activations_backward_match_finite_differences() {
         &x,
     );
     check_fd(
+        "elu from its output",
+        &r::elu_backward_from_output(&r::elu(&x), &dy),
+        &|x| r::dot(&dy, &r::elu(x)),
+        &x,
+    );
+    check_fd(
         "relu",
         &r::relu_backward(&x, &dy),
         &|x| r::dot(&dy, &r::relu(x)),

@@ -191,6 +191,14 @@ pub fn elu_backward(x: &[f64], dy: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// dx = dy * (y > 0 ? 1 : y + 1), the ELU's derivative from its output y = elu(x).
+pub fn elu_backward_from_output(y: &[f64], dy: &[f64]) -> Vec<f64> {
+    y.iter()
+        .zip(dy)
+        .map(|(&v, &g)| g * if v > 0.0 { 1.0 } else { v + 1.0 })
+        .collect()
+}
+
 pub fn relu(x: &[f64]) -> Vec<f64> {
     x.iter().map(|&v| v.max(0.0)).collect()
 }

@@ -15,6 +15,11 @@
 // the tensor inside its binding: the launcher may bind a byte range that starts before
 // the tensor chunk (offsets must be aligned), see src/gpu/kernels.rs.
 // Backward entry points ADD into their gradient buffers, never overwrite.
+//
+// The forward fuses the bias and the activation that always follows a convolution in the
+// networks into its epilogue: y = act(conv + b) is written once, and the pre-activation
+// never reaches memory. The backward then takes the activation's derivative from y
+// (ELU: y + 1 where y <= 0; ReLU: y > 0), see elu_backward_from_output.
 
 struct Params {
     total: u32, // invocations that do work
@@ -27,7 +32,8 @@ struct Params {
     off_b: u32, // element offset of the last storage binding
     cq: u32,    // conv3x3_tiled: output channels / 4, rounded up (vec4 groups)
     wq: u32,    // pixel groups per row: columns / 4 (conv3x3_tiled) or / 8 (conv3x3_rows)
-    flags: u32, // tiled/rows: bit 0 add bias and overwrite; else add into the output
+    flags: u32, // tiled/rows: bit 0 add bias and overwrite; else add into the output;
+                //   with bit 0, bits 1-2 the fused activation (0 none, 1 ELU, 2 ReLU)
                 // conv3x3_pack: bit 0 flip and transpose (for the backward to the input)
     pad: u32,
 }
@@ -59,6 +65,15 @@ fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (o < p.cin) { v = wt[(c * p.cin + o) * 9u + (8u - k)]; }
     }
     packed[i] = v;
+}
+
+// The forward's epilogue: the conv sum plus its bias, through the fused activation.
+fn epilogue(v: f32) -> f32 {
+    switch ((p.flags >> 1u) & 3u) {
+        case 1u: { return select(exp(v) - 1.0, v, v > 0.0); }
+        case 2u: { return max(v, 0.0); }
+        default: { return v; }
+    }
 }
 
 // ---- conv3x3_tiled: 1 x, 2 packed weights, 3 b, 4 y ----
@@ -134,7 +149,7 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             if (c >= p.w) { break; }
             let v = acc[half + j][l % 4u];
             if (with_bias) {
-                y[yb + c] = v + b;
+                y[yb + c] = epilogue(v + b);
             } else {
                 y[yb + c] += v;
             }
@@ -204,7 +219,7 @@ fn conv3x3_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             if (c >= p.w) { break; }
             let v = acc[j][l];
             if (with_bias) {
-                y[yb + c] = v + b;
+                y[yb + c] = epilogue(v + b);
             } else {
                 y[yb + c] += v;
             }

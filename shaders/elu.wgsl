@@ -3,6 +3,7 @@
 //   y = x            if x > 0
 //   y = exp(x) - 1   otherwise
 //   dy/dx = 1 if x > 0, else exp(x)     (computed from x, so forward and backward agree exactly)
+//         = 1 if y > 0, else y + 1      (from the output: the fused conv3x3 + ELU keeps only y)
 //
 // Elementwise on any shape. The launcher may split a large tensor into chunks; off_* are
 // the element offsets of the chunk inside each binding. Backward ADDS into dx.
@@ -39,4 +40,16 @@ fn elu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.total) { return; }
     let v = x[p.off_a + i];
     dx[p.off_c + i] += dy[p.off_b + i] * select(exp(v), 1.0, v > 0.0);
+}
+
+// elu_backward_from_output: 1 y, 3 dy, 4 dx     dx += dy * (y > 0 ? 1 : y + 1)
+// The derivative from the output, for conv3x3 with the ELU fused into its epilogue, which
+// keeps no pre-activation. y > 0 exactly when x > 0, and y + 1 = exp(x) up to rounding.
+@compute @workgroup_size(64)
+fn elu_backward_from_output(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let v = x[p.off_a + i];
+    dx[p.off_c + i] += dy[p.off_b + i] * select(v + 1.0, 1.0, v > 0.0);
 }

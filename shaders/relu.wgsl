@@ -25,6 +25,8 @@ fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // relu_backward: 1 x, 3 dy, 4 dx     dx += dy * (x > 0)
+// Also right with the output y = relu(x) in place of x (y > 0 exactly when x > 0): the
+// fused conv3x3 + ReLU, which keeps no pre-activation, passes y.
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 

@@ -305,7 +305,7 @@ impl Unet {
             h = match &step {
                 Step::Conv3x3Elu { .. } => {
                     let (w, b) = (take(), take());
-                    ops::elu(tape, &ops::conv3x3(tape, &h, w, b)?)?
+                    ops::conv3x3_elu(tape, &h, w, b)?
                 }
                 Step::MaxPool { .. } => {
                     skips.push(h.clone());

@@ -213,7 +213,7 @@ impl Vgg {
         for &n in &VGG16_CONVS {
             for _ in 0..n {
                 let wb = p.next().expect("param_shapes lists every convolution");
-                h = ops::relu(tape, &ops::conv3x3(tape, &h, &wb[0], &wb[1])?)?;
+                h = ops::conv3x3_relu(tape, &h, &wb[0], &wb[1])?;
             }
             h = ops::maxpool2(tape, &h)?;
         }

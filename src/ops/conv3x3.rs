@@ -4,11 +4,39 @@
 //!
 //! Batches too large for one storage binding are split by sample; the weight gradient of
 //! each chunk adds into dw, so a split batch gives the sum over all samples.
+//!
+//! [`conv3x3_act`] fuses the activation that follows every convolution of the networks
+//! (ELU in the U-Net, ReLU in the classifier) into the forward's epilogue: y = act(conv +
+//! b) is written once and no pre-activation is kept. Its backward turns dy into the
+//! pre-activation's gradient with the derivative taken from y, then runs the three
+//! convolution backwards on that.
 
 use super::{affine, check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::gpu::ConvTiling;
 use crate::{Gpu, Result, Tape, Tensor, Var};
+
+/// The activation fused into the convolution's epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// y = conv + b
+    None,
+    /// y = elu(conv + b), alpha = 1
+    Elu,
+    /// y = max(conv + b, 0)
+    Relu,
+}
+
+impl Activation {
+    /// Bits 1-2 of the kernels' flags (see shaders/conv3x3.wgsl).
+    fn flag_bits(self) -> u32 {
+        match self {
+            Activation::None => 0,
+            Activation::Elu => 1 << 1,
+            Activation::Relu => 2 << 1,
+        }
+    }
+}
 
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
@@ -74,14 +102,14 @@ fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
 }
 
 /// The tiled convolution of x (N, cin, H, W) with packed weights into y (N, cout, H, W):
-/// with `bias`, y = conv + b; without, y += conv. The tile is the adapter's
+/// with `bias`, y = act(conv + b); without, y += conv. The tile is the adapter's
 /// [`ConvTiling`].
 #[allow(clippy::too_many_arguments)]
 fn tiled(
     gpu: &Gpu,
     x: &Tensor,
     packed: &Tensor,
-    bias: Option<&Tensor>,
+    bias: Option<(&Tensor, Activation)>,
     y: &Tensor,
     cin: usize,
     cout: usize,
@@ -97,14 +125,15 @@ fn tiled(
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
         let total = nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels);
-        let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), bias.is_some() as u32);
+        let flags = bias.map_or(0, |(_, act)| 1 | act.flag_bits());
+        let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), flags);
         prm[8] = u(2 * cout.div_ceil(8));
         prm[9] = u(wd.div_ceil(pixels));
         let bufs = [
             (1, bx),
             (2, gpu.whole(packed, "conv3x3 packed weight")?),
             // Without a bias the kernel reads none; bind the weights as a stand-in.
-            (3, gpu.whole(bias.unwrap_or(packed), "conv3x3 bias")?),
+            (3, gpu.whole(bias.map_or(packed, |b| b.0), "conv3x3 bias")?),
             (4, by),
         ];
         gpu.dispatch(kernel, &prm, &bufs, total)?;
@@ -114,12 +143,39 @@ fn tiled(
 
 /// y = conv3x3(x, w) + b
 pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    forward_act(gpu, x, w, b, Activation::None)
+}
+
+/// y = act(conv3x3(x, w) + b), the activation applied in the kernel's epilogue.
+pub fn forward_act(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    act: Activation,
+) -> Result<Tensor> {
     let (n, cin, h, wd, cout) = dims(x, w)?;
     check_shape(b, &[cout], "conv3x3 bias")?;
     let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
     let packed = pack(gpu, w, false)?;
-    tiled(gpu, x, &packed, Some(b), &y, cin, cout)?;
+    tiled(gpu, x, &packed, Some((b, act)), &y, cin, cout)?;
     Ok(y)
+}
+
+/// dz += dy * act'(z), the derivative taken from the output y = act(z).
+pub fn activation_backward(
+    gpu: &Gpu,
+    act: Activation,
+    y: &Tensor,
+    dy: &Tensor,
+    dz: &Tensor,
+) -> Result<()> {
+    match act {
+        Activation::None => super::elementwise::add_into(gpu, dz, dy),
+        Activation::Elu => super::elu::backward_from_output(gpu, y, dy, dz),
+        // relu'(z) = (z > 0) = (y > 0): the ReLU backward works on y as it is.
+        Activation::Relu => super::relu::backward(gpu, y, dy, dz),
+    }
 }
 
 /// dx += conv3x3 transposed (dy, w): the convolution of dy with the flipped, transposed
@@ -191,4 +247,40 @@ pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
         forward,
         (backward_input, backward_weight, backward_bias),
     )
+}
+
+/// Tape rule: y = act(conv3x3(x, w) + b), one node. The forward writes only y; the
+/// backward computes the pre-activation's gradient dz = dy * act'(from y) into a
+/// temporary and runs the convolution's three backwards on it.
+pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> Result<Var> {
+    let gpu = tape.gpu();
+    let y = forward_act(gpu, &x.value, &w.value, &b.value, act)?;
+    let (xv, wv, yv) = (x.value.clone(), w.value.clone(), y.clone());
+    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+    let (xid, wid, bid) = (x.id(), w.id(), b.id());
+    let bshape = b.shape().to_vec();
+    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
+        let dz = Tensor::zeros(gpu, yv.shape())?;
+        activation_backward(gpu, act, &yv, dy, &dz)?;
+        if xg {
+            backward_input(gpu, &dz, &wv, &grads.slot(xid, xv.shape())?)?;
+        }
+        if wg {
+            backward_weight(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?)?;
+        }
+        if bg {
+            backward_bias(gpu, &dz, &grads.slot(bid, &bshape)?)?;
+        }
+        Ok(())
+    }))
+}
+
+/// Tape rule: y = elu(conv3x3(x, w) + b), fused (the U-Net's convolution).
+pub fn conv3x3_elu(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
+    conv3x3_act(tape, x, w, b, Activation::Elu)
+}
+
+/// Tape rule: y = relu(conv3x3(x, w) + b), fused (the classifier's convolution).
+pub fn conv3x3_relu(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
+    conv3x3_act(tape, x, w, b, Activation::Relu)
 }

@@ -7,6 +7,7 @@ use crate::{Gpu, Result, Tape, Tensor, Var};
 
 const FORWARD: Kernel = k("elu", "elu_forward");
 const BACKWARD: Kernel = k("elu", "elu_backward");
+const BACKWARD_FROM_OUTPUT: Kernel = k("elu", "elu_backward_from_output");
 
 /// y = elu(x)
 pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
@@ -16,6 +17,12 @@ pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
 /// dx += dy * elu'(x)
 pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
     unary_backward(gpu, BACKWARD, x, dy, dx)
+}
+
+/// dx += dy * elu'(x), with the derivative taken from the output y = elu(x): 1 where
+/// y > 0, else y + 1. For conv3x3 with the ELU fused, which keeps no pre-activation.
+pub fn backward_from_output(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
+    unary_backward(gpu, BACKWARD_FROM_OUTPUT, y, dy, dx)
 }
 
 /// Tape rule: y = elu(x).

@@ -22,7 +22,7 @@ pub mod upsample2;
 pub use adam::Adam;
 pub use concat::concat;
 pub use conv1x1::conv1x1;
-pub use conv3x3::conv3x3;
+pub use conv3x3::{conv3x3, conv3x3_elu, conv3x3_relu};
 pub use elementwise::reshape;
 pub use elu::elu;
 pub use linear::linear;
