@@ -201,11 +201,13 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
         let rows = nb * h;
         let share_bytes = (cin * 9 * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
-        let want = 4096usize.div_ceil(cq * cin).clamp(1, rows).min(fit);
+        // Each invocation owns two vec4 groups (8 output channels) of one input channel.
+        let groups = cq.div_ceil(2);
+        let want = 4096usize.div_ceil(groups * cin).clamp(1, rows).min(fit);
         let per = rows.div_ceil(want);
         let splits = rows.div_ceil(per);
         let partial = Tensor::uninit(gpu, &[splits, cin, 9, cq * 4])?;
-        let total = splits * cin * cq;
+        let total = splits * cin * groups;
         let mut prm = params(total, nb, cin, cout, h, wd, (ody, ox), 0);
         prm[9] = u(per);
         let bufs = [
