@@ -8,7 +8,7 @@
 // packed by conv3x3_pack, in two shapes chosen by the adapter's type: conv3x3_tiled
 // (8 channels x 4 pixels per invocation) on GPUs, conv3x3_rows (4 channels x 8 pixels)
 // on CPU adapters, where it loads fewer values per multiply-add (see there); the
-// backward to the weights is register-tiled too (4 channels x 9 taps per invocation, rows
+// backward to the weights is register-tiled too (8 channels x 9 taps per invocation, rows
 // split in shares summed by a second entry point); the bias gradient is one channel per
 // invocation. Every sum
 // runs serially in a fixed order, so results are deterministic (no atomics). `*_off` are element offsets of
