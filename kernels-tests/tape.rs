@@ -104,16 +104,29 @@ fn a_tensor_used_twice_gets_the_sum_of_both_gradients() {
 #[test]
 fn fused_conv_activation_matches_the_two_ops() {
     // y = act(conv3x3(x) + b) as one node (the activation in the kernel's epilogue, its
-    // derivative taken from y) against conv3x3 then the activation as two nodes: the same
-    // values, and the same gradients of sum(y) (backward seeds y with ones) to x, w and b. ReLU's are the same bits
-    // (the same mask, the same sums); ELU's derivative y + 1 differs from exp(z) only by
-    // the rounding of y, so its gradients agree to that.
+    // derivative taken from y, the flipped weights packed with the forward's) against
+    // conv3x3 then the activation as two nodes: the same values, and the same gradients
+    // of sum(y) (backward seeds y with ones) to x, w and b. ReLU's are the same bits (the
+    // same mask, the same sums); ELU's derivative y + 1 differs from exp(z) only by the
+    // rounding of y, so its gradients agree to that. Two shapes: more output channels
+    // than input ones, and the other way round (the two packings differ in size).
     let gpu = gpu();
-    let (n, cin, cout, h, w) = (2, 3, 5, 6, 7);
-    let mut g = rng(21);
-    let x = up(&gpu, &[n, cin, h, w], &rand_vec(&mut g, n * cin * h * w));
-    let wt = up(&gpu, &[cout, cin, 3, 3], &rand_vec(&mut g, cout * cin * 9));
-    let b = up(&gpu, &[cout], &rand_vec(&mut g, cout));
+    for (seed, &(n, cin, cout, h, w)) in [(2, 3, 5, 6, 7), (1, 11, 3, 5, 4)].iter().enumerate() {
+        let mut g = rng(21 + seed as u64);
+        let x = up(&gpu, &[n, cin, h, w], &rand_vec(&mut g, n * cin * h * w));
+        let wt = up(&gpu, &[cout, cin, 3, 3], &rand_vec(&mut g, cout * cin * 9));
+        let b = up(&gpu, &[cout], &rand_vec(&mut g, cout));
+        check_fused(&gpu, &x, &wt, &b, (n, cout, h, w));
+    }
+}
+
+fn check_fused(
+    gpu: &segfeat::Gpu,
+    x: &segfeat::Tensor,
+    wt: &segfeat::Tensor,
+    b: &segfeat::Tensor,
+    (n, cout, h, w): (usize, usize, usize, usize),
+) {
     type Op = fn(&Tape, &segfeat::Var) -> segfeat::Result<segfeat::Var>;
     type Fused =
         fn(&Tape, &segfeat::Var, &segfeat::Var, &segfeat::Var) -> segfeat::Result<segfeat::Var>;
@@ -121,10 +134,11 @@ fn fused_conv_activation_matches_the_two_ops() {
         ("elu", ops::elu, ops::conv3x3_elu, false),
         ("relu", ops::relu, ops::conv3x3_relu, true),
     ];
+    let cin = x.shape()[1];
     for (name, act, fused, exact) in cases {
         let run = |fuse: bool| {
-            let tape = Tape::new(&gpu);
-            let (xv, wv, bv) = (tape.param(&x), tape.param(&wt), tape.param(&b));
+            let tape = Tape::new(gpu);
+            let (xv, wv, bv) = (tape.param(x), tape.param(wt), tape.param(b));
             let y = if fuse {
                 fused(&tape, &xv, &wv, &bv).unwrap()
             } else {
@@ -132,22 +146,23 @@ fn fused_conv_activation_matches_the_two_ops() {
             };
             assert_eq!(tape.len(), if fuse { 1 } else { 2 });
             let grads = tape.backward(&y).unwrap();
-            let get = |v| grads.get(v).unwrap().to_vec(&gpu);
-            (y.value.to_vec(&gpu), get(&xv), get(&wv), get(&bv))
+            let get = |v| grads.get(v).unwrap().to_vec(gpu);
+            (y.value.to_vec(gpu), get(&xv), get(&wv), get(&bv))
         };
         let (two, one) = (run(false), run(true));
+        let tag = format!("{name} cin{cin} cout{cout}");
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&one.0), bits(&two.0), "{name}: fused forward differs");
+        assert_eq!(bits(&one.0), bits(&two.0), "{tag}: fused forward differs");
         for (what, a, b, scale) in [
             ("dx", &one.1, &two.1, cout * 9),
             ("dw", &one.2, &two.2, n * h * w),
             ("db", &one.3, &two.3, n * h * w),
         ] {
             if exact {
-                assert_eq!(bits(a), bits(b), "{name}: fused {what} differs");
+                assert_eq!(bits(a), bits(b), "{tag}: fused {what} differs");
             } else {
                 check(
-                    &format!("{name} fused {what}"),
+                    &format!("{tag} fused {what}"),
                     a,
                     &f64s(b),
                     atol(scale),

@@ -34,7 +34,8 @@ struct Params {
     wq: u32,    // pixel groups per row: columns / 4 (conv3x3_tiled) or / 8 (conv3x3_rows)
     flags: u32, // tiled/rows: bit 0 add bias and overwrite; else add into the output;
                 //   with bit 0, bits 1-2 the fused activation (0 none, 1 ELU, 2 ReLU)
-                // conv3x3_pack: bit 0 flip and transpose (for the backward to the input)
+                // conv3x3_pack: bit 0 flip and transpose (for the backward to the input);
+                // conv3x3_pack_both: cq and wq are the two packings' group counts
     pad: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -65,6 +66,37 @@ fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (o < p.cin) { v = wt[(c * p.cin + o) * 9u + (8u - k)]; }
     }
     packed[i] = v;
+}
+
+// ---- conv3x3_pack_both: 2 w, 4 packed, 1 flipped ----
+// Both layouts of conv3x3_pack in one dispatch, for a convolution whose input needs a
+// gradient: invocation i writes element i of the forward packing (p.cq groups) and of
+// the flipped one (p.wq groups), each where i is inside it.
+@group(0) @binding(1) var<storage, read_write> flipped: array<f32>;
+
+@compute @workgroup_size(64)
+fn conv3x3_pack_both(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let c4 = p.cq * 4u;
+    if (i < p.cin * 9u * c4) {
+        let o = i % c4;
+        let k = (i / c4) % 9u;
+        let c = i / (9u * c4);
+        var v = 0.0;
+        if (o < p.cout) { v = wt[(o * p.cin + c) * 9u + k]; }
+        packed[i] = v;
+    }
+    let f4 = p.wq * 4u;
+    if (i < p.cout * 9u * f4) {
+        let o = i % f4;
+        let k = (i / f4) % 9u;
+        let c = i / (9u * f4);
+        var v = 0.0;
+        if (o < p.cin) { v = wt[(c * p.cin + o) * 9u + (8u - k)]; }
+        flipped[i] = v;
+    }
 }
 
 // The forward's epilogue: the conv sum plus its bias, through the fused activation.

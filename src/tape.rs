@@ -140,6 +140,12 @@ impl Tape {
             .collect()
     }
 
+    /// False inside [`Tape::no_grad`]: ops record nothing, so they need not prepare for a
+    /// backward pass.
+    pub fn is_recording(&self) -> bool {
+        self.state.borrow().grad_enabled
+    }
+
     /// Run `f` with recording off: ops compute values only (inference, feature extraction).
     pub fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
         let before = std::mem::replace(&mut self.state.borrow_mut().grad_enabled, false);

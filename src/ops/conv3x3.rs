@@ -39,6 +39,7 @@ impl Activation {
 }
 
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
+const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
@@ -101,6 +102,26 @@ fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
     Ok(packed)
 }
 
+/// Both packings of `w` in one dispatch: (forward, flipped), as two calls of [`pack`]
+/// would give them.
+fn pack_both(gpu: &Gpu, w: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (cout, cin) = (w.shape()[0], w.shape()[1]);
+    let (cq, cq_flip) = (2 * cout.div_ceil(8), 2 * cin.div_ceil(8));
+    let packed = Tensor::uninit(gpu, &[cin, 9, cq * 4])?;
+    let flipped = Tensor::uninit(gpu, &[cout, 9, cq_flip * 4])?;
+    let total = (cin * 9 * cq * 4).max(cout * 9 * cq_flip * 4);
+    let mut prm = params(total, 0, cin, cout, 0, 0, (0, 0), 0);
+    prm[8] = u(cq);
+    prm[9] = u(cq_flip);
+    let bufs = [
+        (1, gpu.whole(&flipped, "conv3x3 flipped packed weight")?),
+        (2, gpu.whole(w, "conv3x3 weight")?),
+        (4, gpu.whole(&packed, "conv3x3 packed weight")?),
+    ];
+    gpu.dispatch(PACK_BOTH, &prm, &bufs, total)?;
+    Ok((packed, flipped))
+}
+
 /// The tiled convolution of x (N, cin, H, W) with packed weights into y (N, cout, H, W):
 /// with `bias`, y = act(conv + b); without, y += conv. The tile is the adapter's
 /// [`ConvTiling`].
@@ -156,9 +177,26 @@ pub fn forward_act(
 ) -> Result<Tensor> {
     let (n, cin, h, wd, cout) = dims(x, w)?;
     check_shape(b, &[cout], "conv3x3 bias")?;
-    let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
     let packed = pack(gpu, w, false)?;
-    tiled(gpu, x, &packed, Some((b, act)), &y, cin, cout)?;
+    forward_packed(gpu, x, &packed, b, act, n, cin, h, wd, cout)
+}
+
+/// The forward on weights already packed.
+#[allow(clippy::too_many_arguments)]
+fn forward_packed(
+    gpu: &Gpu,
+    x: &Tensor,
+    packed: &Tensor,
+    b: &Tensor,
+    act: Activation,
+    n: usize,
+    cin: usize,
+    h: usize,
+    wd: usize,
+    cout: usize,
+) -> Result<Tensor> {
+    let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
+    tiled(gpu, x, packed, Some((b, act)), &y, cin, cout)?;
     Ok(y)
 }
 
@@ -256,16 +294,31 @@ pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
 /// temporary and runs the convolution's three backwards on it.
 pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> Result<Var> {
     let gpu = tape.gpu();
-    let y = forward_act(gpu, &x.value, &w.value, &b.value, act)?;
-    let (xv, wv, yv) = (x.value.clone(), w.value.clone(), y.clone());
+    let (n, cin, h, wd, cout) = dims(&x.value, &w.value)?;
+    check_shape(&b.value, &[cout], "conv3x3 bias")?;
     let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+    // When the input needs a gradient (and the tape records), the flipped weights the
+    // backward will convolve with are packed now, in the same dispatch.
+    let (packed, flipped) = if xg && tape.is_recording() {
+        let (p, f) = pack_both(gpu, &w.value)?;
+        (p, Some(f))
+    } else {
+        (pack(gpu, &w.value, false)?, None)
+    };
+    let y = forward_packed(gpu, &x.value, &packed, &b.value, act, n, cin, h, wd, cout)?;
+    drop(packed);
+    let (xv, wv, yv) = (x.value.clone(), w.value.clone(), y.clone());
     let (xid, wid, bid) = (x.id(), w.id(), b.id());
     let bshape = b.shape().to_vec();
     Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
         let dz = Tensor::zeros(gpu, yv.shape())?;
         activation_backward(gpu, act, &yv, dy, &dz)?;
         if xg {
-            backward_input(gpu, &dz, &wv, &grads.slot(xid, xv.shape())?)?;
+            let dx = grads.slot(xid, xv.shape())?;
+            match &flipped {
+                Some(f) => tiled(gpu, &dz, f, None, &dx, cout, cin)?,
+                None => backward_input(gpu, &dz, &wv, &dx)?,
+            }
         }
         if wg {
             backward_weight(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?)?;
