@@ -191,6 +191,23 @@ pub fn check_conv3x3(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: 
         atol(n * h * w),
         RTOL,
     );
+    // The weight and bias gradients from one kernel (the fused convolution's backward).
+    let (tdw, tdb) = (up(gpu, &[cout, cin, 3, 3], &pw), up(gpu, &[cout], &pb));
+    ops::conv3x3::backward_weight_bias(gpu, &tdy, &tx, &tdw, Some(&tdb)).unwrap();
+    check(
+        &format!("{tag} backward_weight_bias dw"),
+        &tdw.to_vec(gpu),
+        &plus(&pw, &dw),
+        atol(n * h * w),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_weight_bias db"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &db),
+        atol(n * h * w),
+        RTOL,
+    );
 }
 
 pub fn check_conv1x1(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {

@@ -36,7 +36,7 @@ struct Params {
                 //   with bit 0, bits 1-2 the fused activation (0 none, 1 ELU, 2 ReLU)
                 // conv3x3_pack: bit 0 flip and transpose (for the backward to the input);
                 // conv3x3_pack_both: cq and wq are the two packings' group counts
-    pad: u32,
+    bias_grad: u32, // backward_weight and its sum: 1 to compute the bias gradient as well
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -268,7 +268,9 @@ fn conv3x3_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // measured 4 to 10% slower on lavapipe). The rows are split into `splits` shares (p.wq rows each) so that
 // even the first layer (1 input channel) has work for every core; each share writes its
 // sums to `partial` (splits, Cin, 9, Cq) vec4s, and conv3x3_backward_weight_sum adds the
-// shares in a fixed order. Here p.flags is the number of splits.
+// shares in a fixed order. With p.bias_grad, the invocations of input channel 0 also sum dy
+// over their share (the bias gradient's share: 8 adds per pixel, no extra load) into
+// (splits, Cq) vec4s after those. Here p.flags is the number of splits.
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> xin: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
@@ -301,6 +303,8 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
     var b3 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
     var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
+    // The bias gradient's share: the sum of dy over the same pixels (written by ci == 0).
+    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
     for (var q = q0; q < q1; q++) {
         let n = q / p.h;
         let r = q % p.h;
@@ -327,6 +331,7 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
             b0 = fma(e, vec4(l0), b0); b1 = fma(e, vec4(m0), b1); b2 = fma(e, vec4(r0), b2);
             b3 = fma(e, vec4(l1), b3); b4 = fma(e, vec4(m1), b4); b5 = fma(e, vec4(r1), b5);
             b6 = fma(e, vec4(l2), b6); b7 = fma(e, vec4(m2), b7); b8 = fma(e, vec4(r2), b8);
+            sd += d; se += e;
             l0 = m0; m0 = r0;
             l1 = m1; m1 = r1;
             l2 = m2; m2 = r2;
@@ -353,22 +358,41 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         partial[base + 1u + 7u * p.cq] = b7;
         partial[base + 1u + 8u * p.cq] = b8;
     }
+    if (ci == 0u && p.bias_grad != 0u) {
+        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
+        partial[bb] = sd;
+        if (2u * g + 1u < p.cq) { partial[bb + 1u] = se; }
+    }
 }
 
-// ---- conv3x3_backward_weight_sum: 1 partial (as parts), 4 dw ----
-// dw[co,ci,k] += the shares' sums, added in split order. p.flags is the number of splits.
+// ---- conv3x3_backward_weight_sum: 1 partial (as parts), 4 dw, 3 db ----
+// dw[co,ci,k] += the shares' sums, added in split order; with p.bias_grad, then also
+// db[co] += the bias shares' sums (invocations past Cout Cin 9). p.flags is the number
+// of splits.
 @group(0) @binding(1) var<storage, read> parts: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dbw: array<f32>;
 
 @compute @workgroup_size(64)
 fn conv3x3_backward_weight_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
+    let c4 = p.cq * 4u;
+    let nw = p.cout * p.cin * 9u;
+    if (i >= nw) {
+        let co = i - nw;
+        let bb = p.flags * p.cin * 9u * c4;
+        var acc = 0.0;
+        for (var s = 0u; s < p.flags; s++) {
+            acc += parts[bb + s * c4 + co];
+        }
+        dbw[co] += acc;
+        return;
+    }
     let k = i % 9u;
     let ci = (i / 9u) % p.cin;
     let co = i / (9u * p.cin);
-    let c4 = p.cq * 4u;
     var acc = 0.0;
     for (var s = 0u; s < p.flags; s++) {
         acc += parts[((s * p.cin + ci) * 9u + k) * c4 + co];

@@ -228,36 +228,67 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
 /// dw += sum over samples and pixels of dy x (shifted): tiled partial sums over shares of
 /// the rows, then their sum in a fixed order.
 pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<()> {
+    backward_weight_bias(gpu, dy, x, dw, None)
+}
+
+/// dw += sum of dy x (shifted), and with `db`, db += sum of dy: the bias gradient is
+/// summed by the weight gradient's kernel from the dy values it loads anyway, and its
+/// shares are added by the same second dispatch (two dispatches for both gradients).
+pub fn backward_weight_bias(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+) -> Result<()> {
     let (n, cin, h, wd, cout) = dims(x, dw)?;
     check_shape(dy, &[n, cout, h, wd], "conv3x3 output gradient")?;
+    if let Some(db) = db {
+        check_shape(db, &[cout], "conv3x3 bias gradient")?;
+    }
+    let bias_grad = db.is_some() as u32;
     let hw = h * wd;
     let cq = cout.div_ceil(4);
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        // Enough shares of the rows that there are about 4096 invocations.
-        let rows = nb * h;
-        let share_bytes = (cin * 9 * cq * 16) as u64;
-        let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
         // Each invocation owns two vec4 groups (8 output channels) of one input channel.
         let groups = cq.div_ceil(2);
+        // Enough shares of the rows that there are about 4096 invocations.
+        let rows = nb * h;
+        let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
+        let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
         let want = 4096usize.div_ceil(groups * cin).clamp(1, rows).min(fit);
         let per = rows.div_ceil(want);
         let splits = rows.div_ceil(per);
-        let partial = Tensor::uninit(gpu, &[splits, cin, 9, cq * 4])?;
+        // (splits, Cin, 9, Cq) vec4 weight shares, then (splits, Cq) vec4 bias shares.
+        let partial = Tensor::uninit(gpu, &[splits * (cin * 9 + 1) * cq * 4])?;
         let total = splits * cin * groups;
-        let mut prm = params(total, nb, cin, cout, h, wd, (ody, ox), 0);
+        let mut prm = params(total, nb, cin, cout, h, wd, (ody, ox), u(splits));
         prm[9] = u(per);
+        prm[11] = bias_grad;
         let bufs = [
             (1, bdy),
             (2, bx),
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
         gpu.dispatch(BACKWARD_WEIGHT, &prm, &bufs, total)?;
-        let total = cout * cin * 9;
-        let prm = params(total, nb, cin, cout, h, wd, (0, 0), u(splits));
+        let total = cout * cin * 9 + db.map_or(0, |_| cout);
+        let mut prm = params(total, nb, cin, cout, h, wd, (0, 0), u(splits));
+        prm[11] = bias_grad;
+        // Without a bias gradient the kernel writes none, but the binding must exist (and
+        // may not alias a buffer bound for reading): a one-element stand-in.
+        let stand_in;
+        let db = match db {
+            Some(db) => db,
+            None => {
+                stand_in = Tensor::uninit(gpu, &[1])?;
+                &stand_in
+            }
+        };
         let bufs = [
             (1, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
+            (3, gpu.whole(db, "conv3x3 bias gradient")?),
             (4, gpu.whole(dw, "conv3x3 weight gradient")?),
         ];
         gpu.dispatch(BACKWARD_WEIGHT_SUM, &prm, &bufs, total)?;
@@ -320,11 +351,14 @@ pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> R
                 None => backward_input(gpu, &dz, &wv, &dx)?,
             }
         }
-        if wg {
-            backward_weight(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?)?;
-        }
-        if bg {
-            backward_bias(gpu, &dz, &grads.slot(bid, &bshape)?)?;
+        match (wg, bg) {
+            (true, true) => {
+                let db = grads.slot(bid, &bshape)?;
+                backward_weight_bias(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?, Some(&db))?
+            }
+            (true, false) => backward_weight(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?)?,
+            (false, true) => backward_bias(gpu, &dz, &grads.slot(bid, &bshape)?)?,
+            (false, false) => {}
         }
         Ok(())
     }))
