@@ -320,9 +320,11 @@ pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
     )
 }
 
-/// Tape rule: y = act(conv3x3(x, w) + b), one node. The forward writes only y; the
-/// backward computes the pre-activation's gradient dz = dy * act'(from y) into a
-/// temporary and runs the convolution's three backwards on it.
+/// Tape rule: y = act(conv3x3(x, w) + b), one node. The forward writes only y (and packs
+/// the flipped weights for the backward in the same dispatch as its own, when x needs a
+/// gradient); the backward computes the pre-activation's gradient dz = dy * act'(from y)
+/// into a temporary and runs the convolution's backwards on it, the bias gradient
+/// inside the weight gradient's kernel.
 pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> Result<Var> {
     let gpu = tape.gpu();
     let (n, cin, h, wd, cout) = dims(&x.value, &w.value)?;
@@ -337,7 +339,6 @@ pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> R
         (pack(gpu, &w.value, false)?, None)
     };
     let y = forward_packed(gpu, &x.value, &packed, &b.value, act, n, cin, h, wd, cout)?;
-    drop(packed);
     let (xv, wv, yv) = (x.value.clone(), w.value.clone(), y.clone());
     let (xid, wid, bid) = (x.id(), w.id(), b.id());
     let bshape = b.shape().to_vec();
