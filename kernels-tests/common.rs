@@ -464,6 +464,44 @@ pub fn check_pool_upsample(
         atol(4),
         RTOL,
     );
+
+    // Into and out of a channel slice c0 .. c0+C of a larger (N, C + 3, 2H, 2W) tensor (the
+    // U-Net's upsample_concat): the slice as above, the other channels untouched.
+    let (cd, c0, ohw) = (c + 3, 2, 4 * h * w);
+    let channels = |v: &[f64], from: usize, count: usize| -> Vec<f64> {
+        (0..n)
+            .flat_map(|ni| v[(ni * cd + from) * ohw..(ni * cd + from + count) * ohw].to_vec())
+            .collect()
+    };
+    let before = rand_vec(&mut g, n * cd * ohw);
+    let big = up(gpu, &[n, cd, 2 * h, 2 * w], &before);
+    ops::upsample2::forward_into(gpu, &tx, &big, c0).unwrap();
+    let mut want = f64s(&before);
+    let ups = r::upsample2(&f64s(&x), planes, h, w);
+    for ni in 0..n {
+        let dst = (ni * cd + c0) * ohw;
+        want[dst..dst + c * ohw].copy_from_slice(&ups[ni * c * ohw..(ni + 1) * c * ohw]);
+    }
+    check(
+        &format!("upsample2_forward into channels {c0}.. of {cd} {tag}"),
+        &big.to_vec(gpu),
+        &want,
+        0.0,
+        0.0,
+    );
+    let dbig = rand_vec(&mut g, n * cd * ohw);
+    let tdx = up(gpu, &[n, c, h, w], &prior);
+    let tdbig = up(gpu, &[n, cd, 2 * h, 2 * w], &dbig);
+    ops::upsample2::backward_from(gpu, &tdbig, c0, &tdx).unwrap();
+    let slice = channels(&f64s(&dbig), c0, c);
+    let want = plus(&prior, &r::upsample2_backward(&slice, planes, h, w));
+    check(
+        &format!("upsample2_backward from channels {c0}.. of {cd} {tag}"),
+        &tdx.to_vec(gpu),
+        &want,
+        atol(4),
+        RTOL,
+    );
 }
 
 pub fn check_concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usize, seed: u64) {

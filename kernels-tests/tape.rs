@@ -1,7 +1,8 @@
 //! The autodiff tape: the composite network's parameter gradients from the GPU tape
 //! against finite differences of the f64 reference; a tensor used twice gets the sum of
 //! its gradients; no_grad records nothing; backward releases what it used; the fused
-//! convolution + activation gives what the two ops give.
+//! convolution + activation gives what the two ops give, and the fused upsample + concat
+//! what the three ops give.
 //!
 //! Tolerance for GPU-vs-finite-difference gradients: |gpu - fd| <= 2e-6 + 1e-4 |fd|. The
 //! GPU runs the whole chain in f32 (loss ~ 1, every kernel exact to ~1e-7 relative), so
@@ -173,6 +174,42 @@ fn check_fused(
             }
         }
     }
+}
+
+#[test]
+fn upsample_concat_matches_the_three_ops() {
+    // concat(upsample2(x), skip) as one node against upsample2 then concat: the same bits
+    // for the values and for both gradients of sum(elu(y)) (pure copies and the same
+    // four-term sums).
+    let gpu = gpu();
+    let (n, cx, cs, h, w) = (2, 3, 2, 3, 5);
+    let mut g = rng(31);
+    let x = up(&gpu, &[n, cx, h, w], &rand_vec(&mut g, n * cx * h * w));
+    let skip = up(
+        &gpu,
+        &[n, cs, 2 * h, 2 * w],
+        &rand_vec(&mut g, n * cs * 4 * h * w),
+    );
+    let run = |fuse: bool| {
+        let tape = Tape::new(&gpu);
+        let (xv, sv) = (tape.param(&x), tape.param(&skip));
+        let y = if fuse {
+            ops::upsample_concat(&tape, &xv, &sv).unwrap()
+        } else {
+            let u = ops::upsample2(&tape, &xv).unwrap();
+            ops::concat(&tape, &[&u, &sv]).unwrap()
+        };
+        // A non-uniform gradient into y: ELU's derivative varies per element.
+        let z = ops::elu(&tape, &y).unwrap();
+        let grads = tape.backward(&z).unwrap();
+        let get = |v| grads.get(v).unwrap().to_vec(&gpu);
+        (y.value.to_vec(&gpu), get(&xv), get(&sv))
+    };
+    let (three, one) = (run(false), run(true));
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&one.0), bits(&three.0), "values differ");
+    assert_eq!(bits(&one.1), bits(&three.1), "x gradients differ");
+    assert_eq!(bits(&one.2), bits(&three.2), "skip gradients differ");
 }
 
 #[test]

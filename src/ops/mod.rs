@@ -29,7 +29,7 @@ pub use linear::linear;
 pub use maxpool2::maxpool2;
 pub use relu::relu;
 pub use softmax_ce::{softmax, softmax_ce};
-pub use upsample2::upsample2;
+pub use upsample2::{upsample2, upsample_concat};
 
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
