@@ -26,13 +26,13 @@ pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
 pub fn forward_into(gpu: &Gpu, x: &Tensor, big: &Tensor, c0: usize) -> Result<()> {
     let (n, c, h, w, cd) = slice_dims(x, big, c0, "upsample2 output")?;
     let (hw, ohw) = (h * w, 4 * h * w);
-    for (n0, nb) in gpu.chunks(n, &[c * hw, cd * ohw])? {
-        let (bx, ox) = gpu.bind(x, n0 * c * hw, nb * c * hw);
-        let (by, oy) = gpu.bind(big, n0 * cd * ohw, nb * cd * ohw);
-        let total = nb * c * ohw;
+    for pt in parts(gpu, (n, c, cd, c0), hw, ohw)? {
+        let (bx, ox) = gpu.bind(x, pt.x0, pt.planes * hw);
+        let (by, oy) = gpu.bind(big, pt.b0, pt.planes / pt.c * pt.cd * ohw);
+        let total = pt.planes * ohw;
         gpu.dispatch(
             FORWARD,
-            &[u(total), u(h), u(w), ox, oy, u(c), u(cd), u(c0)],
+            &[u(total), u(h), u(w), ox, oy, u(pt.c), u(pt.cd), u(pt.c0)],
             &[(1, bx), (2, by)],
             total,
         )?;
@@ -49,13 +49,13 @@ pub fn backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<()> {
 pub fn backward_from(gpu: &Gpu, dbig: &Tensor, c0: usize, dx: &Tensor) -> Result<()> {
     let (n, c, h, w, cd) = slice_dims(dx, dbig, c0, "upsample2 output gradient")?;
     let (hw, ohw) = (h * w, 4 * h * w);
-    for (n0, nb) in gpu.chunks(n, &[c * hw, cd * ohw])? {
-        let (bdy, ody) = gpu.bind(dbig, n0 * cd * ohw, nb * cd * ohw);
-        let (bdx, odx) = gpu.bind(dx, n0 * c * hw, nb * c * hw);
-        let total = nb * c * hw;
+    for pt in parts(gpu, (n, c, cd, c0), hw, ohw)? {
+        let (bdy, ody) = gpu.bind(dbig, pt.b0, pt.planes / pt.c * pt.cd * ohw);
+        let (bdx, odx) = gpu.bind(dx, pt.x0, pt.planes * hw);
+        let total = pt.planes * hw;
         gpu.dispatch(
             BACKWARD,
-            &[u(total), u(h), u(w), ody, odx, u(c), u(cd), u(c0)],
+            &[u(total), u(h), u(w), ody, odx, u(pt.c), u(pt.cd), u(pt.c0)],
             &[(1, bdy), (2, bdx)],
             total,
         )?;
@@ -81,6 +81,68 @@ fn slice_dims(
         );
     }
     Ok((n, c, h, w, cd))
+}
+
+/// One dispatch's share of the work: `planes` planes of x from element `x0`, their
+/// images in big from element `b0`, and the (C, Cd, c0) the kernel indexes big with.
+struct Part {
+    x0: usize,
+    b0: usize,
+    planes: usize,
+    c: usize,
+    cd: usize,
+    c0: usize,
+}
+
+/// How to split the work so that every binding fits: whole samples when they fit (one
+/// dispatch for the whole batch, as a rule); otherwise runs of planes, which are
+/// contiguous in x, and in big too when they stay within one sample (the kernel then
+/// sees plain planes: C = Cd = 1).
+fn parts(
+    gpu: &Gpu,
+    (n, c, cd, c0): (usize, usize, usize, usize),
+    hw: usize,
+    ohw: usize,
+) -> Result<Vec<Part>> {
+    let sliced = cd != c || c0 != 0;
+    if sliced {
+        // Err only says one sample does not fit a binding: then split within samples.
+        if let Ok(chunks) = gpu.chunks(n, &[c * hw, cd * ohw]) {
+            return Ok(chunks
+                .into_iter()
+                .map(|(n0, nb)| Part {
+                    x0: n0 * c * hw,
+                    b0: n0 * cd * ohw,
+                    planes: nb * c,
+                    c,
+                    cd,
+                    c0,
+                })
+                .collect());
+        }
+    }
+    // Runs of planes: within each sample when sliced, over the whole batch when not.
+    let runs: Vec<(usize, usize)> = if sliced {
+        (0..n).map(|s| (s, 1)).collect()
+    } else {
+        vec![(0, n)]
+    };
+    let mut out = Vec::new();
+    for (s, ns) in runs {
+        for (p0, pb) in gpu.chunks(ns * c, &[hw, ohw])? {
+            let xp = s * c + p0;
+            let bp = if sliced { s * cd + c0 + p0 } else { xp };
+            out.push(Part {
+                x0: xp * hw,
+                b0: bp * ohw,
+                planes: pb,
+                c: 1,
+                cd: 1,
+                c0: 0,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Tape rule: y = upsample2(x).
