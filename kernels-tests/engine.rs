@@ -154,6 +154,29 @@ fn wrong_shapes_are_errors_that_name_the_operand() {
     assert!(e.contains("linear input must be 2-D"), "{e}");
     let e = Tensor::zeros(&gpu, &[0, 3]).unwrap_err().0;
     assert!(e.contains("no elements"), "{e}");
+    // The fused ops check what they fuse.
+    let big = Tensor::zeros(&gpu, &[1, 4, 8, 8]).unwrap();
+    let e = ops::upsample2::forward_into(&gpu, &x, &big, 2)
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("channels 2..5 do not fit in upsample2 output of 4 channels"),
+        "{e}"
+    );
+    let tape = segfeat::Tape::new(&gpu);
+    let (xv, skip) = (tape.constant(&x), tape.constant(&x));
+    let e = ops::upsample_concat(&tape, &xv, &skip).unwrap_err().0;
+    assert!(
+        e.contains("upsample_concat: the skip has shape [1, 3, 4, 4]"),
+        "{e}"
+    );
+    let e = ops::conv3x3_elu(&tape, &xv, &tape.constant(&w), &tape.constant(&b))
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("conv3x3 weight must have shape [2, 3, 3, 3]"),
+        "{e}"
+    );
 }
 
 #[test]
