@@ -6,8 +6,8 @@
 //
 // The forward and the backward to the input share one register-tiled kernel on weights
 // packed by conv3x3_pack, in two shapes chosen by the adapter's type: conv3x3_tiled
-// (8 channels x 4 pixels per invocation) on GPUs, conv3x3_rows (4 channels x 8 pixels)
-// on CPU adapters, where it loads fewer values per multiply-add (see there); the
+// (8 channels x 4 pixels per invocation) on GPUs, conv3x3_rows (4 channels x 8 pixels
+// x 2 rows) on CPU adapters, where it loads fewer values per multiply-add (see there); the
 // backward to the weights is register-tiled too (8 channels x 9 taps per invocation, rows
 // split in shares summed by a second entry point); the bias gradient is one channel per
 // invocation. Every sum
@@ -191,15 +191,19 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 // ---- conv3x3_rows: 1 x, 2 packed weights, 3 b, 4 y (CPU adapters) ----
 // The same convolution as conv3x3_tiled, tiled for lavapipe: one invocation computes
-// 4 output channels x 8 adjacent pixels of a row (8 vec4 sums). On lavapipe (Mesa 25.0)
-// a storage load whose address is not a compile-time constant is compiled into a loop
-// over the SIMD lanes with a bounds check and a branch per lane and component, about
-// ten instructions per value, so the cost of this kernel is the number of values it
-// loads per multiply-add. Per input channel and kernel row it loads 10 inputs and
-// 3 weight vec4s (22 values) for 96 multiply-adds; conv3x3_tiled loads 6 inputs and
-// 6 weight vec4s (30 values) for 96, and measured 1.5x slower here. More pixels per
-// invocation (16) measured no faster: the sums no longer fit the registers. Sums run
-// over (ci, ky, kx) in the same order as conv3x3_tiled, so the two give the same bits.
+// 4 output channels x 8 adjacent pixels on each of two adjacent rows (16 vec4 sums). On
+// lavapipe (Mesa 25.0) a storage load whose address is not a compile-time constant is
+// compiled into a loop over the SIMD lanes with a bounds check and a branch per lane and
+// component, so the cost of this kernel is the number of values it loads per
+// multiply-add. Per input channel it walks the four input rows r-1 .. r+2 once, loading
+// 10 inputs from each, and the 3 weight vec4s of the kernel row each output row needs
+// from it: 40 inputs + 18 vec4s (112 values) for 576 multiply-adds. One output row per
+// invocation loads 66 values for 288 (measured 5 to 11% slower); conv3x3_tiled (8 x 4)
+// 30 per 96 (1.5x slower again); keeping all 9 weight vec4s of an input channel in a
+// local array instead of reloading them measured 10% slower than one row (the array is
+// indexed by the row, so it lives in memory); 16 pixels of one row spill. Every sum
+// still runs over (ci, ky, kx) in the same order as conv3x3_tiled (input rows outside
+// the image are skipped, not added as zeros), so the two give the same bits.
 // p.wq is the number of 8-pixel groups per row; p.cq as in conv3x3_tiled (it may
 // include padding groups, which this kernel never reads).
 @compute @workgroup_size(64)
@@ -209,19 +213,22 @@ fn conv3x3_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.total) { return; }
     let hw = p.h * p.w;
     let groups = (p.cout + 3u) / 4u;
+    let hh = (p.h + 1u) / 2u;
     let tx = i % p.wq;
-    let row = (i / p.wq) % p.h;
-    let g = (i / (p.wq * p.h)) % groups;
-    let n = i / (p.wq * p.h * groups);
+    let rp = (i / p.wq) % hh;
+    let g = (i / (p.wq * hh)) % groups;
+    let n = i / (p.wq * hh * groups);
     let c0 = i32(tx * 8u);
-    // a0..a7: output channels 4g .. 4g+3 at the pixels c0 .. c0+7.
+    let r0 = i32(rp * 2u);
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
     var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     for (var ci = 0u; ci < p.cin; ci++) {
         let xb = p.off_a + (n * p.cin + ci) * hw;
         let wb = ci * 9u * p.cq + g;
-        for (var ky = 0u; ky < 3u; ky++) {
-            let sy = i32(row) + i32(ky) - 1;
+        for (var t = 0; t < 4; t++) {
+            let sy = r0 + t - 1;
             if (sy < 0 || sy >= i32(p.h)) { continue; }
             let rowb = xb + u32(sy) * p.w;
             let v0 = vec4(ld(rowb, c0 - 1)); let v1 = vec4(ld(rowb, c0));
@@ -229,31 +236,47 @@ fn conv3x3_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let v4 = vec4(ld(rowb, c0 + 3)); let v5 = vec4(ld(rowb, c0 + 4));
             let v6 = vec4(ld(rowb, c0 + 5)); let v7 = vec4(ld(rowb, c0 + 6));
             let v8 = vec4(ld(rowb, c0 + 7)); let v9 = vec4(ld(rowb, c0 + 8));
-            let k0 = wb + (ky * 3u) * p.cq;
-            let w0 = wq[k0]; let w1 = wq[k0 + p.cq]; let w2 = wq[k0 + 2u * p.cq];
-            a0 = fma(w0, v0, a0); a1 = fma(w0, v1, a1); a2 = fma(w0, v2, a2); a3 = fma(w0, v3, a3);
-            a4 = fma(w0, v4, a4); a5 = fma(w0, v5, a5); a6 = fma(w0, v6, a6); a7 = fma(w0, v7, a7);
-            a0 = fma(w1, v1, a0); a1 = fma(w1, v2, a1); a2 = fma(w1, v3, a2); a3 = fma(w1, v4, a3);
-            a4 = fma(w1, v5, a4); a5 = fma(w1, v6, a5); a6 = fma(w1, v7, a6); a7 = fma(w1, v8, a7);
-            a0 = fma(w2, v2, a0); a1 = fma(w2, v3, a1); a2 = fma(w2, v4, a2); a3 = fma(w2, v5, a3);
-            a4 = fma(w2, v6, a4); a5 = fma(w2, v7, a5); a6 = fma(w2, v8, a6); a7 = fma(w2, v9, a7);
+            if (t <= 2) {
+                let k0 = wb + u32(t * 3) * p.cq;
+                let w0 = wq[k0]; let w1 = wq[k0 + p.cq]; let w2 = wq[k0 + 2u * p.cq];
+                a0 = fma(w0, v0, a0); a1 = fma(w0, v1, a1); a2 = fma(w0, v2, a2); a3 = fma(w0, v3, a3);
+                a4 = fma(w0, v4, a4); a5 = fma(w0, v5, a5); a6 = fma(w0, v6, a6); a7 = fma(w0, v7, a7);
+                a0 = fma(w1, v1, a0); a1 = fma(w1, v2, a1); a2 = fma(w1, v3, a2); a3 = fma(w1, v4, a3);
+                a4 = fma(w1, v5, a4); a5 = fma(w1, v6, a5); a6 = fma(w1, v7, a6); a7 = fma(w1, v8, a7);
+                a0 = fma(w2, v2, a0); a1 = fma(w2, v3, a1); a2 = fma(w2, v4, a2); a3 = fma(w2, v5, a3);
+                a4 = fma(w2, v6, a4); a5 = fma(w2, v7, a5); a6 = fma(w2, v8, a6); a7 = fma(w2, v9, a7);
+            }
+            if (t >= 1) {
+                let k0 = wb + u32((t - 1) * 3) * p.cq;
+                let w0 = wq[k0]; let w1 = wq[k0 + p.cq]; let w2 = wq[k0 + 2u * p.cq];
+                b0 = fma(w0, v0, b0); b1 = fma(w0, v1, b1); b2 = fma(w0, v2, b2); b3 = fma(w0, v3, b3);
+                b4 = fma(w0, v4, b4); b5 = fma(w0, v5, b5); b6 = fma(w0, v6, b6); b7 = fma(w0, v7, b7);
+                b0 = fma(w1, v1, b0); b1 = fma(w1, v2, b1); b2 = fma(w1, v3, b2); b3 = fma(w1, v4, b3);
+                b4 = fma(w1, v5, b4); b5 = fma(w1, v6, b5); b6 = fma(w1, v7, b6); b7 = fma(w1, v8, b7);
+                b0 = fma(w2, v2, b0); b1 = fma(w2, v3, b1); b2 = fma(w2, v4, b2); b3 = fma(w2, v5, b3);
+                b4 = fma(w2, v6, b4); b5 = fma(w2, v7, b5); b6 = fma(w2, v8, b6); b7 = fma(w2, v9, b7);
+            }
         }
     }
-    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
     let with_bias = (p.flags & 1u) != 0u;
-    for (var l = 0u; l < 4u; l++) {
-        let co = g * 4u + l;
-        if (co >= p.cout) { break; }
-        let yb = p.off_b + (n * p.cout + co) * hw + row * p.w;
-        let b = select(0.0, bias[co], with_bias);
-        for (var j = 0u; j < 8u; j++) {
-            let c = tx * 8u + j;
-            if (c >= p.w) { break; }
-            let v = acc[j][l];
-            if (with_bias) {
-                y[yb + c] = epilogue(v + b);
-            } else {
-                y[yb + c] += v;
+    for (var rr = 0u; rr < 2u; rr++) {
+        let row = u32(r0) + rr;
+        if (row >= p.h) { break; }
+        for (var l = 0u; l < 4u; l++) {
+            let co = g * 4u + l;
+            if (co >= p.cout) { break; }
+            let yb = p.off_b + (n * p.cout + co) * hw + row * p.w;
+            let b = select(0.0, bias[co], with_bias);
+            for (var j = 0u; j < 8u; j++) {
+                let c = tx * 8u + j;
+                if (c >= p.w) { break; }
+                let v = acc[rr * 8u + j][l];
+                if (with_bias) {
+                    y[yb + c] = epilogue(v + b);
+                } else {
+                    y[yb + c] += v;
+                }
             }
         }
     }

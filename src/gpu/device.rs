@@ -38,8 +38,9 @@ pub struct GpuOptions {
 pub enum ConvTiling {
     /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`): GPUs.
     Channels8Pixels4,
-    /// 4 output channels x 8 pixels per invocation (`conv3x3_rows`): CPU adapters, where
-    /// every value loaded costs a loop over the SIMD lanes and this tile loads fewer.
+    /// 4 output channels x 8 pixels per invocation, on each of two rows (`conv3x3_rows`):
+    /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
+    /// tile loads fewer.
     Channels4Pixels8,
 }
 

@@ -145,7 +145,9 @@ fn tiled(
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
-        let total = nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels);
+        // The rows tile covers two output rows per invocation.
+        let rows = if kernel == ROWS { h.div_ceil(2) } else { h };
+        let total = nb * cout.div_ceil(chans) * rows * wd.div_ceil(pixels);
         let flags = bias.map_or(0, |(_, act)| 1 | act.flag_bits());
         let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), flags);
         prm[8] = u(2 * cout.div_ceil(8));
