@@ -198,7 +198,8 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 // multiply-add. Per input channel it walks the four input rows r-1 .. r+2 once, loading
 // 10 inputs from each, and the 3 weight vec4s of the kernel row each output row needs
 // from it: 40 inputs + 18 vec4s (112 values) for 576 multiply-adds. One output row per
-// invocation loads 66 values for 288 (measured 5 to 11% slower); conv3x3_tiled (8 x 4)
+// invocation loads 66 values for 288 (measured 5 to 11% slower), three rows 158 for 864
+// (4 to 8% slower: 24 vec4 sums spill); conv3x3_tiled (8 x 4)
 // 30 per 96 (1.5x slower again); keeping all 9 weight vec4s of an input channel in a
 // local array instead of reloading them measured 10% slower than one row (the array is
 // indexed by the row, so it lives in memory); 16 pixels of one row spill. Every sum
