@@ -50,22 +50,27 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(4) var<storage, read_write> packed: array<f32>;
 
+// Element i of a packing with `groups` vec4 groups of output channels: the forward one,
+// or with `flip` the transposed, flipped one. Zero for the padding channels.
+fn pack_value(i: u32, groups: u32, flip: bool) -> f32 {
+    let c4 = groups * 4u;
+    let o = i % c4;             // output channel of the packed convolution
+    let k = (i / c4) % 9u;      // tap
+    let c = i / (9u * c4);      // input channel of the packed convolution
+    if (!flip) {
+        if (o < p.cout) { return wt[(o * p.cin + c) * 9u + k]; }
+    } else {
+        if (o < p.cin) { return wt[(c * p.cin + o) * 9u + (8u - k)]; }
+    }
+    return 0.0;
+}
+
 @compute @workgroup_size(64)
 fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let c4 = p.cq * 4u;
-    let o = i % c4;             // output channel of the packed convolution
-    let k = (i / c4) % 9u;      // tap
-    let c = i / (9u * c4);      // input channel of the packed convolution
-    var v = 0.0;
-    if ((p.flags & 1u) == 0u) {
-        if (o < p.cout) { v = wt[(o * p.cin + c) * 9u + k]; }
-    } else {
-        if (o < p.cin) { v = wt[(c * p.cin + o) * 9u + (8u - k)]; }
-    }
-    packed[i] = v;
+    packed[i] = pack_value(i, p.cq, (p.flags & 1u) != 0u);
 }
 
 // ---- conv3x3_pack_both: 2 w, 4 packed, 1 flipped ----
@@ -79,24 +84,8 @@ fn conv3x3_pack_both(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
                      @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let c4 = p.cq * 4u;
-    if (i < p.cin * 9u * c4) {
-        let o = i % c4;
-        let k = (i / c4) % 9u;
-        let c = i / (9u * c4);
-        var v = 0.0;
-        if (o < p.cout) { v = wt[(o * p.cin + c) * 9u + k]; }
-        packed[i] = v;
-    }
-    let f4 = p.wq * 4u;
-    if (i < p.cout * 9u * f4) {
-        let o = i % f4;
-        let k = (i / f4) % 9u;
-        let c = i / (9u * f4);
-        var v = 0.0;
-        if (o < p.cin) { v = wt[(c * p.cin + o) * 9u + (8u - k)]; }
-        flipped[i] = v;
-    }
+    if (i < p.cin * 9u * p.cq * 4u) { packed[i] = pack_value(i, p.cq, false); }
+    if (i < p.cout * 9u * p.wq * 4u) { flipped[i] = pack_value(i, p.wq, true); }
 }
 
 // The forward's epilogue: the conv sum plus its bias, through the fused activation.

@@ -301,16 +301,10 @@ impl Unet {
         let mut h = x.clone();
         let mut skips: Vec<Var> = Vec::new();
         let mut concat = None;
-        // An Upsample step directly followed by a ConcatSkip (always, in this network) is
-        // carried out by it: ops::upsample_concat upsamples straight into the
-        // concatenation. Before any other step a pending upsampling is done on its own.
-        let mut upsample_pending = false;
-        for step in c.steps() {
-            if upsample_pending && !matches!(step, Step::ConcatSkip { .. }) {
-                h = ops::upsample2(tape, &h)?;
-                upsample_pending = false;
-            }
-            h = match &step {
+        let steps = c.steps();
+        let mut steps = steps.iter().peekable();
+        while let Some(step) = steps.next() {
+            h = match step {
                 Step::Conv3x3Elu { .. } => {
                     let (w, b) = (take(), take());
                     ops::conv3x3_elu(tape, &h, w, b)?
@@ -319,17 +313,24 @@ impl Unet {
                     skips.push(h.clone());
                     ops::maxpool2(tape, &h)?
                 }
+                // An Upsample followed by its ConcatSkip (always, in this network) is one
+                // op that upsamples straight into the concatenation.
                 Step::Upsample { .. } => {
-                    upsample_pending = true;
-                    h
+                    match steps.next_if(|s| matches!(s, Step::ConcatSkip { .. })) {
+                        Some(Step::ConcatSkip { name, .. }) => {
+                            let skip = skips.pop().expect("one skip kept per pooling");
+                            let y = ops::upsample_concat(tape, &h, &skip)?;
+                            if name == "concat1" {
+                                concat = Some(y.clone());
+                            }
+                            y
+                        }
+                        _ => ops::upsample2(tape, &h)?,
+                    }
                 }
                 Step::ConcatSkip { name, .. } => {
                     let skip = skips.pop().expect("one skip kept per pooling");
-                    let y = if std::mem::take(&mut upsample_pending) {
-                        ops::upsample_concat(tape, &h, &skip)?
-                    } else {
-                        ops::concat(tape, &[&h, &skip])?
-                    };
+                    let y = ops::concat(tape, &[&h, &skip])?;
                     if name == "concat1" {
                         concat = Some(y.clone());
                     }
@@ -340,9 +341,6 @@ impl Unet {
                     ops::conv1x1(tape, &h, w, b)?
                 }
             };
-        }
-        if upsample_pending {
-            h = ops::upsample2(tape, &h)?;
         }
         Ok(UnetOutput {
             seg: h,

@@ -177,26 +177,22 @@ pub fn forward_act(
     b: &Tensor,
     act: Activation,
 ) -> Result<Tensor> {
-    let (n, cin, h, wd, cout) = dims(x, w)?;
+    let (_, _, _, _, cout) = dims(x, w)?;
     check_shape(b, &[cout], "conv3x3 bias")?;
     let packed = pack(gpu, w, false)?;
-    forward_packed(gpu, x, &packed, b, act, n, cin, h, wd, cout)
+    forward_packed(gpu, x, &packed, b, act, cout)
 }
 
-/// The forward on weights already packed.
-#[allow(clippy::too_many_arguments)]
+/// The forward on weights already packed (shapes checked by the caller).
 fn forward_packed(
     gpu: &Gpu,
     x: &Tensor,
     packed: &Tensor,
     b: &Tensor,
     act: Activation,
-    n: usize,
-    cin: usize,
-    h: usize,
-    wd: usize,
     cout: usize,
 ) -> Result<Tensor> {
+    let (n, cin, h, wd) = x.nchw("conv3x3 input")?;
     let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
     tiled(gpu, x, packed, Some((b, act)), &y, cin, cout)?;
     Ok(y)
@@ -329,7 +325,7 @@ pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
 /// inside the weight gradient's kernel.
 pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> Result<Var> {
     let gpu = tape.gpu();
-    let (n, cin, h, wd, cout) = dims(&x.value, &w.value)?;
+    let (_, cin, _, _, cout) = dims(&x.value, &w.value)?;
     check_shape(&b.value, &[cout], "conv3x3 bias")?;
     let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
     // When the input needs a gradient (and the tape records), the flipped weights the
@@ -340,7 +336,7 @@ pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> R
     } else {
         (pack(gpu, &w.value, false)?, None)
     };
-    let y = forward_packed(gpu, &x.value, &packed, &b.value, act, n, cin, h, wd, cout)?;
+    let y = forward_packed(gpu, &x.value, &packed, &b.value, act, cout)?;
     let (xv, wv, yv) = (x.value.clone(), w.value.clone(), y.clone());
     let (xid, wid, bid) = (x.id(), w.id(), b.id());
     let bshape = b.shape().to_vec();
