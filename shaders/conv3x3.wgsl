@@ -248,27 +248,52 @@ fn conv3x3_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
+    let yb = p.off_b + (n * p.cout + g * 4u) * hw + u32(r0) * p.w + tx * 8u;
+    store_rows(yb, g * 4u, tx * 8u, a0, a1, a2, a3, a4, a5, a6, a7);
+    if (u32(r0) + 1u < p.h) {
+        store_rows(yb + p.w, g * 4u, tx * 8u, b0, b1, b2, b3, b4, b5, b6, b7);
+    }
+}
+
+// conv3x3_rows' epilogue for one output row: the 4 channels (vec4 components) x 8 pixels
+// of its tile, starting at element yb (channel co0, column c) of y. Written out without
+// loops or array indexing, which lavapipe would otherwise keep in memory and gather from.
+fn store_rows(yb: u32, co0: u32, c: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>,
+              v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>) {
+    let hw = p.h * p.w;
+    store8(yb, co0, c, v0.x, v1.x, v2.x, v3.x, v4.x, v5.x, v6.x, v7.x);
+    if (co0 + 1u < p.cout) { store8(yb + hw, co0 + 1u, c, v0.y, v1.y, v2.y, v3.y, v4.y, v5.y, v6.y, v7.y); }
+    if (co0 + 2u < p.cout) { store8(yb + 2u * hw, co0 + 2u, c, v0.z, v1.z, v2.z, v3.z, v4.z, v5.z, v6.z, v7.z); }
+    if (co0 + 3u < p.cout) { store8(yb + 3u * hw, co0 + 3u, c, v0.w, v1.w, v2.w, v3.w, v4.w, v5.w, v6.w, v7.w); }
+}
+
+// 8 adjacent outputs of channel co from column c on, those inside the row.
+fn store8(i: u32, co: u32, c: u32, v0: f32, v1: f32, v2: f32, v3: f32, v4: f32, v5: f32,
+          v6: f32, v7: f32) {
     let with_bias = (p.flags & 1u) != 0u;
-    for (var rr = 0u; rr < 2u; rr++) {
-        let row = u32(r0) + rr;
-        if (row >= p.h) { break; }
-        for (var l = 0u; l < 4u; l++) {
-            let co = g * 4u + l;
-            if (co >= p.cout) { break; }
-            let yb = p.off_b + (n * p.cout + co) * hw + row * p.w;
-            let b = select(0.0, bias[co], with_bias);
-            for (var j = 0u; j < 8u; j++) {
-                let c = tx * 8u + j;
-                if (c >= p.w) { break; }
-                let v = acc[rr * 8u + j][l];
-                if (with_bias) {
-                    y[yb + c] = epilogue(v + b);
-                } else {
-                    y[yb + c] += v;
-                }
-            }
-        }
+    var b = 0.0;
+    if (with_bias) { b = bias[co]; }
+    if (c + 8u <= p.w) {
+        store1(i, v0, b, with_bias); store1(i + 1u, v1, b, with_bias);
+        store1(i + 2u, v2, b, with_bias); store1(i + 3u, v3, b, with_bias);
+        store1(i + 4u, v4, b, with_bias); store1(i + 5u, v5, b, with_bias);
+        store1(i + 6u, v6, b, with_bias); store1(i + 7u, v7, b, with_bias);
+        return;
+    }
+    store1(i, v0, b, with_bias); // c < p.w always: the tile starts inside the row
+    if (c + 1u < p.w) { store1(i + 1u, v1, b, with_bias); }
+    if (c + 2u < p.w) { store1(i + 2u, v2, b, with_bias); }
+    if (c + 3u < p.w) { store1(i + 3u, v3, b, with_bias); }
+    if (c + 4u < p.w) { store1(i + 4u, v4, b, with_bias); }
+    if (c + 5u < p.w) { store1(i + 5u, v5, b, with_bias); }
+    if (c + 6u < p.w) { store1(i + 6u, v6, b, with_bias); }
+}
+
+fn store1(i: u32, v: f32, b: f32, with_bias: bool) {
+    if (with_bias) {
+        y[i] = epilogue(v + b);
+    } else {
+        y[i] += v;
     }
 }
 

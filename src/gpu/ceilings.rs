@@ -43,13 +43,68 @@ pub fn copy_shader(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<()> {
     gpu.dispatch(COPY, &[n4 as u32, 0, 0, 0], &bufs, n4)
 }
 
+/// Wall times in seconds of `f` and of `g` run in turn: g, f, g, f, ..., g (`reps` runs
+/// of `f`, each between two of `g`, after one warm-up of each). Returns the times of `f`
+/// and, for each, the mean of the two `g` times around it. Both see the same stretch of
+/// the machine's time, so their ratio holds still where either alone drifts (a shared
+/// 2-core machine measured 2x apart within minutes).
+pub fn time_interleaved(
+    gpu: &Gpu,
+    reps: usize,
+    mut f: impl FnMut() -> Result<()>,
+    mut g: impl FnMut() -> Result<()>,
+) -> Result<Vec<(f64, f64)>> {
+    let timed = |h: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        let t = Instant::now();
+        h()?;
+        gpu.sync();
+        Ok(t.elapsed().as_secs_f64())
+    };
+    timed(&mut f)?;
+    let mut before = timed(&mut g)?;
+    let mut out = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let tf = timed(&mut f)?;
+        let after = timed(&mut g)?;
+        out.push((tf, 0.5 * (before + after)));
+        before = after;
+    }
+    Ok(out)
+}
+
+/// The register-only FMA kernel with its output buffer, ready to run again and again.
+pub struct FmaCeiling {
+    sink: Tensor,
+    threads: usize,
+    iters: u32,
+}
+
+impl FmaCeiling {
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let threads = 64 * 2048;
+        Ok(Self {
+            sink: Tensor::uninit(gpu, &[threads * 4])?,
+            threads,
+            iters: 2048,
+        })
+    }
+
+    /// Records and submits one run (does not wait).
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        fma_chains(gpu, &self.sink, self.threads, self.iters)
+    }
+
+    /// GFLOP/s of a run that took `secs`.
+    pub fn gflops(&self, secs: f64) -> f64 {
+        self.threads as f64 * self.iters as f64 * 32.0 / secs / 1e9
+    }
+}
+
 /// Register-only FMA throughput in GFLOP/s.
 pub fn fma_gflops(gpu: &Gpu, reps: usize) -> Result<f64> {
-    let threads = 64 * 2048;
-    let iters = 2048u32;
-    let sink = Tensor::uninit(gpu, &[threads * 4])?;
-    let secs = time_best(gpu, reps, || fma_chains(gpu, &sink, threads, iters))?;
-    Ok(threads as f64 * iters as f64 * 32.0 / secs / 1e9)
+    let fma = FmaCeiling::new(gpu)?;
+    let secs = time_best(gpu, reps, || fma.run(gpu))?;
+    Ok(fma.gflops(secs))
 }
 
 /// Copy bandwidth in GB/s (bytes read + bytes written), two ways: (copy shader with vec4
