@@ -47,16 +47,15 @@ struct Params {
 // weights of the transposed, flipped convolution instead (input channels Cout, output
 // channels Cin, tap k -> 8 - k): the backward to the input is that convolution of dy.
 // Here p.cin and p.cout are the ORIGINAL weight's (Cout, Cin, 3, 3) dimensions.
+// One invocation writes one row (input channel c, tap k) of the packing: its Cq x 4
+// output channels, so that it divides once, not three times per element (integer
+// division has no SIMD instruction on CPUs: lavapipe runs it lane by lane).
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(4) var<storage, read_write> packed: array<f32>;
 
-// Element i of a packing with `groups` vec4 groups of output channels: the forward one,
-// or with `flip` the transposed, flipped one. Zero for the padding channels.
-fn pack_value(i: u32, groups: u32, flip: bool) -> f32 {
-    let c4 = groups * 4u;
-    let o = i % c4;             // output channel of the packed convolution
-    let k = (i / c4) % 9u;      // tap
-    let c = i / (9u * c4);      // input channel of the packed convolution
+// Element (input channel c, tap k, output channel o) of the forward packing, or with
+// `flip` of the transposed, flipped one. Zero for the padding channels.
+fn pack_value(c: u32, k: u32, o: u32, flip: bool) -> f32 {
     if (!flip) {
         if (o < p.cout) { return wt[(o * p.cin + c) * 9u + k]; }
     } else {
@@ -68,24 +67,36 @@ fn pack_value(i: u32, groups: u32, flip: bool) -> f32 {
 @compute @workgroup_size(64)
 fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
-    packed[i] = pack_value(i, p.cq, (p.flags & 1u) != 0u);
+    let r = flat_id(wid, nwg, lid);
+    if (r >= p.total) { return; }
+    let flip = (p.flags & 1u) != 0u;
+    let c4 = p.cq * 4u;
+    for (var o = 0u; o < c4; o++) {
+        packed[r * c4 + o] = pack_value(r / 9u, r % 9u, o, flip);
+    }
 }
 
 // ---- conv3x3_pack_both: 2 w, 4 packed, 1 flipped ----
 // Both layouts of conv3x3_pack in one dispatch, for a convolution whose input needs a
-// gradient: invocation i writes element i of the forward packing (p.cq groups) and of
-// the flipped one (p.wq groups), each where i is inside it.
+// gradient: invocation r writes row r of the forward packing (p.cq groups) and of the
+// flipped one (p.wq groups), each where r is inside it.
 @group(0) @binding(1) var<storage, read_write> flipped: array<f32>;
 
 @compute @workgroup_size(64)
 fn conv3x3_pack_both(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
-    if (i < p.cin * 9u * p.cq * 4u) { packed[i] = pack_value(i, p.cq, false); }
-    if (i < p.cout * 9u * p.wq * 4u) { flipped[i] = pack_value(i, p.wq, true); }
+    let r = flat_id(wid, nwg, lid);
+    if (r >= p.total) { return; }
+    let c = r / 9u;
+    let k = r % 9u;
+    if (r < p.cin * 9u) {
+        let c4 = p.cq * 4u;
+        for (var o = 0u; o < c4; o++) { packed[r * c4 + o] = pack_value(c, k, o, false); }
+    }
+    if (r < p.cout * 9u) {
+        let c4 = p.wq * 4u;
+        for (var o = 0u; o < c4; o++) { flipped[r * c4 + o] = pack_value(c, k, o, true); }
+    }
 }
 
 // The forward's epilogue: the conv sum plus its bias, through the fused activation.

@@ -91,14 +91,15 @@ fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
     // Groups of 4 output channels, taken in pairs by the tiled kernel.
     let cq = 2 * co_t.div_ceil(8);
     let packed = Tensor::uninit(gpu, &[ci_t, 9, cq * 4])?;
-    let total = ci_t * 9 * cq * 4;
-    let mut prm = params(total, 0, cin, cout, 0, 0, (0, 0), flip as u32);
+    // One invocation per (input channel, tap) row of the packing.
+    let rows = ci_t * 9;
+    let mut prm = params(rows, 0, cin, cout, 0, 0, (0, 0), flip as u32);
     prm[8] = u(cq);
     let bufs = [
         (2, gpu.whole(w, "conv3x3 weight")?),
         (4, gpu.whole(&packed, "conv3x3 packed weight")?),
     ];
-    gpu.dispatch(PACK, &prm, &bufs, total)?;
+    gpu.dispatch(PACK, &prm, &bufs, rows)?;
     Ok(packed)
 }
 
@@ -109,8 +110,8 @@ fn pack_both(gpu: &Gpu, w: &Tensor) -> Result<(Tensor, Tensor)> {
     let (cq, cq_flip) = (2 * cout.div_ceil(8), 2 * cin.div_ceil(8));
     let packed = Tensor::uninit(gpu, &[cin, 9, cq * 4])?;
     let flipped = Tensor::uninit(gpu, &[cout, 9, cq_flip * 4])?;
-    let total = (cin * 9 * cq * 4).max(cout * 9 * cq_flip * 4);
-    let mut prm = params(total, 0, cin, cout, 0, 0, (0, 0), 0);
+    let rows = cin.max(cout) * 9;
+    let mut prm = params(rows, 0, cin, cout, 0, 0, (0, 0), 0);
     prm[8] = u(cq);
     prm[9] = u(cq_flip);
     let bufs = [
@@ -118,7 +119,7 @@ fn pack_both(gpu: &Gpu, w: &Tensor) -> Result<(Tensor, Tensor)> {
         (2, gpu.whole(w, "conv3x3 weight")?),
         (4, gpu.whole(&packed, "conv3x3 packed weight")?),
     ];
-    gpu.dispatch(PACK_BOTH, &prm, &bufs, total)?;
+    gpu.dispatch(PACK_BOTH, &prm, &bufs, rows)?;
     Ok((packed, flipped))
 }
 
