@@ -416,8 +416,9 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 
 // ---- conv3x3_backward_weight_sum: 1 partial (as parts), 4 dw, 3 db ----
 // dw[co,ci,k] += the shares' sums, added in split order; with p.bias_grad, then also
-// db[co] += the bias shares' sums (invocations past Cout Cin 9). p.flags is the number
-// of splits.
+// db[co] += the bias shares' sums (invocations past Cout Cin). One invocation per
+// (co, ci) adds the 9 taps, dividing once for all of them. p.flags is the number of
+// splits.
 @group(0) @binding(1) var<storage, read> parts: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dbw: array<f32>;
@@ -428,7 +429,7 @@ fn conv3x3_backward_weight_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
     let c4 = p.cq * 4u;
-    let nw = p.cout * p.cin * 9u;
+    let nw = p.cout * p.cin;
     if (i >= nw) {
         let co = i - nw;
         let bb = p.flags * p.cin * 9u * c4;
@@ -439,14 +440,15 @@ fn conv3x3_backward_weight_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         dbw[co] += acc;
         return;
     }
-    let k = i % 9u;
-    let ci = (i / 9u) % p.cin;
-    let co = i / (9u * p.cin);
-    var acc = 0.0;
-    for (var s = 0u; s < p.flags; s++) {
-        acc += parts[((s * p.cin + ci) * 9u + k) * c4 + co];
+    let ci = i % p.cin;
+    let co = i / p.cin;
+    for (var k = 0u; k < 9u; k++) {
+        var acc = 0.0;
+        for (var s = 0u; s < p.flags; s++) {
+            acc += parts[((s * p.cin + ci) * 9u + k) * c4 + co];
+        }
+        dw[i * 9u + k] += acc;
     }
-    dw[i] += acc;
 }
 
 // conv3x3_backward_bias: 1 dy, 4 db

@@ -272,7 +272,8 @@ pub fn backward_weight_bias(
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
         gpu.dispatch(BACKWARD_WEIGHT, &prm, &bufs, total)?;
-        let total = cout * cin * 9 + db.map_or(0, |_| cout);
+        // One invocation per (co, ci) weight (its 9 taps), then one per bias.
+        let total = cout * cin + db.map_or(0, |_| cout);
         let mut prm = params(total, nb, cin, cout, h, wd, (0, 0), u(splits));
         prm[11] = bias_grad;
         // Without a bias gradient the kernel writes none, but the binding must exist (and
