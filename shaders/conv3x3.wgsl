@@ -341,18 +341,25 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     if (i >= p.total) { return; }
     let hw = p.h * p.w;
     let cq2 = (p.cq + 1u) / 2u;
-    let ci = i % p.cin;
-    let g = (i / p.cin) % cq2;
-    let s = i / (p.cin * cq2);
+    let pairs = (p.cin + 1u) / 2u;
+    let cp = i % pairs;
+    let g = (i / pairs) % cq2;
+    let s = i / (pairs * cq2);
+    let ci = 2u * cp;
+    let two = ci + 1u < p.cin; // the second input channel exists
     let q0 = s * p.wq;
     let q1 = min(q0 + p.wq, p.n * p.h);
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
-    var b3 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
-    var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
-    // The bias gradient's share: the sum of dy over the same pixels (written by ci == 0).
+    // a*, b*: output channels 8g .. 8g+3 and 8g+4 .. 8g+7 with input channel ci;
+    // e*, f*: the same with input channel ci + 1. Index: tap ky * 3 + kx.
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
+    var e0 = vec4<f32>(0.0); var e1 = vec4<f32>(0.0); var e2 = vec4<f32>(0.0); var e3 = vec4<f32>(0.0); var e4 = vec4<f32>(0.0);
+    var e5 = vec4<f32>(0.0); var e6 = vec4<f32>(0.0); var e7 = vec4<f32>(0.0); var e8 = vec4<f32>(0.0);
+    var f0 = vec4<f32>(0.0); var f1 = vec4<f32>(0.0); var f2 = vec4<f32>(0.0); var f3 = vec4<f32>(0.0); var f4 = vec4<f32>(0.0);
+    var f5 = vec4<f32>(0.0); var f6 = vec4<f32>(0.0); var f7 = vec4<f32>(0.0); var f8 = vec4<f32>(0.0);
+    // The bias gradient's share: the sum of dy over the same pixels (written by cp == 0).
     var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
     for (var q = q0; q < q1; q++) {
         let n = q / p.h;
@@ -363,55 +370,71 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         let rb0 = xb + select(0u, (r - 1u) * p.w, ok0);
         let rb1 = xb + r * p.w;
         let rb2 = xb + select(0u, (r + 1u) * p.w, ok2);
+        // the second channel's rows: hw further on, or nothing when it does not exist
+        let sb0 = rb0 + hw; let sb1 = rb1 + hw; let sb2 = rb2 + hw;
+        let tk0 = two && ok0; let tk2 = two && ok2;
         let yb = p.off_a + n * p.cout * hw + r * p.w;
         let co = g * 8u;
         var l0 = 0.0; var m0 = ldx(rb0, ok0, 0u);
         var l1 = 0.0; var m1 = ldx(rb1, true, 0u);
         var l2 = 0.0; var m2 = ldx(rb2, ok2, 0u);
+        var tl0 = 0.0; var tm0 = ldx(sb0, tk0, 0u);
+        var tl1 = 0.0; var tm1 = ldx(sb1, two, 0u);
+        var tl2 = 0.0; var tm2 = ldx(sb2, tk2, 0u);
         for (var c = 0u; c < p.w; c++) {
             let r0 = ldx(rb0, ok0, c + 1u);
             let r1 = ldx(rb1, true, c + 1u);
             let r2 = ldx(rb2, ok2, c + 1u);
+            let tr0 = ldx(sb0, tk0, c + 1u);
+            let tr1 = ldx(sb1, two, c + 1u);
+            let tr2 = ldx(sb2, tk2, c + 1u);
             let d = vec4<f32>(ldy(yb + c, co), ldy(yb + c, co + 1u), ldy(yb + c, co + 2u), ldy(yb + c, co + 3u));
-            let e = vec4<f32>(ldy(yb + c, co + 4u), ldy(yb + c, co + 5u), ldy(yb + c, co + 6u), ldy(yb + c, co + 7u));
+            let u = vec4<f32>(ldy(yb + c, co + 4u), ldy(yb + c, co + 5u), ldy(yb + c, co + 6u), ldy(yb + c, co + 7u));
             a0 = fma(d, vec4(l0), a0); a1 = fma(d, vec4(m0), a1); a2 = fma(d, vec4(r0), a2);
             a3 = fma(d, vec4(l1), a3); a4 = fma(d, vec4(m1), a4); a5 = fma(d, vec4(r1), a5);
             a6 = fma(d, vec4(l2), a6); a7 = fma(d, vec4(m2), a7); a8 = fma(d, vec4(r2), a8);
-            b0 = fma(e, vec4(l0), b0); b1 = fma(e, vec4(m0), b1); b2 = fma(e, vec4(r0), b2);
-            b3 = fma(e, vec4(l1), b3); b4 = fma(e, vec4(m1), b4); b5 = fma(e, vec4(r1), b5);
-            b6 = fma(e, vec4(l2), b6); b7 = fma(e, vec4(m2), b7); b8 = fma(e, vec4(r2), b8);
-            sd += d; se += e;
-            l0 = m0; m0 = r0;
-            l1 = m1; m1 = r1;
-            l2 = m2; m2 = r2;
+            b0 = fma(u, vec4(l0), b0); b1 = fma(u, vec4(m0), b1); b2 = fma(u, vec4(r0), b2);
+            b3 = fma(u, vec4(l1), b3); b4 = fma(u, vec4(m1), b4); b5 = fma(u, vec4(r1), b5);
+            b6 = fma(u, vec4(l2), b6); b7 = fma(u, vec4(m2), b7); b8 = fma(u, vec4(r2), b8);
+            e0 = fma(d, vec4(tl0), e0); e1 = fma(d, vec4(tm0), e1); e2 = fma(d, vec4(tr0), e2);
+            e3 = fma(d, vec4(tl1), e3); e4 = fma(d, vec4(tm1), e4); e5 = fma(d, vec4(tr1), e5);
+            e6 = fma(d, vec4(tl2), e6); e7 = fma(d, vec4(tm2), e7); e8 = fma(d, vec4(tr2), e8);
+            f0 = fma(u, vec4(tl0), f0); f1 = fma(u, vec4(tm0), f1); f2 = fma(u, vec4(tr0), f2);
+            f3 = fma(u, vec4(tl1), f3); f4 = fma(u, vec4(tm1), f4); f5 = fma(u, vec4(tr1), f5);
+            f6 = fma(u, vec4(tl2), f6); f7 = fma(u, vec4(tm2), f7); f8 = fma(u, vec4(tr2), f8);
+            sd += d; se += u;
+            l0 = m0; m0 = r0; l1 = m1; m1 = r1; l2 = m2; m2 = r2;
+            tl0 = tm0; tm0 = tr0; tl1 = tm1; tm1 = tr1; tl2 = tm2; tm2 = tr2;
         }
     }
     let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
-    partial[base] = a0;
-    partial[base + p.cq] = a1;
-    partial[base + 2u * p.cq] = a2;
-    partial[base + 3u * p.cq] = a3;
-    partial[base + 4u * p.cq] = a4;
-    partial[base + 5u * p.cq] = a5;
-    partial[base + 6u * p.cq] = a6;
-    partial[base + 7u * p.cq] = a7;
-    partial[base + 8u * p.cq] = a8;
-    if (2u * g + 1u < p.cq) {
-        partial[base + 1u] = b0;
-        partial[base + 1u + p.cq] = b1;
-        partial[base + 1u + 2u * p.cq] = b2;
-        partial[base + 1u + 3u * p.cq] = b3;
-        partial[base + 1u + 4u * p.cq] = b4;
-        partial[base + 1u + 5u * p.cq] = b5;
-        partial[base + 1u + 6u * p.cq] = b6;
-        partial[base + 1u + 7u * p.cq] = b7;
-        partial[base + 1u + 8u * p.cq] = b8;
+    let has_b = 2u * g + 1u < p.cq;
+    store_taps(base, a0, a1, a2, a3, a4, a5, a6, a7, a8);
+    if (has_b) { store_taps(base + 1u, b0, b1, b2, b3, b4, b5, b6, b7, b8); }
+    if (two) {
+        store_taps(base + 9u * p.cq, e0, e1, e2, e3, e4, e5, e6, e7, e8);
+        if (has_b) { store_taps(base + 9u * p.cq + 1u, f0, f1, f2, f3, f4, f5, f6, f7, f8); }
     }
-    if (ci == 0u && p.bias_grad != 0u) {
+    if (cp == 0u && p.bias_grad != 0u) {
         let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
         partial[bb] = sd;
-        if (2u * g + 1u < p.cq) { partial[bb + 1u] = se; }
+        if (has_b) { partial[bb + 1u] = se; }
     }
+}
+
+// One vec4 group's 9 taps of a weight-gradient share, from element `base` on (taps p.cq
+// vec4s apart).
+fn store_taps(base: u32, t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>, t3: vec4<f32>,
+              t4: vec4<f32>, t5: vec4<f32>, t6: vec4<f32>, t7: vec4<f32>, t8: vec4<f32>) {
+    partial[base] = t0;
+    partial[base + p.cq] = t1;
+    partial[base + 2u * p.cq] = t2;
+    partial[base + 3u * p.cq] = t3;
+    partial[base + 4u * p.cq] = t4;
+    partial[base + 5u * p.cq] = t5;
+    partial[base + 6u * p.cq] = t6;
+    partial[base + 7u * p.cq] = t7;
+    partial[base + 8u * p.cq] = t8;
 }
 
 // ---- conv3x3_backward_weight_sum: 1 partial (as parts), 4 dw, 3 db ----

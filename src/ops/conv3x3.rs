@@ -251,18 +251,19 @@ pub fn backward_weight_bias(
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        // Each invocation owns two vec4 groups (8 output channels) of one input channel.
+        // Each invocation owns two vec4 groups (8 output channels) of two input channels.
         let groups = cq.div_ceil(2);
+        let pairs = cin.div_ceil(2);
         // Enough shares of the rows that there are about 4096 invocations.
         let rows = nb * h;
         let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
-        let want = 4096usize.div_ceil(groups * cin).clamp(1, rows).min(fit);
+        let want = 4096usize.div_ceil(groups * pairs).clamp(1, rows).min(fit);
         let per = rows.div_ceil(want);
         let splits = rows.div_ceil(per);
         // (splits, Cin, 9, Cq) vec4 weight shares, then (splits, Cq) vec4 bias shares.
         let partial = Tensor::uninit(gpu, &[splits * (cin * 9 + 1) * cq * 4])?;
-        let total = splits * cin * groups;
+        let total = splits * pairs * groups;
         let mut prm = params(total, nb, cin, cout, h, wd, (ody, ox), u(splits));
         prm[9] = u(per);
         prm[11] = bias_grad;
