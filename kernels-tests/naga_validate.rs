@@ -54,7 +54,7 @@ fn every_shader_parses_and_validates() {
     assert_eq!(files, 13, "shader files validated");
     assert_eq!(
         entry_points.len(),
-        37,
+        38,
         "entry points validated: {entry_points:?}"
     );
 }

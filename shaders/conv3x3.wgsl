@@ -8,7 +8,7 @@
 // packed by conv3x3_pack, in two shapes chosen by the adapter's type: conv3x3_tiled
 // (8 channels x 4 pixels per invocation) on GPUs, conv3x3_rows (4 channels x 8 pixels
 // x 2 rows) on CPU adapters, where it loads fewer values per multiply-add (see there); the
-// backward to the weights is register-tiled too (8 channels x 9 taps per invocation, rows
+// backward to the weights is register-tiled too (8 channels x 1 or 4 input channels x 9 taps, rows
 // split in shares summed by a second entry point); the bias gradient is one channel per
 // invocation. Every sum
 // runs serially in a fixed order, so results are deterministic (no atomics). `*_off` are element offsets of
@@ -308,18 +308,24 @@ fn store1(i: u32, v: f32, b: f32, with_bias: bool) {
     }
 }
 
-// ---- conv3x3_backward_weight: 1 dy, 2 x (as xin), 4 partial ----
+// ---- conv3x3_backward_weight, conv3x3_backward_weight_quad: 1 dy, 2 x (as xin), 4 partial ----
 //   dw[co,ci,ky,kx] += sum_{n,r,c} dy[n,co,r,c] * x[n,ci,r+ky-1,c+kx-1]
 // Register-tiled like the forward: one invocation owns 8 output channels (the vec4
-// groups 2g and 2g+1) x 1 input channel x 9 taps (72 sums in 18 vec4 registers) and
-// walks its share of the (n, r) rows along c with a sliding 3x3 window of x, so each
-// pixel costs 8 dy loads and 3 x loads for 72 multiply-adds (4 channels: 7 loads for 36,
-// measured 4 to 10% slower on lavapipe). The rows are split into `splits` shares (p.wq rows each) so that
-// even the first layer (1 input channel) has work for every core; each share writes its
-// sums to `partial` (splits, Cin, 9, Cq) vec4s, and conv3x3_backward_weight_sum adds the
-// shares in a fixed order. With p.bias_grad, the invocations of input channel 0 also sum dy
-// over their share (the bias gradient's share: 8 adds per pixel, no extra load) into
-// (splits, Cq) vec4s after those. Here p.flags is the number of splits.
+// groups 2g and 2g+1) x 1 input channel (conv3x3_backward_weight, on GPUs) or 4
+// (conv3x3_backward_weight_quad, on CPU adapters) x 9 taps, and walks its share of the
+// (n, r) rows along c with a sliding 3x3 window of each input channel: per pixel 8 dy
+// loads and 3 x loads per input channel. One input channel keeps 72 sums in 18 vec4
+// registers; four keep 288 in 72, which spill: on lavapipe a spill is one vector store
+// and load, a storage load a loop over the lanes, so 20 loads per 288 multiply-adds win.
+// Measured on lavapipe against the quad: 1 input channel (11 loads per 72) 1.6x slower,
+// 2 (14 per 144) 1.15x slower, 8 (32 per 576) 1.4x slower. Input channels past Cin load
+// nothing and write nothing. The rows are split into `splits` shares (p.wq rows each)
+// so that even the first layer (1 input channel) has work for every core; each share
+// writes its sums to `partial` (splits, Cin, 9, Cq) vec4s, and
+// conv3x3_backward_weight_sum adds the shares in a fixed order. With p.bias_grad, the
+// invocations of the first input channel (or quad) also sum dy over their share (the bias
+// gradient's share: 8 adds per pixel, no extra load) into (splits, Cq) vec4s after
+// those. Here p.flags is the number of splits. Both give the same bits.
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> xin: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
@@ -341,25 +347,18 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     if (i >= p.total) { return; }
     let hw = p.h * p.w;
     let cq2 = (p.cq + 1u) / 2u;
-    let pairs = (p.cin + 1u) / 2u;
-    let cp = i % pairs;
-    let g = (i / pairs) % cq2;
-    let s = i / (pairs * cq2);
-    let ci = 2u * cp;
-    let two = ci + 1u < p.cin; // the second input channel exists
+    let ci = i % p.cin;
+    let g = (i / p.cin) % cq2;
+    let s = i / (p.cin * cq2);
     let q0 = s * p.wq;
     let q1 = min(q0 + p.wq, p.n * p.h);
-    // a*, b*: output channels 8g .. 8g+3 and 8g+4 .. 8g+7 with input channel ci;
-    // e*, f*: the same with input channel ci + 1. Index: tap ky * 3 + kx.
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0);
-    var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
-    var e0 = vec4<f32>(0.0); var e1 = vec4<f32>(0.0); var e2 = vec4<f32>(0.0); var e3 = vec4<f32>(0.0); var e4 = vec4<f32>(0.0);
-    var e5 = vec4<f32>(0.0); var e6 = vec4<f32>(0.0); var e7 = vec4<f32>(0.0); var e8 = vec4<f32>(0.0);
-    var f0 = vec4<f32>(0.0); var f1 = vec4<f32>(0.0); var f2 = vec4<f32>(0.0); var f3 = vec4<f32>(0.0); var f4 = vec4<f32>(0.0);
-    var f5 = vec4<f32>(0.0); var f6 = vec4<f32>(0.0); var f7 = vec4<f32>(0.0); var f8 = vec4<f32>(0.0);
-    // The bias gradient's share: the sum of dy over the same pixels (written by cp == 0).
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
+    // The bias gradient's share: the sum of dy over the same pixels (written by ci == 0).
     var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
     for (var q = q0; q < q1; q++) {
         let n = q / p.h;
@@ -370,50 +369,182 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         let rb0 = xb + select(0u, (r - 1u) * p.w, ok0);
         let rb1 = xb + r * p.w;
         let rb2 = xb + select(0u, (r + 1u) * p.w, ok2);
-        // the second channel's rows: hw further on, or nothing when it does not exist
-        let sb0 = rb0 + hw; let sb1 = rb1 + hw; let sb2 = rb2 + hw;
-        let tk0 = two && ok0; let tk2 = two && ok2;
         let yb = p.off_a + n * p.cout * hw + r * p.w;
         let co = g * 8u;
         var l0 = 0.0; var m0 = ldx(rb0, ok0, 0u);
         var l1 = 0.0; var m1 = ldx(rb1, true, 0u);
         var l2 = 0.0; var m2 = ldx(rb2, ok2, 0u);
-        var tl0 = 0.0; var tm0 = ldx(sb0, tk0, 0u);
-        var tl1 = 0.0; var tm1 = ldx(sb1, two, 0u);
-        var tl2 = 0.0; var tm2 = ldx(sb2, tk2, 0u);
         for (var c = 0u; c < p.w; c++) {
             let r0 = ldx(rb0, ok0, c + 1u);
             let r1 = ldx(rb1, true, c + 1u);
             let r2 = ldx(rb2, ok2, c + 1u);
-            let tr0 = ldx(sb0, tk0, c + 1u);
-            let tr1 = ldx(sb1, two, c + 1u);
-            let tr2 = ldx(sb2, tk2, c + 1u);
             let d = vec4<f32>(ldy(yb + c, co), ldy(yb + c, co + 1u), ldy(yb + c, co + 2u), ldy(yb + c, co + 3u));
-            let u = vec4<f32>(ldy(yb + c, co + 4u), ldy(yb + c, co + 5u), ldy(yb + c, co + 6u), ldy(yb + c, co + 7u));
+            let e = vec4<f32>(ldy(yb + c, co + 4u), ldy(yb + c, co + 5u), ldy(yb + c, co + 6u), ldy(yb + c, co + 7u));
             a0 = fma(d, vec4(l0), a0); a1 = fma(d, vec4(m0), a1); a2 = fma(d, vec4(r0), a2);
             a3 = fma(d, vec4(l1), a3); a4 = fma(d, vec4(m1), a4); a5 = fma(d, vec4(r1), a5);
             a6 = fma(d, vec4(l2), a6); a7 = fma(d, vec4(m2), a7); a8 = fma(d, vec4(r2), a8);
-            b0 = fma(u, vec4(l0), b0); b1 = fma(u, vec4(m0), b1); b2 = fma(u, vec4(r0), b2);
-            b3 = fma(u, vec4(l1), b3); b4 = fma(u, vec4(m1), b4); b5 = fma(u, vec4(r1), b5);
-            b6 = fma(u, vec4(l2), b6); b7 = fma(u, vec4(m2), b7); b8 = fma(u, vec4(r2), b8);
-            e0 = fma(d, vec4(tl0), e0); e1 = fma(d, vec4(tm0), e1); e2 = fma(d, vec4(tr0), e2);
-            e3 = fma(d, vec4(tl1), e3); e4 = fma(d, vec4(tm1), e4); e5 = fma(d, vec4(tr1), e5);
-            e6 = fma(d, vec4(tl2), e6); e7 = fma(d, vec4(tm2), e7); e8 = fma(d, vec4(tr2), e8);
-            f0 = fma(u, vec4(tl0), f0); f1 = fma(u, vec4(tm0), f1); f2 = fma(u, vec4(tr0), f2);
-            f3 = fma(u, vec4(tl1), f3); f4 = fma(u, vec4(tm1), f4); f5 = fma(u, vec4(tr1), f5);
-            f6 = fma(u, vec4(tl2), f6); f7 = fma(u, vec4(tm2), f7); f8 = fma(u, vec4(tr2), f8);
+            b0 = fma(e, vec4(l0), b0); b1 = fma(e, vec4(m0), b1); b2 = fma(e, vec4(r0), b2);
+            b3 = fma(e, vec4(l1), b3); b4 = fma(e, vec4(m1), b4); b5 = fma(e, vec4(r1), b5);
+            b6 = fma(e, vec4(l2), b6); b7 = fma(e, vec4(m2), b7); b8 = fma(e, vec4(r2), b8);
+            sd += d; se += e;
+            l0 = m0; m0 = r0;
+            l1 = m1; m1 = r1;
+            l2 = m2; m2 = r2;
+        }
+    }
+    let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
+    partial[base] = a0;
+    partial[base + p.cq] = a1;
+    partial[base + 2u * p.cq] = a2;
+    partial[base + 3u * p.cq] = a3;
+    partial[base + 4u * p.cq] = a4;
+    partial[base + 5u * p.cq] = a5;
+    partial[base + 6u * p.cq] = a6;
+    partial[base + 7u * p.cq] = a7;
+    partial[base + 8u * p.cq] = a8;
+    if (2u * g + 1u < p.cq) {
+        partial[base + 1u] = b0;
+        partial[base + 1u + p.cq] = b1;
+        partial[base + 1u + 2u * p.cq] = b2;
+        partial[base + 1u + 3u * p.cq] = b3;
+        partial[base + 1u + 4u * p.cq] = b4;
+        partial[base + 1u + 5u * p.cq] = b5;
+        partial[base + 1u + 6u * p.cq] = b6;
+        partial[base + 1u + 7u * p.cq] = b7;
+        partial[base + 1u + 8u * p.cq] = b8;
+    }
+    if (ci == 0u && p.bias_grad != 0u) {
+        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
+        partial[bb] = sd;
+        if (2u * g + 1u < p.cq) { partial[bb + 1u] = se; }
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let hw = p.h * p.w;
+    let cq2 = (p.cq + 1u) / 2u;
+    let quads = (p.cin + 3u) / 4u;
+    let cp = i % quads;
+    let g = (i / quads) % cq2;
+    let s = i / (quads * cq2);
+    let ci = 4u * cp;
+    let q0 = s * p.wq;
+    let q1 = min(q0 + p.wq, p.n * p.h);
+    var a0_0 = vec4<f32>(0.0); var a0_1 = vec4<f32>(0.0); var a0_2 = vec4<f32>(0.0); var a0_3 = vec4<f32>(0.0); var a0_4 = vec4<f32>(0.0); var a0_5 = vec4<f32>(0.0); var a0_6 = vec4<f32>(0.0); var a0_7 = vec4<f32>(0.0); var a0_8 = vec4<f32>(0.0);
+    var b0_0 = vec4<f32>(0.0); var b0_1 = vec4<f32>(0.0); var b0_2 = vec4<f32>(0.0); var b0_3 = vec4<f32>(0.0); var b0_4 = vec4<f32>(0.0); var b0_5 = vec4<f32>(0.0); var b0_6 = vec4<f32>(0.0); var b0_7 = vec4<f32>(0.0); var b0_8 = vec4<f32>(0.0);
+    var a1_0 = vec4<f32>(0.0); var a1_1 = vec4<f32>(0.0); var a1_2 = vec4<f32>(0.0); var a1_3 = vec4<f32>(0.0); var a1_4 = vec4<f32>(0.0); var a1_5 = vec4<f32>(0.0); var a1_6 = vec4<f32>(0.0); var a1_7 = vec4<f32>(0.0); var a1_8 = vec4<f32>(0.0);
+    var b1_0 = vec4<f32>(0.0); var b1_1 = vec4<f32>(0.0); var b1_2 = vec4<f32>(0.0); var b1_3 = vec4<f32>(0.0); var b1_4 = vec4<f32>(0.0); var b1_5 = vec4<f32>(0.0); var b1_6 = vec4<f32>(0.0); var b1_7 = vec4<f32>(0.0); var b1_8 = vec4<f32>(0.0);
+    var a2_0 = vec4<f32>(0.0); var a2_1 = vec4<f32>(0.0); var a2_2 = vec4<f32>(0.0); var a2_3 = vec4<f32>(0.0); var a2_4 = vec4<f32>(0.0); var a2_5 = vec4<f32>(0.0); var a2_6 = vec4<f32>(0.0); var a2_7 = vec4<f32>(0.0); var a2_8 = vec4<f32>(0.0);
+    var b2_0 = vec4<f32>(0.0); var b2_1 = vec4<f32>(0.0); var b2_2 = vec4<f32>(0.0); var b2_3 = vec4<f32>(0.0); var b2_4 = vec4<f32>(0.0); var b2_5 = vec4<f32>(0.0); var b2_6 = vec4<f32>(0.0); var b2_7 = vec4<f32>(0.0); var b2_8 = vec4<f32>(0.0);
+    var a3_0 = vec4<f32>(0.0); var a3_1 = vec4<f32>(0.0); var a3_2 = vec4<f32>(0.0); var a3_3 = vec4<f32>(0.0); var a3_4 = vec4<f32>(0.0); var a3_5 = vec4<f32>(0.0); var a3_6 = vec4<f32>(0.0); var a3_7 = vec4<f32>(0.0); var a3_8 = vec4<f32>(0.0);
+    var b3_0 = vec4<f32>(0.0); var b3_1 = vec4<f32>(0.0); var b3_2 = vec4<f32>(0.0); var b3_3 = vec4<f32>(0.0); var b3_4 = vec4<f32>(0.0); var b3_5 = vec4<f32>(0.0); var b3_6 = vec4<f32>(0.0); var b3_7 = vec4<f32>(0.0); var b3_8 = vec4<f32>(0.0);
+    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
+    for (var q = q0; q < q1; q++) {
+        let n = q / p.h;
+        let r = q % p.h;
+        let xb = p.off_b + (n * p.cin + ci) * hw;
+        let ok0 = r >= 1u;
+        let ok2 = r + 1u < p.h;
+        let rb0 = xb + select(0u, (r - 1u) * p.w, ok0);
+        let rb1 = xb + r * p.w;
+        let rb2 = xb + select(0u, (r + 1u) * p.w, ok2);
+        let yb = p.off_a + n * p.cout * hw + r * p.w;
+        let co = g * 8u;
+        let x0h = true;
+        let x0p0 = rb0; let x0k0 = x0h && ok0;
+        var x0l0 = 0.0; var x0m0 = ldx(x0p0, x0k0, 0u);
+        let x0p1 = rb1; let x0k1 = x0h && true;
+        var x0l1 = 0.0; var x0m1 = ldx(x0p1, x0k1, 0u);
+        let x0p2 = rb2; let x0k2 = x0h && ok2;
+        var x0l2 = 0.0; var x0m2 = ldx(x0p2, x0k2, 0u);
+        let x1h = ci + 1u < p.cin;
+        let x1p0 = rb0 + 1u * hw; let x1k0 = x1h && ok0;
+        var x1l0 = 0.0; var x1m0 = ldx(x1p0, x1k0, 0u);
+        let x1p1 = rb1 + 1u * hw; let x1k1 = x1h && true;
+        var x1l1 = 0.0; var x1m1 = ldx(x1p1, x1k1, 0u);
+        let x1p2 = rb2 + 1u * hw; let x1k2 = x1h && ok2;
+        var x1l2 = 0.0; var x1m2 = ldx(x1p2, x1k2, 0u);
+        let x2h = ci + 2u < p.cin;
+        let x2p0 = rb0 + 2u * hw; let x2k0 = x2h && ok0;
+        var x2l0 = 0.0; var x2m0 = ldx(x2p0, x2k0, 0u);
+        let x2p1 = rb1 + 2u * hw; let x2k1 = x2h && true;
+        var x2l1 = 0.0; var x2m1 = ldx(x2p1, x2k1, 0u);
+        let x2p2 = rb2 + 2u * hw; let x2k2 = x2h && ok2;
+        var x2l2 = 0.0; var x2m2 = ldx(x2p2, x2k2, 0u);
+        let x3h = ci + 3u < p.cin;
+        let x3p0 = rb0 + 3u * hw; let x3k0 = x3h && ok0;
+        var x3l0 = 0.0; var x3m0 = ldx(x3p0, x3k0, 0u);
+        let x3p1 = rb1 + 3u * hw; let x3k1 = x3h && true;
+        var x3l1 = 0.0; var x3m1 = ldx(x3p1, x3k1, 0u);
+        let x3p2 = rb2 + 3u * hw; let x3k2 = x3h && ok2;
+        var x3l2 = 0.0; var x3m2 = ldx(x3p2, x3k2, 0u);
+        for (var c = 0u; c < p.w; c++) {
+            let x0r0 = ldx(x0p0, x0k0, c + 1u);
+            let x0r1 = ldx(x0p1, x0k1, c + 1u);
+            let x0r2 = ldx(x0p2, x0k2, c + 1u);
+            let x1r0 = ldx(x1p0, x1k0, c + 1u);
+            let x1r1 = ldx(x1p1, x1k1, c + 1u);
+            let x1r2 = ldx(x1p2, x1k2, c + 1u);
+            let x2r0 = ldx(x2p0, x2k0, c + 1u);
+            let x2r1 = ldx(x2p1, x2k1, c + 1u);
+            let x2r2 = ldx(x2p2, x2k2, c + 1u);
+            let x3r0 = ldx(x3p0, x3k0, c + 1u);
+            let x3r1 = ldx(x3p1, x3k1, c + 1u);
+            let x3r2 = ldx(x3p2, x3k2, c + 1u);
+            let d = vec4<f32>(ldy(yb + c, co), ldy(yb + c, co + 1u), ldy(yb + c, co + 2u), ldy(yb + c, co + 3u));
+            let u = vec4<f32>(ldy(yb + c, co + 4u), ldy(yb + c, co + 5u), ldy(yb + c, co + 6u), ldy(yb + c, co + 7u));
+            a0_0 = fma(d, vec4(x0l0), a0_0); a0_1 = fma(d, vec4(x0m0), a0_1); a0_2 = fma(d, vec4(x0r0), a0_2);
+            a0_3 = fma(d, vec4(x0l1), a0_3); a0_4 = fma(d, vec4(x0m1), a0_4); a0_5 = fma(d, vec4(x0r1), a0_5);
+            a0_6 = fma(d, vec4(x0l2), a0_6); a0_7 = fma(d, vec4(x0m2), a0_7); a0_8 = fma(d, vec4(x0r2), a0_8);
+            b0_0 = fma(u, vec4(x0l0), b0_0); b0_1 = fma(u, vec4(x0m0), b0_1); b0_2 = fma(u, vec4(x0r0), b0_2);
+            b0_3 = fma(u, vec4(x0l1), b0_3); b0_4 = fma(u, vec4(x0m1), b0_4); b0_5 = fma(u, vec4(x0r1), b0_5);
+            b0_6 = fma(u, vec4(x0l2), b0_6); b0_7 = fma(u, vec4(x0m2), b0_7); b0_8 = fma(u, vec4(x0r2), b0_8);
+            a1_0 = fma(d, vec4(x1l0), a1_0); a1_1 = fma(d, vec4(x1m0), a1_1); a1_2 = fma(d, vec4(x1r0), a1_2);
+            a1_3 = fma(d, vec4(x1l1), a1_3); a1_4 = fma(d, vec4(x1m1), a1_4); a1_5 = fma(d, vec4(x1r1), a1_5);
+            a1_6 = fma(d, vec4(x1l2), a1_6); a1_7 = fma(d, vec4(x1m2), a1_7); a1_8 = fma(d, vec4(x1r2), a1_8);
+            b1_0 = fma(u, vec4(x1l0), b1_0); b1_1 = fma(u, vec4(x1m0), b1_1); b1_2 = fma(u, vec4(x1r0), b1_2);
+            b1_3 = fma(u, vec4(x1l1), b1_3); b1_4 = fma(u, vec4(x1m1), b1_4); b1_5 = fma(u, vec4(x1r1), b1_5);
+            b1_6 = fma(u, vec4(x1l2), b1_6); b1_7 = fma(u, vec4(x1m2), b1_7); b1_8 = fma(u, vec4(x1r2), b1_8);
+            a2_0 = fma(d, vec4(x2l0), a2_0); a2_1 = fma(d, vec4(x2m0), a2_1); a2_2 = fma(d, vec4(x2r0), a2_2);
+            a2_3 = fma(d, vec4(x2l1), a2_3); a2_4 = fma(d, vec4(x2m1), a2_4); a2_5 = fma(d, vec4(x2r1), a2_5);
+            a2_6 = fma(d, vec4(x2l2), a2_6); a2_7 = fma(d, vec4(x2m2), a2_7); a2_8 = fma(d, vec4(x2r2), a2_8);
+            b2_0 = fma(u, vec4(x2l0), b2_0); b2_1 = fma(u, vec4(x2m0), b2_1); b2_2 = fma(u, vec4(x2r0), b2_2);
+            b2_3 = fma(u, vec4(x2l1), b2_3); b2_4 = fma(u, vec4(x2m1), b2_4); b2_5 = fma(u, vec4(x2r1), b2_5);
+            b2_6 = fma(u, vec4(x2l2), b2_6); b2_7 = fma(u, vec4(x2m2), b2_7); b2_8 = fma(u, vec4(x2r2), b2_8);
+            a3_0 = fma(d, vec4(x3l0), a3_0); a3_1 = fma(d, vec4(x3m0), a3_1); a3_2 = fma(d, vec4(x3r0), a3_2);
+            a3_3 = fma(d, vec4(x3l1), a3_3); a3_4 = fma(d, vec4(x3m1), a3_4); a3_5 = fma(d, vec4(x3r1), a3_5);
+            a3_6 = fma(d, vec4(x3l2), a3_6); a3_7 = fma(d, vec4(x3m2), a3_7); a3_8 = fma(d, vec4(x3r2), a3_8);
+            b3_0 = fma(u, vec4(x3l0), b3_0); b3_1 = fma(u, vec4(x3m0), b3_1); b3_2 = fma(u, vec4(x3r0), b3_2);
+            b3_3 = fma(u, vec4(x3l1), b3_3); b3_4 = fma(u, vec4(x3m1), b3_4); b3_5 = fma(u, vec4(x3r1), b3_5);
+            b3_6 = fma(u, vec4(x3l2), b3_6); b3_7 = fma(u, vec4(x3m2), b3_7); b3_8 = fma(u, vec4(x3r2), b3_8);
             sd += d; se += u;
-            l0 = m0; m0 = r0; l1 = m1; m1 = r1; l2 = m2; m2 = r2;
-            tl0 = tm0; tm0 = tr0; tl1 = tm1; tm1 = tr1; tl2 = tm2; tm2 = tr2;
+            x0l0 = x0m0; x0m0 = x0r0; x0l1 = x0m1; x0m1 = x0r1; x0l2 = x0m2; x0m2 = x0r2;
+            x1l0 = x1m0; x1m0 = x1r0; x1l1 = x1m1; x1m1 = x1r1; x1l2 = x1m2; x1m2 = x1r2;
+            x2l0 = x2m0; x2m0 = x2r0; x2l1 = x2m1; x2m1 = x2r1; x2l2 = x2m2; x2m2 = x2r2;
+            x3l0 = x3m0; x3m0 = x3r0; x3l1 = x3m1; x3m1 = x3r1; x3l2 = x3m2; x3m2 = x3r2;
         }
     }
     let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
     let has_b = 2u * g + 1u < p.cq;
-    store_taps(base, a0, a1, a2, a3, a4, a5, a6, a7, a8);
-    if (has_b) { store_taps(base + 1u, b0, b1, b2, b3, b4, b5, b6, b7, b8); }
-    if (two) {
-        store_taps(base + 9u * p.cq, e0, e1, e2, e3, e4, e5, e6, e7, e8);
-        if (has_b) { store_taps(base + 9u * p.cq + 1u, f0, f1, f2, f3, f4, f5, f6, f7, f8); }
+    if (true) {
+        store_taps(base, a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a0_8);
+        if (has_b) { store_taps(base + 1u, b0_0, b0_1, b0_2, b0_3, b0_4, b0_5, b0_6, b0_7, b0_8); }
+    }
+    if (ci + 1u < p.cin) {
+        store_taps(base + 9u * p.cq, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a1_8);
+        if (has_b) { store_taps(base + 9u * p.cq + 1u, b1_0, b1_1, b1_2, b1_3, b1_4, b1_5, b1_6, b1_7, b1_8); }
+    }
+    if (ci + 2u < p.cin) {
+        store_taps(base + 18u * p.cq, a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7, a2_8);
+        if (has_b) { store_taps(base + 18u * p.cq + 1u, b2_0, b2_1, b2_2, b2_3, b2_4, b2_5, b2_6, b2_7, b2_8); }
+    }
+    if (ci + 3u < p.cin) {
+        store_taps(base + 27u * p.cq, a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7, a3_8);
+        if (has_b) { store_taps(base + 27u * p.cq + 1u, b3_0, b3_1, b3_2, b3_3, b3_4, b3_5, b3_6, b3_7, b3_8); }
     }
     if (cp == 0u && p.bias_grad != 0u) {
         let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;

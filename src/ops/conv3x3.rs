@@ -43,6 +43,7 @@ const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
+const BACKWARD_WEIGHT_QUAD: Kernel = k("conv3x3", "conv3x3_backward_weight_quad");
 const BACKWARD_WEIGHT_SUM: Kernel = k("conv3x3", "conv3x3_backward_weight_sum");
 const BACKWARD_BIAS: Kernel = k("conv3x3", "conv3x3_backward_bias");
 
@@ -251,19 +252,24 @@ pub fn backward_weight_bias(
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        // Each invocation owns two vec4 groups (8 output channels) of two input channels.
+        // Each invocation owns two vec4 groups (8 output channels) of one input channel
+        // (GPUs) or of four (CPU adapters, where the loads it saves outweigh the spills).
         let groups = cq.div_ceil(2);
-        let pairs = cin.div_ceil(2);
+        let (kernel, per_inv) = match gpu.conv_tiling() {
+            ConvTiling::Channels8Pixels4 => (BACKWARD_WEIGHT, 1),
+            ConvTiling::Channels4Pixels8 => (BACKWARD_WEIGHT_QUAD, 4),
+        };
+        let tiles = cin.div_ceil(per_inv);
         // Enough shares of the rows that there are about 4096 invocations.
         let rows = nb * h;
         let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
-        let want = 4096usize.div_ceil(groups * pairs).clamp(1, rows).min(fit);
+        let want = 4096usize.div_ceil(groups * tiles).clamp(1, rows).min(fit);
         let per = rows.div_ceil(want);
         let splits = rows.div_ceil(per);
         // (splits, Cin, 9, Cq) vec4 weight shares, then (splits, Cq) vec4 bias shares.
         let partial = Tensor::uninit(gpu, &[splits * (cin * 9 + 1) * cq * 4])?;
-        let total = splits * pairs * groups;
+        let total = splits * tiles * groups;
         let mut prm = params(total, nb, cin, cout, h, wd, (ody, ox), u(splits));
         prm[9] = u(per);
         prm[11] = bias_grad;
@@ -272,7 +278,7 @@ pub fn backward_weight_bias(
             (2, bx),
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
-        gpu.dispatch(BACKWARD_WEIGHT, &prm, &bufs, total)?;
+        gpu.dispatch(kernel, &prm, &bufs, total)?;
         // One invocation per (co, ci) weight (its 9 taps), then one per bias.
         let total = cout * cin + db.map_or(0, |_| cout);
         let mut prm = params(total, nb, cin, cout, h, wd, (0, 0), u(splits));
