@@ -260,11 +260,14 @@ pub fn backward_weight_bias(
             ConvTiling::Channels4Pixels8 => (BACKWARD_WEIGHT_QUAD, 4),
         };
         let tiles = cin.div_ceil(per_inv);
-        // Enough shares of the rows that there are about 4096 invocations.
+        // Enough shares of the rows that there are about 4096 invocations (64 workgroups)
+        // for a GPU, 2048 on a CPU (32 workgroups: every core busy, and shares that fit
+        // in half the memory: each share is a copy of dw).
         let rows = nb * h;
         let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
-        let want = 4096usize.div_ceil(groups * tiles).clamp(1, rows).min(fit);
+        let target = if per_inv == 1 { 4096usize } else { 2048 };
+        let want = target.div_ceil(groups * tiles).clamp(1, rows).min(fit);
         let per = rows.div_ceil(want);
         let splits = rows.div_ceil(per);
         // (splits, Cin, 9, Cq) vec4 weight shares, then (splits, Cq) vec4 bias shares.
