@@ -255,9 +255,11 @@ pub fn backward_weight_bias(
         // Each invocation owns two vec4 groups (8 output channels) of one input channel
         // (GPUs) or of four (CPU adapters, where the loads it saves outweigh the spills).
         let groups = cq.div_ceil(2);
+        // (fewer than four input channels, as in the first layer, would leave most of
+        // the quad's sums idle: 2x slower measured for 1 channel).
         let (kernel, per_inv) = match gpu.conv_tiling() {
-            ConvTiling::Channels8Pixels4 => (BACKWARD_WEIGHT, 1),
-            ConvTiling::Channels4Pixels8 => (BACKWARD_WEIGHT_QUAD, 4),
+            ConvTiling::Channels4Pixels8 if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
+            _ => (BACKWARD_WEIGHT, 1),
         };
         let tiles = cin.div_ceil(per_inv);
         // Enough shares of the rows that there are about 4096 invocations (64 workgroups)
