@@ -14,10 +14,12 @@
 //! Timing: wall clock around submit-and-wait, best of REPS after one warm-up; one dispatch
 //! (or one split set of dispatches) per measurement, so per-dispatch overhead is included.
 //! The arithmetic kernels (conv3x3, conv1x1, linear) run in turn with the FMA ceiling
-//! kernel, best of max(REPS, 5) rounds each, and are rated against that paired ceiling:
-//! this machine's speed drifts 2x within minutes, and a ceiling measured at another
-//! moment would rate the kernel by the machine's mood. The memory-bound kernels are rated
-//! against the higher of the copy ceiling measured before and after them.
+//! kernel, max(REPS, 5) rounds, each round rated against the two ceiling runs around it;
+//! the table gives the median of those ratios, and the ratio against the fastest FMA run
+//! of the whole bench (a lower bound). This machine's speed drifts 2x within minutes, and
+//! a ceiling measured at another moment would rate the kernel by the machine's mood. The
+//! memory-bound kernels are rated against the higher of the copy ceiling measured before
+//! and after them.
 //! FLOPs count 2 per multiply-add of the mathematical op (zero padding not subtracted).
 //! Bytes count each input read once and each output written once (the minimum traffic).
 

@@ -70,10 +70,10 @@ fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let r = flat_id(wid, nwg, lid);
     if (r >= p.total) { return; }
     let flip = (p.flags & 1u) != 0u;
+    let c = r / 9u;
+    let k = r % 9u;
     let c4 = p.cq * 4u;
-    for (var o = 0u; o < c4; o++) {
-        packed[r * c4 + o] = pack_value(r / 9u, r % 9u, o, flip);
-    }
+    for (var o = 0u; o < c4; o++) { packed[r * c4 + o] = pack_value(c, k, o, flip); }
 }
 
 // ---- conv3x3_pack_both: 2 w, 4 packed, 1 flipped ----
@@ -340,6 +340,83 @@ fn ldy(base: u32, co: u32) -> f32 {
     return dy[base + co * p.h * p.w];
 }
 
+// The 9 taps' sums (tap ky * 3 + kx) of one input channel and one vec4 group of output
+// channels. Structs and helpers instead of arrays: their fields are constant-indexed, so
+// they stay in registers (an array indexed in a loop would live in memory on lavapipe).
+struct Taps {
+    t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>,
+    t3: vec4<f32>, t4: vec4<f32>, t5: vec4<f32>,
+    t6: vec4<f32>, t7: vec4<f32>, t8: vec4<f32>,
+}
+
+// The 3x3 window of one input channel around the current column c: rows r-1, r, r+1
+// (0, 1, 2) at columns c-1 (l), c (m) and c+1 (r).
+struct Window {
+    l0: f32, m0: f32, r0: f32,
+    l1: f32, m1: f32, r1: f32,
+    l2: f32, m2: f32, r2: f32,
+}
+
+// Where one input channel's three rows start, and whether each exists (zero padding, or
+// an input channel past Cin).
+struct Rows {
+    b0: u32, b1: u32, b2: u32,
+    k0: bool, k1: bool, k2: bool,
+}
+
+fn zero_taps() -> Taps {
+    let z = vec4<f32>(0.0);
+    return Taps(z, z, z, z, z, z, z, z, z);
+}
+
+// The rows of input channel `ci` (at element xb) around row r; nothing when ci >= Cin.
+fn rows_of(xb: u32, ci: u32, r: u32) -> Rows {
+    let has = ci < p.cin;
+    let ok0 = r >= 1u;
+    let ok2 = r + 1u < p.h;
+    return Rows(xb + select(0u, (r - 1u) * p.w, ok0), xb + r * p.w,
+                xb + select(0u, (r + 1u) * p.w, ok2), has && ok0, has, has && ok2);
+}
+
+// The window before column 0: only column 0 loaded (as `r`), so that the first slide
+// makes it the middle.
+fn window_start(x: Rows) -> Window {
+    return Window(0.0, 0.0, ldx(x.b0, x.k0, 0u), 0.0, 0.0, ldx(x.b1, x.k1, 0u),
+                  0.0, 0.0, ldx(x.b2, x.k2, 0u));
+}
+
+// The window moved to column c: three loads (column c + 1).
+fn slide(w: Window, x: Rows, c: u32) -> Window {
+    return Window(w.m0, w.r0, ldx(x.b0, x.k0, c + 1u), w.m1, w.r1, ldx(x.b1, x.k1, c + 1u),
+                  w.m2, w.r2, ldx(x.b2, x.k2, c + 1u));
+}
+
+// a + d x w for each tap: 9 vec4 multiply-adds.
+fn add_taps(a: Taps, d: vec4<f32>, w: Window) -> Taps {
+    return Taps(fma(d, vec4(w.l0), a.t0), fma(d, vec4(w.m0), a.t1), fma(d, vec4(w.r0), a.t2),
+                fma(d, vec4(w.l1), a.t3), fma(d, vec4(w.m1), a.t4), fma(d, vec4(w.r1), a.t5),
+                fma(d, vec4(w.l2), a.t6), fma(d, vec4(w.m2), a.t7), fma(d, vec4(w.r2), a.t8));
+}
+
+// dy at pixel `base` for output channels co .. co + 3 (zero past Cout).
+fn ldy4(base: u32, co: u32) -> vec4<f32> {
+    return vec4<f32>(ldy(base, co), ldy(base, co + 1u), ldy(base, co + 2u), ldy(base, co + 3u));
+}
+
+// One vec4 group's 9 taps of a weight-gradient share, from element `base` on (taps p.cq
+// vec4s apart).
+fn store_taps(base: u32, a: Taps) {
+    partial[base] = a.t0;
+    partial[base + p.cq] = a.t1;
+    partial[base + 2u * p.cq] = a.t2;
+    partial[base + 3u * p.cq] = a.t3;
+    partial[base + 4u * p.cq] = a.t4;
+    partial[base + 5u * p.cq] = a.t5;
+    partial[base + 6u * p.cq] = a.t6;
+    partial[base + 7u * p.cq] = a.t7;
+    partial[base + 8u * p.cq] = a.t8;
+}
+
 @compute @workgroup_size(64)
 fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
@@ -350,222 +427,97 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let ci = i % p.cin;
     let g = (i / p.cin) % cq2;
     let s = i / (p.cin * cq2);
-    let q0 = s * p.wq;
-    let q1 = min(q0 + p.wq, p.n * p.h);
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
-    var b3 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
-    var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
+    let co = g * 8u;
+    // a: output channels 8g .. 8g+3, b: 8g+4 .. 8g+7
+    var a = zero_taps(); var b = zero_taps();
     // The bias gradient's share: the sum of dy over the same pixels (written by ci == 0).
     var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
-    for (var q = q0; q < q1; q++) {
+    for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
         let n = q / p.h;
         let r = q % p.h;
-        let xb = p.off_b + (n * p.cin + ci) * hw;
-        let ok0 = r >= 1u;
-        let ok2 = r + 1u < p.h;
-        let rb0 = xb + select(0u, (r - 1u) * p.w, ok0);
-        let rb1 = xb + r * p.w;
-        let rb2 = xb + select(0u, (r + 1u) * p.w, ok2);
+        let x = rows_of(p.off_b + (n * p.cin + ci) * hw, ci, r);
         let yb = p.off_a + n * p.cout * hw + r * p.w;
-        let co = g * 8u;
-        var l0 = 0.0; var m0 = ldx(rb0, ok0, 0u);
-        var l1 = 0.0; var m1 = ldx(rb1, true, 0u);
-        var l2 = 0.0; var m2 = ldx(rb2, ok2, 0u);
+        var w = window_start(x);
         for (var c = 0u; c < p.w; c++) {
-            let r0 = ldx(rb0, ok0, c + 1u);
-            let r1 = ldx(rb1, true, c + 1u);
-            let r2 = ldx(rb2, ok2, c + 1u);
-            let d = vec4<f32>(ldy(yb + c, co), ldy(yb + c, co + 1u), ldy(yb + c, co + 2u), ldy(yb + c, co + 3u));
-            let e = vec4<f32>(ldy(yb + c, co + 4u), ldy(yb + c, co + 5u), ldy(yb + c, co + 6u), ldy(yb + c, co + 7u));
-            a0 = fma(d, vec4(l0), a0); a1 = fma(d, vec4(m0), a1); a2 = fma(d, vec4(r0), a2);
-            a3 = fma(d, vec4(l1), a3); a4 = fma(d, vec4(m1), a4); a5 = fma(d, vec4(r1), a5);
-            a6 = fma(d, vec4(l2), a6); a7 = fma(d, vec4(m2), a7); a8 = fma(d, vec4(r2), a8);
-            b0 = fma(e, vec4(l0), b0); b1 = fma(e, vec4(m0), b1); b2 = fma(e, vec4(r0), b2);
-            b3 = fma(e, vec4(l1), b3); b4 = fma(e, vec4(m1), b4); b5 = fma(e, vec4(r1), b5);
-            b6 = fma(e, vec4(l2), b6); b7 = fma(e, vec4(m2), b7); b8 = fma(e, vec4(r2), b8);
+            w = slide(w, x, c);
+            let d = ldy4(yb + c, co);
+            let e = ldy4(yb + c, co + 4u);
+            a = add_taps(a, d, w); b = add_taps(b, e, w);
             sd += d; se += e;
-            l0 = m0; m0 = r0;
-            l1 = m1; m1 = r1;
-            l2 = m2; m2 = r2;
-        }
-    }
-    let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
-    partial[base] = a0;
-    partial[base + p.cq] = a1;
-    partial[base + 2u * p.cq] = a2;
-    partial[base + 3u * p.cq] = a3;
-    partial[base + 4u * p.cq] = a4;
-    partial[base + 5u * p.cq] = a5;
-    partial[base + 6u * p.cq] = a6;
-    partial[base + 7u * p.cq] = a7;
-    partial[base + 8u * p.cq] = a8;
-    if (2u * g + 1u < p.cq) {
-        partial[base + 1u] = b0;
-        partial[base + 1u + p.cq] = b1;
-        partial[base + 1u + 2u * p.cq] = b2;
-        partial[base + 1u + 3u * p.cq] = b3;
-        partial[base + 1u + 4u * p.cq] = b4;
-        partial[base + 1u + 5u * p.cq] = b5;
-        partial[base + 1u + 6u * p.cq] = b6;
-        partial[base + 1u + 7u * p.cq] = b7;
-        partial[base + 1u + 8u * p.cq] = b8;
-    }
-    if (ci == 0u && p.bias_grad != 0u) {
-        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
-        partial[bb] = sd;
-        if (2u * g + 1u < p.cq) { partial[bb + 1u] = se; }
-    }
-}
-
-@compute @workgroup_size(64)
-fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                           @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
-    let hw = p.h * p.w;
-    let cq2 = (p.cq + 1u) / 2u;
-    let quads = (p.cin + 3u) / 4u;
-    let cp = i % quads;
-    let g = (i / quads) % cq2;
-    let s = i / (quads * cq2);
-    let ci = 4u * cp;
-    let q0 = s * p.wq;
-    let q1 = min(q0 + p.wq, p.n * p.h);
-    var a0_0 = vec4<f32>(0.0); var a0_1 = vec4<f32>(0.0); var a0_2 = vec4<f32>(0.0); var a0_3 = vec4<f32>(0.0); var a0_4 = vec4<f32>(0.0); var a0_5 = vec4<f32>(0.0); var a0_6 = vec4<f32>(0.0); var a0_7 = vec4<f32>(0.0); var a0_8 = vec4<f32>(0.0);
-    var b0_0 = vec4<f32>(0.0); var b0_1 = vec4<f32>(0.0); var b0_2 = vec4<f32>(0.0); var b0_3 = vec4<f32>(0.0); var b0_4 = vec4<f32>(0.0); var b0_5 = vec4<f32>(0.0); var b0_6 = vec4<f32>(0.0); var b0_7 = vec4<f32>(0.0); var b0_8 = vec4<f32>(0.0);
-    var a1_0 = vec4<f32>(0.0); var a1_1 = vec4<f32>(0.0); var a1_2 = vec4<f32>(0.0); var a1_3 = vec4<f32>(0.0); var a1_4 = vec4<f32>(0.0); var a1_5 = vec4<f32>(0.0); var a1_6 = vec4<f32>(0.0); var a1_7 = vec4<f32>(0.0); var a1_8 = vec4<f32>(0.0);
-    var b1_0 = vec4<f32>(0.0); var b1_1 = vec4<f32>(0.0); var b1_2 = vec4<f32>(0.0); var b1_3 = vec4<f32>(0.0); var b1_4 = vec4<f32>(0.0); var b1_5 = vec4<f32>(0.0); var b1_6 = vec4<f32>(0.0); var b1_7 = vec4<f32>(0.0); var b1_8 = vec4<f32>(0.0);
-    var a2_0 = vec4<f32>(0.0); var a2_1 = vec4<f32>(0.0); var a2_2 = vec4<f32>(0.0); var a2_3 = vec4<f32>(0.0); var a2_4 = vec4<f32>(0.0); var a2_5 = vec4<f32>(0.0); var a2_6 = vec4<f32>(0.0); var a2_7 = vec4<f32>(0.0); var a2_8 = vec4<f32>(0.0);
-    var b2_0 = vec4<f32>(0.0); var b2_1 = vec4<f32>(0.0); var b2_2 = vec4<f32>(0.0); var b2_3 = vec4<f32>(0.0); var b2_4 = vec4<f32>(0.0); var b2_5 = vec4<f32>(0.0); var b2_6 = vec4<f32>(0.0); var b2_7 = vec4<f32>(0.0); var b2_8 = vec4<f32>(0.0);
-    var a3_0 = vec4<f32>(0.0); var a3_1 = vec4<f32>(0.0); var a3_2 = vec4<f32>(0.0); var a3_3 = vec4<f32>(0.0); var a3_4 = vec4<f32>(0.0); var a3_5 = vec4<f32>(0.0); var a3_6 = vec4<f32>(0.0); var a3_7 = vec4<f32>(0.0); var a3_8 = vec4<f32>(0.0);
-    var b3_0 = vec4<f32>(0.0); var b3_1 = vec4<f32>(0.0); var b3_2 = vec4<f32>(0.0); var b3_3 = vec4<f32>(0.0); var b3_4 = vec4<f32>(0.0); var b3_5 = vec4<f32>(0.0); var b3_6 = vec4<f32>(0.0); var b3_7 = vec4<f32>(0.0); var b3_8 = vec4<f32>(0.0);
-    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
-    for (var q = q0; q < q1; q++) {
-        let n = q / p.h;
-        let r = q % p.h;
-        let xb = p.off_b + (n * p.cin + ci) * hw;
-        let ok0 = r >= 1u;
-        let ok2 = r + 1u < p.h;
-        let rb0 = xb + select(0u, (r - 1u) * p.w, ok0);
-        let rb1 = xb + r * p.w;
-        let rb2 = xb + select(0u, (r + 1u) * p.w, ok2);
-        let yb = p.off_a + n * p.cout * hw + r * p.w;
-        let co = g * 8u;
-        let x0h = true;
-        let x0p0 = rb0; let x0k0 = x0h && ok0;
-        var x0l0 = 0.0; var x0m0 = ldx(x0p0, x0k0, 0u);
-        let x0p1 = rb1; let x0k1 = x0h && true;
-        var x0l1 = 0.0; var x0m1 = ldx(x0p1, x0k1, 0u);
-        let x0p2 = rb2; let x0k2 = x0h && ok2;
-        var x0l2 = 0.0; var x0m2 = ldx(x0p2, x0k2, 0u);
-        let x1h = ci + 1u < p.cin;
-        let x1p0 = rb0 + 1u * hw; let x1k0 = x1h && ok0;
-        var x1l0 = 0.0; var x1m0 = ldx(x1p0, x1k0, 0u);
-        let x1p1 = rb1 + 1u * hw; let x1k1 = x1h && true;
-        var x1l1 = 0.0; var x1m1 = ldx(x1p1, x1k1, 0u);
-        let x1p2 = rb2 + 1u * hw; let x1k2 = x1h && ok2;
-        var x1l2 = 0.0; var x1m2 = ldx(x1p2, x1k2, 0u);
-        let x2h = ci + 2u < p.cin;
-        let x2p0 = rb0 + 2u * hw; let x2k0 = x2h && ok0;
-        var x2l0 = 0.0; var x2m0 = ldx(x2p0, x2k0, 0u);
-        let x2p1 = rb1 + 2u * hw; let x2k1 = x2h && true;
-        var x2l1 = 0.0; var x2m1 = ldx(x2p1, x2k1, 0u);
-        let x2p2 = rb2 + 2u * hw; let x2k2 = x2h && ok2;
-        var x2l2 = 0.0; var x2m2 = ldx(x2p2, x2k2, 0u);
-        let x3h = ci + 3u < p.cin;
-        let x3p0 = rb0 + 3u * hw; let x3k0 = x3h && ok0;
-        var x3l0 = 0.0; var x3m0 = ldx(x3p0, x3k0, 0u);
-        let x3p1 = rb1 + 3u * hw; let x3k1 = x3h && true;
-        var x3l1 = 0.0; var x3m1 = ldx(x3p1, x3k1, 0u);
-        let x3p2 = rb2 + 3u * hw; let x3k2 = x3h && ok2;
-        var x3l2 = 0.0; var x3m2 = ldx(x3p2, x3k2, 0u);
-        for (var c = 0u; c < p.w; c++) {
-            let x0r0 = ldx(x0p0, x0k0, c + 1u);
-            let x0r1 = ldx(x0p1, x0k1, c + 1u);
-            let x0r2 = ldx(x0p2, x0k2, c + 1u);
-            let x1r0 = ldx(x1p0, x1k0, c + 1u);
-            let x1r1 = ldx(x1p1, x1k1, c + 1u);
-            let x1r2 = ldx(x1p2, x1k2, c + 1u);
-            let x2r0 = ldx(x2p0, x2k0, c + 1u);
-            let x2r1 = ldx(x2p1, x2k1, c + 1u);
-            let x2r2 = ldx(x2p2, x2k2, c + 1u);
-            let x3r0 = ldx(x3p0, x3k0, c + 1u);
-            let x3r1 = ldx(x3p1, x3k1, c + 1u);
-            let x3r2 = ldx(x3p2, x3k2, c + 1u);
-            let d = vec4<f32>(ldy(yb + c, co), ldy(yb + c, co + 1u), ldy(yb + c, co + 2u), ldy(yb + c, co + 3u));
-            let u = vec4<f32>(ldy(yb + c, co + 4u), ldy(yb + c, co + 5u), ldy(yb + c, co + 6u), ldy(yb + c, co + 7u));
-            a0_0 = fma(d, vec4(x0l0), a0_0); a0_1 = fma(d, vec4(x0m0), a0_1); a0_2 = fma(d, vec4(x0r0), a0_2);
-            a0_3 = fma(d, vec4(x0l1), a0_3); a0_4 = fma(d, vec4(x0m1), a0_4); a0_5 = fma(d, vec4(x0r1), a0_5);
-            a0_6 = fma(d, vec4(x0l2), a0_6); a0_7 = fma(d, vec4(x0m2), a0_7); a0_8 = fma(d, vec4(x0r2), a0_8);
-            b0_0 = fma(u, vec4(x0l0), b0_0); b0_1 = fma(u, vec4(x0m0), b0_1); b0_2 = fma(u, vec4(x0r0), b0_2);
-            b0_3 = fma(u, vec4(x0l1), b0_3); b0_4 = fma(u, vec4(x0m1), b0_4); b0_5 = fma(u, vec4(x0r1), b0_5);
-            b0_6 = fma(u, vec4(x0l2), b0_6); b0_7 = fma(u, vec4(x0m2), b0_7); b0_8 = fma(u, vec4(x0r2), b0_8);
-            a1_0 = fma(d, vec4(x1l0), a1_0); a1_1 = fma(d, vec4(x1m0), a1_1); a1_2 = fma(d, vec4(x1r0), a1_2);
-            a1_3 = fma(d, vec4(x1l1), a1_3); a1_4 = fma(d, vec4(x1m1), a1_4); a1_5 = fma(d, vec4(x1r1), a1_5);
-            a1_6 = fma(d, vec4(x1l2), a1_6); a1_7 = fma(d, vec4(x1m2), a1_7); a1_8 = fma(d, vec4(x1r2), a1_8);
-            b1_0 = fma(u, vec4(x1l0), b1_0); b1_1 = fma(u, vec4(x1m0), b1_1); b1_2 = fma(u, vec4(x1r0), b1_2);
-            b1_3 = fma(u, vec4(x1l1), b1_3); b1_4 = fma(u, vec4(x1m1), b1_4); b1_5 = fma(u, vec4(x1r1), b1_5);
-            b1_6 = fma(u, vec4(x1l2), b1_6); b1_7 = fma(u, vec4(x1m2), b1_7); b1_8 = fma(u, vec4(x1r2), b1_8);
-            a2_0 = fma(d, vec4(x2l0), a2_0); a2_1 = fma(d, vec4(x2m0), a2_1); a2_2 = fma(d, vec4(x2r0), a2_2);
-            a2_3 = fma(d, vec4(x2l1), a2_3); a2_4 = fma(d, vec4(x2m1), a2_4); a2_5 = fma(d, vec4(x2r1), a2_5);
-            a2_6 = fma(d, vec4(x2l2), a2_6); a2_7 = fma(d, vec4(x2m2), a2_7); a2_8 = fma(d, vec4(x2r2), a2_8);
-            b2_0 = fma(u, vec4(x2l0), b2_0); b2_1 = fma(u, vec4(x2m0), b2_1); b2_2 = fma(u, vec4(x2r0), b2_2);
-            b2_3 = fma(u, vec4(x2l1), b2_3); b2_4 = fma(u, vec4(x2m1), b2_4); b2_5 = fma(u, vec4(x2r1), b2_5);
-            b2_6 = fma(u, vec4(x2l2), b2_6); b2_7 = fma(u, vec4(x2m2), b2_7); b2_8 = fma(u, vec4(x2r2), b2_8);
-            a3_0 = fma(d, vec4(x3l0), a3_0); a3_1 = fma(d, vec4(x3m0), a3_1); a3_2 = fma(d, vec4(x3r0), a3_2);
-            a3_3 = fma(d, vec4(x3l1), a3_3); a3_4 = fma(d, vec4(x3m1), a3_4); a3_5 = fma(d, vec4(x3r1), a3_5);
-            a3_6 = fma(d, vec4(x3l2), a3_6); a3_7 = fma(d, vec4(x3m2), a3_7); a3_8 = fma(d, vec4(x3r2), a3_8);
-            b3_0 = fma(u, vec4(x3l0), b3_0); b3_1 = fma(u, vec4(x3m0), b3_1); b3_2 = fma(u, vec4(x3r0), b3_2);
-            b3_3 = fma(u, vec4(x3l1), b3_3); b3_4 = fma(u, vec4(x3m1), b3_4); b3_5 = fma(u, vec4(x3r1), b3_5);
-            b3_6 = fma(u, vec4(x3l2), b3_6); b3_7 = fma(u, vec4(x3m2), b3_7); b3_8 = fma(u, vec4(x3r2), b3_8);
-            sd += d; se += u;
-            x0l0 = x0m0; x0m0 = x0r0; x0l1 = x0m1; x0m1 = x0r1; x0l2 = x0m2; x0m2 = x0r2;
-            x1l0 = x1m0; x1m0 = x1r0; x1l1 = x1m1; x1m1 = x1r1; x1l2 = x1m2; x1m2 = x1r2;
-            x2l0 = x2m0; x2m0 = x2r0; x2l1 = x2m1; x2m1 = x2r1; x2l2 = x2m2; x2m2 = x2r2;
-            x3l0 = x3m0; x3m0 = x3r0; x3l1 = x3m1; x3m1 = x3r1; x3l2 = x3m2; x3m2 = x3r2;
         }
     }
     let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
     let has_b = 2u * g + 1u < p.cq;
-    if (true) {
-        store_taps(base, a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a0_8);
-        if (has_b) { store_taps(base + 1u, b0_0, b0_1, b0_2, b0_3, b0_4, b0_5, b0_6, b0_7, b0_8); }
-    }
-    if (ci + 1u < p.cin) {
-        store_taps(base + 9u * p.cq, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a1_8);
-        if (has_b) { store_taps(base + 9u * p.cq + 1u, b1_0, b1_1, b1_2, b1_3, b1_4, b1_5, b1_6, b1_7, b1_8); }
-    }
-    if (ci + 2u < p.cin) {
-        store_taps(base + 18u * p.cq, a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7, a2_8);
-        if (has_b) { store_taps(base + 18u * p.cq + 1u, b2_0, b2_1, b2_2, b2_3, b2_4, b2_5, b2_6, b2_7, b2_8); }
-    }
-    if (ci + 3u < p.cin) {
-        store_taps(base + 27u * p.cq, a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7, a3_8);
-        if (has_b) { store_taps(base + 27u * p.cq + 1u, b3_0, b3_1, b3_2, b3_3, b3_4, b3_5, b3_6, b3_7, b3_8); }
-    }
-    if (cp == 0u && p.bias_grad != 0u) {
+    store_taps(base, a);
+    if (has_b) { store_taps(base + 1u, b); }
+    if (ci == 0u && p.bias_grad != 0u) {
         let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
         partial[bb] = sd;
         if (has_b) { partial[bb + 1u] = se; }
     }
 }
 
-// One vec4 group's 9 taps of a weight-gradient share, from element `base` on (taps p.cq
-// vec4s apart).
-fn store_taps(base: u32, t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>, t3: vec4<f32>,
-              t4: vec4<f32>, t5: vec4<f32>, t6: vec4<f32>, t7: vec4<f32>, t8: vec4<f32>) {
-    partial[base] = t0;
-    partial[base + p.cq] = t1;
-    partial[base + 2u * p.cq] = t2;
-    partial[base + 3u * p.cq] = t3;
-    partial[base + 4u * p.cq] = t4;
-    partial[base + 5u * p.cq] = t5;
-    partial[base + 6u * p.cq] = t6;
-    partial[base + 7u * p.cq] = t7;
-    partial[base + 8u * p.cq] = t8;
+@compute @workgroup_size(64)
+fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let hw = p.h * p.w;
+    let cq2 = (p.cq + 1u) / 2u;
+    let quads = (p.cin + 3u) / 4u;
+    let ci = 4u * (i % quads);
+    let g = (i / quads) % cq2;
+    let s = i / (quads * cq2);
+    let co = g * 8u;
+    // a*: output channels 8g .. 8g+3, b*: 8g+4 .. 8g+7; *0 .. *3: input channels ci .. ci+3
+    var a0 = zero_taps(); var a1 = zero_taps(); var a2 = zero_taps(); var a3 = zero_taps();
+    var b0 = zero_taps(); var b1 = zero_taps(); var b2 = zero_taps(); var b3 = zero_taps();
+    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
+    for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
+        let n = q / p.h;
+        let r = q % p.h;
+        let xb = p.off_b + (n * p.cin + ci) * hw;
+        let x0 = rows_of(xb, ci, r);
+        let x1 = rows_of(xb + hw, ci + 1u, r);
+        let x2 = rows_of(xb + 2u * hw, ci + 2u, r);
+        let x3 = rows_of(xb + 3u * hw, ci + 3u, r);
+        let yb = p.off_a + n * p.cout * hw + r * p.w;
+        var w0 = window_start(x0); var w1 = window_start(x1);
+        var w2 = window_start(x2); var w3 = window_start(x3);
+        for (var c = 0u; c < p.w; c++) {
+            w0 = slide(w0, x0, c); w1 = slide(w1, x1, c);
+            w2 = slide(w2, x2, c); w3 = slide(w3, x3, c);
+            let d = ldy4(yb + c, co);
+            let e = ldy4(yb + c, co + 4u);
+            a0 = add_taps(a0, d, w0); b0 = add_taps(b0, e, w0);
+            a1 = add_taps(a1, d, w1); b1 = add_taps(b1, e, w1);
+            a2 = add_taps(a2, d, w2); b2 = add_taps(b2, e, w2);
+            a3 = add_taps(a3, d, w3); b3 = add_taps(b3, e, w3);
+            sd += d; se += e;
+        }
+    }
+    let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
+    let has_b = 2u * g + 1u < p.cq;
+    let step = 9u * p.cq; // from one input channel's taps to the next's
+    store_taps(base, a0);
+    if (has_b) { store_taps(base + 1u, b0); }
+    if (ci + 1u < p.cin) {
+        store_taps(base + step, a1);
+        if (has_b) { store_taps(base + step + 1u, b1); }
+    }
+    if (ci + 2u < p.cin) {
+        store_taps(base + 2u * step, a2);
+        if (has_b) { store_taps(base + 2u * step + 1u, b2); }
+    }
+    if (ci + 3u < p.cin) {
+        store_taps(base + 3u * step, a3);
+        if (has_b) { store_taps(base + 3u * step + 1u, b3); }
+    }
+    if (ci == 0u && p.bias_grad != 0u) {
+        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
+        partial[bb] = sd;
+        if (has_b) { partial[bb + 1u] = se; }
+    }
 }
 
 // ---- conv3x3_backward_weight_sum: 1 partial (as parts), 4 dw, 3 db ----

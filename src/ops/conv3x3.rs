@@ -253,10 +253,10 @@ pub fn backward_weight_bias(
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         // Each invocation owns two vec4 groups (8 output channels) of one input channel
-        // (GPUs) or of four (CPU adapters, where the loads it saves outweigh the spills).
+        // (GPUs) or of four (CPU adapters, where the loads it saves outweigh the spills;
+        // not below four input channels, as in the first layer, where most of its sums
+        // would idle: 2x slower measured for one).
         let groups = cq.div_ceil(2);
-        // (fewer than four input channels, as in the first layer, would leave most of
-        // the quad's sums idle: 2x slower measured for 1 channel).
         let (kernel, per_inv) = match gpu.conv_tiling() {
             ConvTiling::Channels4Pixels8 if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
             _ => (BACKWARD_WEIGHT, 1),
