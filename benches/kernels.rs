@@ -51,7 +51,7 @@ fn main() -> Result<()> {
         .unwrap_or(2);
     let quick = std::env::var("SEGFEAT_BENCH_QUICK").is_ok();
     if let Ok(tile) = std::env::var("SEGFEAT_BENCH_TILING") {
-        gpu.set_conv_tiling(tile.parse()?);
+        gpu.set_conv_tiling(tile.parse()?)?;
     }
     // The ceilings are short kernels, and this machine's speed drifts over minutes: take
     // the best of at least 10 now, again after the kernels, and rate the table against

@@ -44,7 +44,7 @@ fn main() -> Result<()> {
     let batch = env_list("SEGFEAT_BENCH_BATCH", "10")[0];
     let reps = env_list("SEGFEAT_BENCH_REPS", "2")[0].max(1);
     if let Ok(tile) = std::env::var("SEGFEAT_BENCH_TILING") {
-        gpu.set_conv_tiling(tile.parse()?);
+        gpu.set_conv_tiling(tile.parse()?)?;
     }
     println!("adapter: {}", gpu.describe());
     println!("conv3x3 tile (channels x pixels): {}", gpu.conv_tiling());

@@ -263,6 +263,7 @@ fn profiling_times_every_dispatch_by_kernel() {
     let entry = match gpu.conv_tiling() {
         segfeat::gpu::ConvTiling::Channels8Pixels4 => "conv3x3_tiled",
         segfeat::gpu::ConvTiling::Channels4Pixels8 => "conv3x3_rows",
+        segfeat::gpu::ConvTiling::Channels4Pixels8Subgroup => "conv3x3_rows_subgroup",
     };
     let conv = p.iter().find(|e| e.0 == entry).unwrap();
     assert_eq!(conv.1, 3);

@@ -9,11 +9,11 @@ use segfeat::{ops, Tensor};
 
 #[test]
 fn conv3x3_all_entry_points() {
-    // Both register tiles, whichever this adapter would pick: they share the launcher
-    // and must both match the reference.
+    // Every register tile this device can run, whichever it would pick: they share the
+    // launcher and must all match the reference.
     let gpu = gpu();
-    for tiling in [ConvTiling::Channels8Pixels4, ConvTiling::Channels4Pixels8] {
-        gpu.set_conv_tiling(tiling);
+    for tiling in tilings(&gpu) {
+        gpu.set_conv_tiling(tiling).unwrap();
         for (i, &(n, cin, cout, h, w)) in [
             (1, 1, 1, 1, 1),
             (1, 3, 5, 7, 5),
@@ -21,6 +21,12 @@ fn conv3x3_all_entry_points() {
             (3, 6, 7, 10, 3),
             (2, 16, 16, 8, 8),
             (1, 3, 9, 5, 37),
+            // Rows of whole 8-pixel tiles, which the subgroup tile loads as vec4s: 9 tiles
+            // a row (subgroups straddle rows: halos from lanes and from loads), 2 a row,
+            // and 8 (one subgroup a row) with an odd height.
+            (2, 5, 6, 5, 72),
+            (1, 3, 9, 6, 16),
+            (2, 4, 8, 7, 64),
         ]
         .iter()
         .enumerate()
@@ -32,36 +38,52 @@ fn conv3x3_all_entry_points() {
 
 #[test]
 fn conv3x3_tilings_agree_bit_for_bit() {
-    // The two tiles add the same products in the same order, so a model trained on a
-    // GPU and evaluated on lavapipe sees the same convolution.
+    // The tiles add the same products in the same order, so a model trained on a GPU
+    // and evaluated on lavapipe sees the same convolution (the second shape has rows of
+    // whole 8-pixel tiles, which the subgroup tile takes).
     let gpu = gpu();
+    for (n, cin, cout, h, w) in [(2, 5, 11, 6, 21), (2, 5, 11, 7, 40)] {
+        tilings_agree(&gpu, n, cin, cout, h, w);
+    }
+}
+
+fn tilings_agree(gpu: &segfeat::Gpu, n: usize, cin: usize, cout: usize, h: usize, w: usize) {
     let mut g = rng(7);
-    let (n, cin, cout, h, w) = (2, 5, 11, 6, 21);
-    let x = up(&gpu, &[n, cin, h, w], &rand_vec(&mut g, n * cin * h * w));
-    let wt = up(&gpu, &[cout, cin, 3, 3], &rand_vec(&mut g, cout * cin * 9));
-    let b = up(&gpu, &[cout], &rand_vec(&mut g, cout));
-    let dy = up(&gpu, &[n, cout, h, w], &rand_vec(&mut g, n * cout * h * w));
+    let x = up(gpu, &[n, cin, h, w], &rand_vec(&mut g, n * cin * h * w));
+    let wt = up(gpu, &[cout, cin, 3, 3], &rand_vec(&mut g, cout * cin * 9));
+    let b = up(gpu, &[cout], &rand_vec(&mut g, cout));
+    let dy = up(gpu, &[n, cout, h, w], &rand_vec(&mut g, n * cout * h * w));
     let mut outs = Vec::new();
-    for tiling in [ConvTiling::Channels8Pixels4, ConvTiling::Channels4Pixels8] {
-        gpu.set_conv_tiling(tiling);
-        let y = ops::conv3x3::forward(&gpu, &x, &wt, &b)
-            .unwrap()
-            .to_vec(&gpu);
-        let dx = Tensor::zeros(&gpu, &[n, cin, h, w]).unwrap();
-        ops::conv3x3::backward_input(&gpu, &dy, &wt, &dx).unwrap();
-        outs.push((y, dx.to_vec(&gpu)));
+    for tiling in tilings(gpu) {
+        gpu.set_conv_tiling(tiling).unwrap();
+        let y = ops::conv3x3::forward(gpu, &x, &wt, &b).unwrap().to_vec(gpu);
+        let dx = Tensor::zeros(gpu, &[n, cin, h, w]).unwrap();
+        ops::conv3x3::backward_input(gpu, &dy, &wt, &dx).unwrap();
+        outs.push((y, dx.to_vec(gpu)));
     }
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    assert_eq!(
-        bits(&outs[0].0),
-        bits(&outs[1].0),
-        "forward differs between tilings"
-    );
-    assert_eq!(
-        bits(&outs[0].1),
-        bits(&outs[1].1),
-        "input gradient differs between tilings"
-    );
+    for (t, out) in tilings(gpu).iter().zip(&outs).skip(1) {
+        assert_eq!(
+            bits(&outs[0].0),
+            bits(&out.0),
+            "forward differs between tilings 8x4 and {t}"
+        );
+        assert_eq!(
+            bits(&outs[0].1),
+            bits(&out.1),
+            "input gradient differs between tilings 8x4 and {t}"
+        );
+    }
+}
+
+/// The conv3x3 tiles this device can run: the subgroup tile where the device has
+/// subgroups. lavapipe (CI's adapter) has them, so there all three are checked.
+fn tilings(gpu: &segfeat::Gpu) -> Vec<ConvTiling> {
+    let mut t = vec![ConvTiling::Channels8Pixels4, ConvTiling::Channels4Pixels8];
+    if gpu.has_subgroups() {
+        t.push(ConvTiling::Channels4Pixels8Subgroup);
+    }
+    t
 }
 
 #[test]

@@ -42,17 +42,24 @@ pub enum ConvTiling {
     /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
     /// tile loads fewer.
     Channels4Pixels8,
+    /// The tile of `Channels4Pixels8` with the weight loads shared by the 8 lanes of a
+    /// subgroup (`conv3x3_rows_subgroup`): CPU adapters with 8-lane subgroups (lavapipe).
+    /// Needs a device with subgroups ([`Gpu::has_subgroups`]).
+    Channels4Pixels8Subgroup,
 }
 
 impl std::str::FromStr for ConvTiling {
     type Err = crate::Error;
 
-    /// "8x4" or "4x8" (channels x pixels), as the benches' SEGFEAT_BENCH_TILING takes it.
+    /// "8x4", "4x8" or "4x8sg" (channels x pixels), as the benches' SEGFEAT_BENCH_TILING takes it.
     fn from_str(s: &str) -> Result<ConvTiling> {
         match s {
             "8x4" => Ok(ConvTiling::Channels8Pixels4),
             "4x8" => Ok(ConvTiling::Channels4Pixels8),
-            _ => bail!("a conv3x3 tile is 8x4 or 4x8 (channels x pixels), not {s:?}"),
+            "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
+            _ => bail!(
+                "a conv3x3 tile is 8x4, 4x8 or 4x8sg (channels x pixels, sg: weights shared by a subgroup), not {s:?}"
+            ),
         }
     }
 }
@@ -62,6 +69,7 @@ impl std::fmt::Display for ConvTiling {
         f.write_str(match self {
             ConvTiling::Channels8Pixels4 => "8x4",
             ConvTiling::Channels4Pixels8 => "4x8",
+            ConvTiling::Channels4Pixels8Subgroup => "4x8sg",
         })
     }
 }
@@ -74,6 +82,9 @@ pub struct AdapterReport {
     pub device_type: String,
     pub driver: String,
     pub limits: wgpu::Limits,
+    /// Whether the adapter offers wgpu's SUBGROUP feature, and its subgroup sizes.
+    pub subgroups: bool,
+    pub subgroup_sizes: (u32, u32),
 }
 
 impl AdapterReport {
@@ -87,6 +98,8 @@ impl AdapterReport {
                 .trim()
                 .to_string(),
             limits: a.limits(),
+            subgroups: a.features().contains(wgpu::Features::SUBGROUP),
+            subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
         }
     }
 }
@@ -110,6 +123,8 @@ pub(crate) struct GpuInner {
     pub modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pub pipelines: RefCell<HashMap<&'static str, Rc<wgpu::ComputePipeline>>>,
     pub encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    /// Whether the device was opened with wgpu's SUBGROUP feature.
+    pub subgroups: bool,
     pub pending: Cell<u32>,
     pub dispatches: Cell<u64>,
     pub conv_tiling: Cell<ConvTiling>,
@@ -176,9 +191,15 @@ impl Gpu {
         let adapter = &adapters[i];
         let report = AdapterReport::of(adapter);
         let limits = adapter.limits();
+        // Subgroups serve one kernel, on CPU adapters (see ConvTiling); ask for them there.
+        let subgroups = report.subgroups && report.device_type == "Cpu";
         let desc = wgpu::DeviceDescriptor {
             label: Some("segfeat"),
-            required_features: wgpu::Features::empty(),
+            required_features: if subgroups {
+                wgpu::Features::SUBGROUP
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             ..Default::default()
         };
@@ -220,10 +241,13 @@ impl Gpu {
                 modules: RefCell::new(HashMap::new()),
                 pipelines: RefCell::new(HashMap::new()),
                 encoder: RefCell::new(None),
+                subgroups,
                 pending: Cell::new(0),
                 dispatches: Cell::new(0),
                 record_seconds: Cell::new(0.0),
-                conv_tiling: Cell::new(if report.device_type == "Cpu" {
+                conv_tiling: Cell::new(if subgroups && report.subgroup_sizes == (8, 8) {
+                    ConvTiling::Channels4Pixels8Subgroup
+                } else if report.device_type == "Cpu" {
                     ConvTiling::Channels4Pixels8
                 } else {
                     ConvTiling::Channels8Pixels4
@@ -262,10 +286,23 @@ impl Gpu {
         self.inner.conv_tiling.get()
     }
 
-    /// Use another conv3x3 tile from now on: for tests that check both on one adapter,
-    /// and benches that compare them.
-    pub fn set_conv_tiling(&self, t: ConvTiling) {
+    /// Use another conv3x3 tile from now on: for tests that check each on one adapter,
+    /// and benches that compare them. The subgroup tile needs a device with subgroups.
+    pub fn set_conv_tiling(&self, t: ConvTiling) -> Result<()> {
+        if t == ConvTiling::Channels4Pixels8Subgroup && !self.has_subgroups() {
+            bail!(
+                "the conv3x3 tile 4x8sg needs subgroups, which adapter \"{}\" was not opened with (segfeat asks for them on CPU adapters that offer them)",
+                self.inner.adapter.name
+            );
+        }
         self.inner.conv_tiling.set(t);
+        Ok(())
+    }
+
+    /// Whether the device has subgroup operations (asked for on CPU adapters that offer
+    /// them), which `conv3x3_rows_subgroup` needs.
+    pub fn has_subgroups(&self) -> bool {
+        self.inner.subgroups
     }
 
     /// The byte range one storage binding may cover here.

@@ -42,6 +42,10 @@ pub static SHADERS: &[(&str, &str)] = &[
     ("conv1x1", include_str!("../../shaders/conv1x1.wgsl")),
     ("conv3x3", include_str!("../../shaders/conv3x3.wgsl")),
     (
+        "conv3x3_subgroup",
+        include_str!("../../shaders/conv3x3_subgroup.wgsl"),
+    ),
+    (
         "elementwise",
         include_str!("../../shaders/elementwise.wgsl"),
     ),
@@ -54,12 +58,21 @@ pub static SHADERS: &[(&str, &str)] = &[
     ("upsample2", include_str!("../../shaders/upsample2.wgsl")),
 ];
 
-/// The full source of a shader as the device compiles it: prelude + file.
+/// Shaders that extend another one (WGSL has no `#include`): (shader, the shader whose
+/// declarations it uses). conv3x3_subgroup uses subgroup built-ins, which naga 30 takes
+/// without an `enable` directive (it rejects `enable subgroups;`) but which compile
+/// only on a device opened with wgpu's SUBGROUP feature (see [`Gpu::has_subgroups`]).
+pub const EXTENSIONS: &[(&str, &str)] = &[("conv3x3_subgroup", "conv3x3")];
+
+/// The full source of a shader as the device compiles it: prelude + file, or for an
+/// extension (see [`EXTENSIONS`]) prelude + the file it extends + its own file.
 pub fn source(shader: &str) -> Option<String> {
-    SHADERS
-        .iter()
-        .find(|(n, _)| *n == shader)
-        .map(|(_, s)| format!("{PRELUDE}{s}"))
+    let file = |name: &str| SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+    let own = file(shader)?;
+    Some(match EXTENSIONS.iter().find(|(n, _)| *n == shader) {
+        Some((_, base)) => format!("{PRELUDE}{}{own}", file(base)?),
+        None => format!("{PRELUDE}{own}"),
+    })
 }
 
 /// One entry point of one shader file.

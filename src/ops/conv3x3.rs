@@ -42,6 +42,7 @@ const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
+const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
 const BACKWARD_WEIGHT_QUAD: Kernel = k("conv3x3", "conv3x3_backward_weight_quad");
 const BACKWARD_WEIGHT_SUM: Kernel = k("conv3x3", "conv3x3_backward_weight_sum");
@@ -140,15 +141,22 @@ fn tiled(
     let (n, _, h, wd) = x.nchw("conv3x3 input")?;
     let hw = h * wd;
     // (kernel, output channels per invocation, pixels per invocation)
-    let (kernel, chans, pixels) = match gpu.conv_tiling() {
+    let (tile, chans, pixels) = match gpu.conv_tiling() {
         ConvTiling::Channels8Pixels4 => (TILED, 8, 4),
         ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
+        ConvTiling::Channels4Pixels8Subgroup => (ROWS_SUBGROUP, 4, 8),
     };
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
+        // The subgroup kernel loads rows as vec4s: whole 8-pixel tiles from a vec4 boundary.
+        let kernel = if tile == ROWS_SUBGROUP && (wd % 8 != 0 || ox % 4 != 0) {
+            ROWS
+        } else {
+            tile
+        };
         let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
         // The rows tile covers two output rows per invocation.
-        let rows = if kernel == ROWS { h.div_ceil(2) } else { h };
+        let rows = if kernel == TILED { h } else { h.div_ceil(2) };
         let total = nb * cout.div_ceil(chans) * rows * wd.div_ceil(pixels);
         let flags = bias.map_or(0, |(_, act)| 1 | act.flag_bits());
         let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), flags);
@@ -258,7 +266,9 @@ pub fn backward_weight_bias(
         // would idle: 2x slower measured for one).
         let groups = cq.div_ceil(2);
         let (kernel, per_inv) = match gpu.conv_tiling() {
-            ConvTiling::Channels4Pixels8 if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
+            ConvTiling::Channels4Pixels8 | ConvTiling::Channels4Pixels8Subgroup if cin >= 4 => {
+                (BACKWARD_WEIGHT_QUAD, 4)
+            }
             _ => (BACKWARD_WEIGHT, 1),
         };
         let tiles = cin.div_ceil(per_inv);
