@@ -27,6 +27,9 @@ fn conv3x3_all_entry_points() {
             (2, 5, 6, 5, 72),
             (1, 3, 9, 6, 16),
             (2, 4, 8, 7, 64),
+            // 32 input channels: 8 quads, one subgroup of the weight gradient's (sharing
+            // its dy loads), with 12 output channels (a partial second group).
+            (2, 32, 12, 5, 8),
         ]
         .iter()
         .enumerate()

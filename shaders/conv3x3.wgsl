@@ -496,6 +496,14 @@ fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
             sd += d; se += e;
         }
     }
+    store_quad(s, ci, g, a0, a1, a2, a3, b0, b1, b2, b3, sd, se);
+}
+
+// A quad kernel's sums into share s: input channels ci .. ci+3 (those inside Cin), the
+// vec4 groups 2g and 2g+1 (the second where it exists), and with p.bias_grad the bias
+// share from the invocations of the first quad.
+fn store_quad(s: u32, ci: u32, g: u32, a0: Taps, a1: Taps, a2: Taps, a3: Taps, b0: Taps,
+              b1: Taps, b2: Taps, b3: Taps, sd: vec4<f32>, se: vec4<f32>) {
     let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
     let has_b = 2u * g + 1u < p.cq;
     let step = 9u * p.cq; // from one input channel's taps to the next's

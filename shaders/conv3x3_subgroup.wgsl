@@ -155,3 +155,72 @@ fn row_of(q: u32, has_left: bool, has_right: bool, left_lane: bool, right_lane: 
     }
     return Row10(left, lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w, right);
 }
+
+// ---- conv3x3_backward_weight_quad_subgroup: 1 dy, 2 x (as xin), 4 partial ----
+// conv3x3_backward_weight_quad with the dy loads shared across the subgroup: the 8 lanes
+// of a subgroup own 8 input-channel quads of the same 8 output channels and share of
+// rows (every subgroup where Cin is a multiple of 32), so they need the same 8 dy values
+// at each pixel; lane k loads output channel 8g + k and subgroupBroadcast hands every
+// lane all eight: 1 dy load per pixel instead of 8 (with the 12 input loads, 13 instead
+// of 20). Subgroups whose lanes differ in channel group or share load dy lane by lane.
+// Same sums in the same order as the quad kernel. Invocations past p.total run the last
+// one's walk and store nothing, so that every lane reaches the broadcasts.
+@compute @workgroup_size(64)
+fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
+                                         @builtin(num_workgroups) nwg: vec3<u32>,
+                                         @builtin(local_invocation_index) lid: u32,
+                                         @builtin(subgroup_invocation_id) lane: u32,
+                                         @builtin(subgroup_size) sg_size: u32) {
+    let id = flat_id(wid, nwg, lid);
+    let live = id < p.total;
+    let i = min(id, p.total - 1u);
+    let hw = p.h * p.w;
+    let cq2 = (p.cq + 1u) / 2u;
+    let quads = (p.cin + 3u) / 4u;
+    let ci = 4u * (i % quads);
+    let gs = i / quads; // (channel group, share)
+    let g = gs % cq2;
+    let s = gs / cq2;
+    let co = g * 8u;
+    let share = sg_size == 8u && subgroupAll(subgroupBroadcast(gs, 0u) == gs);
+    let my_co = co + min(lane, 7u); // the output channel this lane loads for the subgroup
+    // a*: output channels 8g .. 8g+3, b*: 8g+4 .. 8g+7; *0 .. *3: input channels ci .. ci+3
+    var a0 = zero_taps(); var a1 = zero_taps(); var a2 = zero_taps(); var a3 = zero_taps();
+    var b0 = zero_taps(); var b1 = zero_taps(); var b2 = zero_taps(); var b3 = zero_taps();
+    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
+    for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
+        let n = q / p.h;
+        let r = q % p.h;
+        let xb = p.off_b + (n * p.cin + ci) * hw;
+        let x0 = rows_of(xb, ci, r);
+        let x1 = rows_of(xb + hw, ci + 1u, r);
+        let x2 = rows_of(xb + 2u * hw, ci + 2u, r);
+        let x3 = rows_of(xb + 3u * hw, ci + 3u, r);
+        let yb = p.off_a + n * p.cout * hw + r * p.w;
+        var w0 = window_start(x0); var w1 = window_start(x1);
+        var w2 = window_start(x2); var w3 = window_start(x3);
+        for (var c = 0u; c < p.w; c++) {
+            w0 = slide(w0, x0, c); w1 = slide(w1, x1, c);
+            w2 = slide(w2, x2, c); w3 = slide(w3, x3, c);
+            var d: vec4<f32>;
+            var e: vec4<f32>;
+            if (share) {
+                let mine = ldy(yb + c, my_co);
+                d = vec4(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
+                         subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
+                e = vec4(subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
+                         subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
+            } else {
+                d = ldy4(yb + c, co);
+                e = ldy4(yb + c, co + 4u);
+            }
+            a0 = add_taps(a0, d, w0); b0 = add_taps(b0, e, w0);
+            a1 = add_taps(a1, d, w1); b1 = add_taps(b1, e, w1);
+            a2 = add_taps(a2, d, w2); b2 = add_taps(b2, e, w2);
+            a3 = add_taps(a3, d, w3); b3 = add_taps(b3, e, w3);
+            sd += d; se += e;
+        }
+    }
+    if (!live) { return; }
+    store_quad(s, ci, g, a0, a1, a2, a3, b0, b1, b2, b3, sd, se);
+}

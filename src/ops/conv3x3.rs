@@ -45,6 +45,8 @@ const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
 const BACKWARD_WEIGHT_QUAD: Kernel = k("conv3x3", "conv3x3_backward_weight_quad");
+const BACKWARD_WEIGHT_QUAD_SUBGROUP: Kernel =
+    k("conv3x3_subgroup", "conv3x3_backward_weight_quad_subgroup");
 const BACKWARD_WEIGHT_SUM: Kernel = k("conv3x3", "conv3x3_backward_weight_sum");
 const BACKWARD_BIAS: Kernel = k("conv3x3", "conv3x3_backward_bias");
 
@@ -266,9 +268,8 @@ pub fn backward_weight_bias(
         // would idle: 2x slower measured for one).
         let groups = cq.div_ceil(2);
         let (kernel, per_inv) = match gpu.conv_tiling() {
-            ConvTiling::Channels4Pixels8 | ConvTiling::Channels4Pixels8Subgroup if cin >= 4 => {
-                (BACKWARD_WEIGHT_QUAD, 4)
-            }
+            ConvTiling::Channels4Pixels8 if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
+            ConvTiling::Channels4Pixels8Subgroup if cin >= 4 => (BACKWARD_WEIGHT_QUAD_SUBGROUP, 4),
             _ => (BACKWARD_WEIGHT, 1),
         };
         let tiles = cin.div_ceil(per_inv);
