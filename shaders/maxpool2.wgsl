@@ -4,9 +4,9 @@
 //   y[n,c,i,j] = max(x[n,c,2i,2j], x[n,c,2i,2j+1], x[n,c,2i+1,2j], x[n,c,2i+1,2j+1])
 //
 // Backward routes dy to the position of the maximum; on ties, to the first of the four in
-// row-major order (strict > while scanning in that order). It is written as a gather: each
-// input element recomputes its block's argmax and takes dy if it is the one, so no two
-// invocations write the same element and no atomics are needed. Backward ADDS into dx.
+// row-major order (strict > while scanning in that order). One invocation per block adds
+// its dy to that element, so no two invocations write the same element and no atomics
+// are needed. Backward ADDS into dx.
 
 struct Params {
     total: u32,
@@ -52,7 +52,10 @@ fn maxpool2_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     y[p.off_b + i] = x[base + (a / 2u) * p.w + (a % 2u)];
 }
 
-// maxpool2_backward: 1 x, 3 dy, 4 dx    (one invocation per input element)
+// maxpool2_backward: 1 x, 3 dy, 4 dx    (one invocation per 2x2 block, as the forward)
+// The block's argmax is computed once and its dy added to that one element, so each dx
+// element is written by one invocation at most (and divisions are per block, not per
+// element: on a CPU adapter they run lane by lane).
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 
@@ -61,13 +64,12 @@ fn maxpool2_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
                      @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let col = i % p.w;
-    let row = (i / p.w) % p.h;
-    let plane = i / (p.w * p.h);
-    let base = p.off_a + plane * p.h * p.w + (row & ~1u) * p.w + (col & ~1u);
-    let me = (row & 1u) * 2u + (col & 1u);
-    if (block_argmax(base) == me) {
-        let oi = (plane * (p.h / 2u) + row / 2u) * (p.w / 2u) + col / 2u;
-        dx[p.off_c + i] += dy[p.off_b + oi];
-    }
+    let ow = p.w / 2u;
+    let oh = p.h / 2u;
+    let j = i % ow;
+    let r = (i / ow) % oh;
+    let plane = i / (ow * oh);
+    let e = plane * p.h * p.w + 2u * r * p.w + 2u * j; // the block's top-left element
+    let a = block_argmax(p.off_a + e);
+    dx[p.off_c + e + (a / 2u) * p.w + (a % 2u)] += dy[p.off_b + i];
 }

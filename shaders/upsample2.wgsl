@@ -5,7 +5,8 @@
 // y may be a channel slice c0 .. c0+C of a larger (N, Cd, 2H, 2W) tensor: the U-Net
 // upsamples straight into its concatenation buffer, and the backward reads the slice of
 // the concatenation's gradient (plain upsampling: Cd = C, c0 = 0).
-// Both are gathers (one invocation per written element): deterministic, no atomics.
+// Each element is written by one invocation (one per input row, walking it): deterministic,
+// no atomics.
 
 struct Params {
     total: u32,
@@ -19,7 +20,9 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
-// upsample2_forward: 1 x, 2 y     (one invocation per output element)
+// upsample2_forward: 1 x, 2 y     (one invocation per input row: its 2 output rows)
+// One invocation walks a whole row so that it divides once for the row, not several
+// times per element (integer division runs lane by lane on a CPU adapter).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
@@ -29,15 +32,21 @@ fn upsample2_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
     let ow = 2u * p.w;
-    let oh = 2u * p.h;
-    let col = i % ow;
-    let row = (i / ow) % oh;
-    let plane = i / (ow * oh);
-    let out = ((plane / p.c) * p.cd + p.c0 + plane % p.c) * oh * ow + row * ow + col;
-    y[p.off_b + out] = x[p.off_a + (plane * p.h + row / 2u) * p.w + col / 2u];
+    let row = i % p.h;
+    let plane = i / p.h;
+    let out = p.off_b + (((plane / p.c) * p.cd + p.c0 + plane % p.c) * 2u * p.h + 2u * row) * ow;
+    let src = p.off_a + i * p.w;
+    for (var col = 0u; col < p.w; col++) {
+        let v = x[src + col];
+        let o = out + 2u * col;
+        y[o] = v;
+        y[o + 1u] = v;
+        y[o + ow] = v;
+        y[o + ow + 1u] = v;
+    }
 }
 
-// upsample2_backward: 1 dy, 2 dx     (one invocation per input element)
+// upsample2_backward: 1 dy, 2 dx     (one invocation per input row, as the forward)
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
 
@@ -46,11 +55,14 @@ fn upsample2_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
                       @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let col = i % p.w;
-    let row = (i / p.w) % p.h;
-    let plane = i / (p.w * p.h);
     let ow = 2u * p.w;
+    let row = i % p.h;
+    let plane = i / p.h;
     let big = (plane / p.c) * p.cd + p.c0 + plane % p.c;
-    let b = p.off_a + (big * 2u * p.h + 2u * row) * ow + 2u * col;
-    dx[p.off_b + i] += (dy[b] + dy[b + 1u]) + (dy[b + ow] + dy[b + ow + 1u]);
+    let b0 = p.off_a + (big * 2u * p.h + 2u * row) * ow;
+    let d0 = p.off_b + i * p.w;
+    for (var col = 0u; col < p.w; col++) {
+        let b = b0 + 2u * col;
+        dx[d0 + col] += (dy[b] + dy[b + 1u]) + (dy[b + ow] + dy[b + ow + 1u]);
+    }
 }

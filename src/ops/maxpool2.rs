@@ -50,7 +50,8 @@ pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
         let (bx, ox) = gpu.bind(x, p0 * hw, pb * hw);
         let (bdy, ody) = gpu.bind(dy, p0 * ohw, pb * ohw);
         let (bdx, odx) = gpu.bind(dx, p0 * hw, pb * hw);
-        let total = pb * hw;
+        // One invocation per 2x2 block (output element).
+        let total = pb * ohw;
         let params = [u(total), u(h), u(w), ox, ody, odx, 0, 0];
         gpu.dispatch(BACKWARD, &params, &[(1, bx), (3, bdy), (4, bdx)], total)?;
     }

@@ -29,7 +29,8 @@ pub fn forward_into(gpu: &Gpu, x: &Tensor, big: &Tensor, c0: usize) -> Result<()
     for pt in parts(gpu, (n, c, cd, c0), hw, ohw)? {
         let (bx, ox) = gpu.bind(x, pt.x0, pt.planes * hw);
         let (by, oy) = gpu.bind(big, pt.b0, pt.planes / pt.c * pt.cd * ohw);
-        let total = pt.planes * ohw;
+        // One invocation per input row.
+        let total = pt.planes * h;
         gpu.dispatch(
             FORWARD,
             &[u(total), u(h), u(w), ox, oy, u(pt.c), u(pt.cd), u(pt.c0)],
@@ -52,7 +53,8 @@ pub fn backward_from(gpu: &Gpu, dbig: &Tensor, c0: usize, dx: &Tensor) -> Result
     for pt in parts(gpu, (n, c, cd, c0), hw, ohw)? {
         let (bdy, ody) = gpu.bind(dbig, pt.b0, pt.planes / pt.c * pt.cd * ohw);
         let (bdx, odx) = gpu.bind(dx, pt.x0, pt.planes * hw);
-        let total = pt.planes * hw;
+        // One invocation per input row.
+        let total = pt.planes * h;
         gpu.dispatch(
             BACKWARD,
             &[u(total), u(h), u(w), ody, odx, u(pt.c), u(pt.cd), u(pt.c0)],
