@@ -102,7 +102,7 @@ fn main() -> Result<()> {
             println!("  per kernel so far (each dispatch waited for):");
             for (entry, count, secs) in profile.iter().take(14) {
                 println!(
-                    "  {entry:<32} {count:>6} dispatches {:>9.1} ms {:>5.1}%",
+                    "  {entry:<38} {count:>6} dispatches {:>9.1} ms {:>5.1}%",
                     secs * 1e3,
                     100.0 * secs / total
                 );

@@ -126,7 +126,7 @@ fn main() -> Result<()> {
             );
             for (entry, count, secs) in profile.iter().take(12) {
                 println!(
-                    "  {entry:<32} {count:>6} dispatches {:>9.1} ms {:>5.1}%",
+                    "  {entry:<38} {count:>6} dispatches {:>9.1} ms {:>5.1}%",
                     secs * 1e3,
                     100.0 * secs / total
                 );
