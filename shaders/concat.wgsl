@@ -3,7 +3,7 @@
 //   src is (N, Cs, P)   dst is (N, Cd, P)   with channels c0 .. c0+Cs of dst being src.
 //   concat_forward:  dst[n, c0 + c, q]  = src[n, c, q]       (once per input of the concat)
 //   concat_backward: dsrc[n, c, q]     += ddst[n, c0 + c, q]  (the split; ADDS)
-// One invocation per element of src; gathers only, deterministic.
+// Each element is copied or added by one invocation (a run of a plane); deterministic.
 
 struct Params {
     total: u32,
@@ -20,11 +20,19 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-fn slice_index(i: u32) -> u32 {
-    let q = i % p.hw;
-    let c = (i / p.hw) % p.cs;
-    let n = i / (p.hw * p.cs);
-    return (n * p.cd + p.c0 + c) * p.hw + q;
+// One invocation per run of up to RUN elements of one plane (n, c) of src: it divides
+// once for the run, not per element (integer division runs lane by lane on a CPU
+// adapter). p.total counts runs: N Cs ceil(hw / RUN).
+const RUN: u32 = 16u;
+
+// (element of src where run i starts, its offset in dst, its length).
+fn run_of(i: u32) -> vec3<u32> {
+    let runs = (p.hw + RUN - 1u) / RUN;
+    let plane = i / runs; // n * Cs + c
+    let q = (i % runs) * RUN;
+    let n = plane / p.cs;
+    let c = plane % p.cs;
+    return vec3<u32>(plane * p.hw + q, (n * p.cd + p.c0 + c) * p.hw + q, min(RUN, p.hw - q));
 }
 
 // concat_forward: 1 src, 2 dst
@@ -33,7 +41,10 @@ fn concat_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    dst[p.off_b + slice_index(i)] = src[p.off_a + i];
+    let r = run_of(i);
+    for (var k = 0u; k < r.z; k++) {
+        dst[p.off_b + r.y + k] = src[p.off_a + r.x + k];
+    }
 }
 
 // concat_backward: 1 ddst (as src), 2 dsrc (as dst)
@@ -42,5 +53,8 @@ fn concat_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    dst[p.off_b + i] += src[p.off_a + slice_index(i)];
+    let r = run_of(i);
+    for (var k = 0u; k < r.z; k++) {
+        dst[p.off_b + r.x + k] += src[p.off_a + r.y + k];
+    }
 }

@@ -35,7 +35,8 @@ fn slice_op(gpu: &Gpu, kernel: Kernel, small: &Tensor, big: &Tensor, c0: usize) 
     for (n0, nb) in gpu.chunks(n, &[cs * hw, cd * hw])? {
         let (bs, os) = gpu.bind(small, n0 * cs * hw, nb * cs * hw);
         let (bb, ob) = gpu.bind(big, n0 * cd * hw, nb * cd * hw);
-        let total = nb * cs * hw;
+        // One invocation per run of 16 elements of a plane (RUN in shaders/concat.wgsl).
+        let total = nb * cs * hw.div_ceil(16);
         let params = [u(total), u(cs), u(cd), u(c0), u(hw)];
         // Forward reads the input (binding 1) and writes the concat (2); backward reads the
         // concat's gradient (1) and adds into the input's gradient (2).
