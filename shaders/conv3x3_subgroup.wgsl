@@ -79,15 +79,19 @@ fn conv3x3_rows_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let n = gn / groups;
     let r0 = rp * 2u;
     // Weights: shared where every lane owns the same channel group and sample.
-    let share = sg_size == 8u && subgroupAll(subgroupBroadcast(gn, 0u) == gn);
+    let same = subgroupAll(subgroupBroadcast(gn, 0u) == gn);
+    let share = sg_size == 8u && same;
     let kl = min(lane, 7u) * p.cq; // the tap this lane loads for the subgroup
     // Halo columns: from the neighbouring lane where it holds the neighbouring tile of the
     // same row (the tile's first / last column), else loaded (subgroup edges), or zero
     // padding at the image's edges.
     let has_left = tx > 0u;
     let has_right = tx + 1u < p.wq;
-    let left_lane = lane > 0u && subgroupShuffleUp(i, 1u) + 1u == i;
-    let right_lane = lane + 1u < sg_size && subgroupShuffleDown(i, 1u) == i + 1u;
+    // (The shuffles run in every lane, outside the short-circuiting &&.)
+    let before = subgroupShuffleUp(i, 1u);
+    let after = subgroupShuffleDown(i, 1u);
+    let left_lane = lane > 0u && before + 1u == i;
+    let right_lane = lane + 1u < sg_size && after == i + 1u;
     var a = Sums8(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
     var b = a;
     for (var ci = 0u; ci < p.cin; ci++) {
@@ -182,7 +186,8 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let g = gs % cq2;
     let s = gs / cq2;
     let co = g * 8u;
-    let share = sg_size == 8u && subgroupAll(subgroupBroadcast(gs, 0u) == gs);
+    let same = subgroupAll(subgroupBroadcast(gs, 0u) == gs);
+    let share = sg_size == 8u && same;
     let my_co = co + min(lane, 7u); // the output channel this lane loads for the subgroup
     // a*: output channels 8g .. 8g+3, b*: 8g+4 .. 8g+7; *0 .. *3: input channels ci .. ci+3
     var a0 = zero_taps(); var a1 = zero_taps(); var a2 = zero_taps(); var a3 = zero_taps();

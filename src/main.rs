@@ -568,6 +568,14 @@ fn info() -> Result<()> {
         l.max_compute_workgroup_storage_size
     );
     println!(
+        "  subgroups                        {}",
+        if a.subgroups {
+            format!("{} to {} lanes", a.subgroup_sizes.0, a.subgroup_sizes.1)
+        } else {
+            "not offered".to_string()
+        }
+    );
+    println!(
         "choose another with SEGFEAT_ADAPTER=<part of its name> or WGPU_BACKEND=vulkan|metal|dx12"
     );
     Ok(())
