@@ -275,12 +275,20 @@ pub fn backward_weight_bias(
         let tiles = cin.div_ceil(per_inv);
         // Enough shares of the rows that there are about 4096 invocations (64 workgroups)
         // for a GPU, 2048 on a CPU (32 workgroups: every core busy, and shares that fit
-        // in half the memory: each share is a copy of dw).
+        // in half the memory: each share is a copy of dw). But no more shares than
+        // pixels in a share (at most sqrt(rows x width) shares): the sum kernel adds the
+        // shares serially, one invocation per weight, and small layers (the
+        // classifier's) have few weights to spread that over.
         let rows = nb * h;
         let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
         let target = if per_inv == 1 { 4096usize } else { 2048 };
-        let want = target.div_ceil(groups * tiles).clamp(1, rows).min(fit);
+        let balanced = ((rows * wd) as f64).sqrt() as usize;
+        let want = target
+            .div_ceil(groups * tiles)
+            .min(balanced)
+            .clamp(1, rows)
+            .min(fit);
         let per = rows.div_ceil(want);
         let splits = rows.div_ceil(per);
         // (splits, Cin, 9, Cq) vec4 weight shares, then (splits, Cq) vec4 bias shares.
