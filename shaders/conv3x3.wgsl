@@ -469,10 +469,7 @@ fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     let g = (i / quads) % cq2;
     let s = i / (quads * cq2);
     let co = g * 8u;
-    // a*: output channels 8g .. 8g+3, b*: 8g+4 .. 8g+7; *0 .. *3: input channels ci .. ci+3
-    var a0 = zero_taps(); var a1 = zero_taps(); var a2 = zero_taps(); var a3 = zero_taps();
-    var b0 = zero_taps(); var b1 = zero_taps(); var b2 = zero_taps(); var b3 = zero_taps();
-    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
+    var acc = zero_quad();
     for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
         let n = q / p.h;
         let r = q % p.h;
@@ -487,44 +484,60 @@ fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
         for (var c = 0u; c < p.w; c++) {
             w0 = slide(w0, x0, c); w1 = slide(w1, x1, c);
             w2 = slide(w2, x2, c); w3 = slide(w3, x3, c);
-            let d = ldy4(yb + c, co);
-            let e = ldy4(yb + c, co + 4u);
-            a0 = add_taps(a0, d, w0); b0 = add_taps(b0, e, w0);
-            a1 = add_taps(a1, d, w1); b1 = add_taps(b1, e, w1);
-            a2 = add_taps(a2, d, w2); b2 = add_taps(b2, e, w2);
-            a3 = add_taps(a3, d, w3); b3 = add_taps(b3, e, w3);
-            sd += d; se += e;
+            acc = add_quad(acc, ldy4(yb + c, co), ldy4(yb + c, co + 4u), w0, w1, w2, w3);
         }
     }
-    store_quad(s, ci, g, a0, a1, a2, a3, b0, b1, b2, b3, sd, se);
+    store_quad(s, ci, g, acc);
+}
+
+// The sums of a quad kernel's invocation: a*: output channels 8g .. 8g+3, b*: 8g+4 ..
+// 8g+7; *0 .. *3: input channels ci .. ci+3; sd, se: the same channels' dy (the bias
+// gradient's share).
+struct Quad {
+    a0: Taps, a1: Taps, a2: Taps, a3: Taps,
+    b0: Taps, b1: Taps, b2: Taps, b3: Taps,
+    sd: vec4<f32>, se: vec4<f32>,
+}
+
+fn zero_quad() -> Quad {
+    let z = zero_taps();
+    return Quad(z, z, z, z, z, z, z, z, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// One pixel into a quad's sums: dy d (channels 8g .. 8g+3) and e (8g+4 .. 8g+7), and the
+// windows of the four input channels.
+fn add_quad(q: Quad, d: vec4<f32>, e: vec4<f32>, w0: Window, w1: Window, w2: Window,
+            w3: Window) -> Quad {
+    return Quad(add_taps(q.a0, d, w0), add_taps(q.a1, d, w1), add_taps(q.a2, d, w2),
+                add_taps(q.a3, d, w3), add_taps(q.b0, e, w0), add_taps(q.b1, e, w1),
+                add_taps(q.b2, e, w2), add_taps(q.b3, e, w3), q.sd + d, q.se + e);
 }
 
 // A quad kernel's sums into share s: input channels ci .. ci+3 (those inside Cin), the
 // vec4 groups 2g and 2g+1 (the second where it exists), and with p.bias_grad the bias
 // share from the invocations of the first quad.
-fn store_quad(s: u32, ci: u32, g: u32, a0: Taps, a1: Taps, a2: Taps, a3: Taps, b0: Taps,
-              b1: Taps, b2: Taps, b3: Taps, sd: vec4<f32>, se: vec4<f32>) {
+fn store_quad(s: u32, ci: u32, g: u32, q: Quad) {
     let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
     let has_b = 2u * g + 1u < p.cq;
     let step = 9u * p.cq; // from one input channel's taps to the next's
-    store_taps(base, a0);
-    if (has_b) { store_taps(base + 1u, b0); }
+    store_taps(base, q.a0);
+    if (has_b) { store_taps(base + 1u, q.b0); }
     if (ci + 1u < p.cin) {
-        store_taps(base + step, a1);
-        if (has_b) { store_taps(base + step + 1u, b1); }
+        store_taps(base + step, q.a1);
+        if (has_b) { store_taps(base + step + 1u, q.b1); }
     }
     if (ci + 2u < p.cin) {
-        store_taps(base + 2u * step, a2);
-        if (has_b) { store_taps(base + 2u * step + 1u, b2); }
+        store_taps(base + 2u * step, q.a2);
+        if (has_b) { store_taps(base + 2u * step + 1u, q.b2); }
     }
     if (ci + 3u < p.cin) {
-        store_taps(base + 3u * step, a3);
-        if (has_b) { store_taps(base + 3u * step + 1u, b3); }
+        store_taps(base + 3u * step, q.a3);
+        if (has_b) { store_taps(base + 3u * step + 1u, q.b3); }
     }
     if (ci == 0u && p.bias_grad != 0u) {
         let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
-        partial[bb] = sd;
-        if (has_b) { partial[bb + 1u] = se; }
+        partial[bb] = q.sd;
+        if (has_b) { partial[bb + 1u] = q.se; }
     }
 }
 

@@ -189,10 +189,7 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let same = subgroupAll(subgroupBroadcast(gs, 0u) == gs);
     let share = sg_size == 8u && same;
     let my_co = co + min(lane, 7u); // the output channel this lane loads for the subgroup
-    // a*: output channels 8g .. 8g+3, b*: 8g+4 .. 8g+7; *0 .. *3: input channels ci .. ci+3
-    var a0 = zero_taps(); var a1 = zero_taps(); var a2 = zero_taps(); var a3 = zero_taps();
-    var b0 = zero_taps(); var b1 = zero_taps(); var b2 = zero_taps(); var b3 = zero_taps();
-    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
+    var acc = zero_quad();
     for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
         let n = q / p.h;
         let r = q % p.h;
@@ -219,13 +216,9 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                 d = ldy4(yb + c, co);
                 e = ldy4(yb + c, co + 4u);
             }
-            a0 = add_taps(a0, d, w0); b0 = add_taps(b0, e, w0);
-            a1 = add_taps(a1, d, w1); b1 = add_taps(b1, e, w1);
-            a2 = add_taps(a2, d, w2); b2 = add_taps(b2, e, w2);
-            a3 = add_taps(a3, d, w3); b3 = add_taps(b3, e, w3);
-            sd += d; se += e;
+            acc = add_quad(acc, d, e, w0, w1, w2, w3);
         }
     }
     if (!live) { return; }
-    store_quad(s, ci, g, a0, a1, a2, a3, b0, b1, b2, b3, sd, se);
+    store_quad(s, ci, g, acc);
 }

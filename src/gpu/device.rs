@@ -42,9 +42,11 @@ pub enum ConvTiling {
     /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
     /// tile loads fewer.
     Channels4Pixels8,
-    /// The tile of `Channels4Pixels8` with the weight loads shared by the 8 lanes of a
-    /// subgroup (`conv3x3_rows_subgroup`): CPU adapters with 8-lane subgroups (lavapipe).
-    /// Needs a device with subgroups ([`Gpu::has_subgroups`]).
+    /// The tile of `Channels4Pixels8` loading its rows as vec4s, with the halo columns
+    /// from the neighbouring lanes and the weights loaded once per subgroup
+    /// (`conv3x3_rows_subgroup`), and a weight gradient sharing its dy loads across the
+    /// subgroup: CPU adapters with 8-lane subgroups (lavapipe). Needs a device with
+    /// subgroups ([`Gpu::has_subgroups`]).
     Channels4Pixels8Subgroup,
 }
 
@@ -58,7 +60,7 @@ impl std::str::FromStr for ConvTiling {
             "4x8" => Ok(ConvTiling::Channels4Pixels8),
             "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
             _ => bail!(
-                "a conv3x3 tile is 8x4, 4x8 or 4x8sg (channels x pixels, sg: weights shared by a subgroup), not {s:?}"
+                "a conv3x3 tile is 8x4, 4x8 or 4x8sg (channels x pixels; sg: with subgroups), not {s:?}"
             ),
         }
     }

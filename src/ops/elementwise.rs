@@ -74,29 +74,16 @@ pub(crate) fn unary_backward(
     dy: &Tensor,
     dx: &Tensor,
 ) -> Result<()> {
-    super::check_shape(dy, x.shape(), "output gradient")?;
-    super::check_shape(dx, x.shape(), "input gradient")?;
-    for (s, n) in gpu.chunks(x.numel(), &[1])? {
-        let (bx, ox) = gpu.bind(x, s, n);
-        let (bdy, ody) = gpu.bind(dy, s, n);
-        let (bdx, odx) = gpu.bind(dx, s, n);
-        gpu.dispatch(
-            kernel,
-            &[u(n), ox, ody, odx],
-            &[(1, bx), (3, bdy), (4, bdx)],
-            n,
-        )?;
-    }
-    Ok(())
+    unary_backward_vec4(gpu, kernel, None, x, dy, dx)
 }
 
-/// [`unary_backward`] with a vec4 variant of the kernel (same bindings as vec4 arrays,
-/// counts and offsets in vec4s), used for each chunk whose length and offsets are
+/// [`unary_backward`], with `kernel4`, a vec4 variant of the kernel (same bindings as
+/// vec4 arrays, counts and offsets in vec4s), for each chunk whose length and offsets are
 /// multiples of 4: a conv's activations always are.
 pub(crate) fn unary_backward_vec4(
     gpu: &Gpu,
     kernel: Kernel,
-    kernel4: Kernel,
+    kernel4: Option<Kernel>,
     x: &Tensor,
     dy: &Tensor,
     dx: &Tensor,
@@ -108,11 +95,11 @@ pub(crate) fn unary_backward_vec4(
         let (bdy, ody) = gpu.bind(dy, s, n);
         let (bdx, odx) = gpu.bind(dx, s, n);
         let bufs = [(1, bx), (3, bdy), (4, bdx)];
-        if n % 4 == 0 && ox % 4 == 0 && ody % 4 == 0 && odx % 4 == 0 {
-            let prm = [u(n / 4), ox / 4, ody / 4, odx / 4];
-            gpu.dispatch(kernel4, &prm, &bufs, n / 4)?;
-        } else {
-            gpu.dispatch(kernel, &[u(n), ox, ody, odx], &bufs, n)?;
+        match kernel4 {
+            Some(k4) if n % 4 == 0 && ox % 4 == 0 && ody % 4 == 0 && odx % 4 == 0 => {
+                gpu.dispatch(k4, &[u(n / 4), ox / 4, ody / 4, odx / 4], &bufs, n / 4)?
+            }
+            _ => gpu.dispatch(kernel, &[u(n), ox, ody, odx], &bufs, n)?,
         }
     }
     Ok(())

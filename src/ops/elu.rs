@@ -23,7 +23,14 @@ pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
 /// dx += dy * elu'(x), with the derivative taken from the output y = elu(x): 1 where
 /// y > 0, else y + 1. For conv3x3 with the ELU fused, which keeps no pre-activation.
 pub fn backward_from_output(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
-    unary_backward_vec4(gpu, BACKWARD_FROM_OUTPUT, BACKWARD_FROM_OUTPUT4, y, dy, dx)
+    unary_backward_vec4(
+        gpu,
+        BACKWARD_FROM_OUTPUT,
+        Some(BACKWARD_FROM_OUTPUT4),
+        y,
+        dy,
+        dx,
+    )
 }
 
 /// Tape rule: y = elu(x).
