@@ -100,7 +100,13 @@ fn main() -> Result<()> {
         if !profile.is_empty() {
             let total: f64 = profile.iter().map(|p| p.2).sum();
             println!("  per kernel so far (each dispatch waited for):");
-            for (entry, count, secs) in profile.iter().take(14) {
+            // SEGFEAT_PROFILE=shapes splits each kernel by launch: more rows.
+            let rows = if std::env::var("SEGFEAT_PROFILE").as_deref() == Ok("shapes") {
+                40
+            } else {
+                14
+            };
+            for (entry, count, secs) in profile.iter().take(rows) {
                 println!(
                     "  {entry:<38} {count:>6} dispatches {:>9.1} ms {:>5.1}%",
                     secs * 1e3,

@@ -20,10 +20,15 @@
 //! a ceiling measured at another moment would rate the kernel by the machine's mood. The
 //! memory-bound kernels are rated against the higher of the copy ceiling measured before
 //! and after them.
+//! Before the kernels, the cost of a storage load whose address differs per lane (scalar
+//! and vec4, from a table that stays in cache), in turn with the FMA ceiling and told as
+//! "one load costs as much as N FMAs": on lavapipe the number that shapes every tile.
 //! FLOPs count 2 per multiply-add of the mathematical op (zero padding not subtracted).
 //! Bytes count each input read once and each output written once (the minimum traffic).
 
-use segfeat::gpu::ceilings::{copy_gbps, fma_gflops, time_best, time_interleaved, FmaCeiling};
+use segfeat::gpu::ceilings::{
+    copy_gbps, fma_gflops, time_best, time_interleaved, FmaCeiling, LoadCeiling,
+};
 use segfeat::{ops, Gpu, Result, Tensor};
 
 fn filled(gpu: &Gpu, shape: &[usize], v: f32) -> Result<Tensor> {
@@ -110,6 +115,36 @@ fn main() -> Result<()> {
         let median = ratios[ratios.len() / 2];
         Ok((best, Some(fma_kernel.gflops(best * median))))
     };
+
+    // What a storage load costs where every lane reads its own address (as the conv
+    // kernels' input loads do), in turn with the FMA ceiling: the median round's ratio of
+    // FMA rate to load rate is "one load costs as much as N FMAs".
+    let mut load_costs = Vec::new();
+    for vec4 in [false, true] {
+        let loads = LoadCeiling::new(&gpu, vec4)?;
+        let rounds = time_interleaved(
+            &gpu,
+            paired_reps,
+            || loads.run(&gpu),
+            || fma_kernel.run(&gpu),
+        )?;
+        let mut ratios: Vec<f64> = rounds
+            .iter()
+            .map(|&(tl, tf)| fma_kernel.fmas_per_sec(tf) / loads.loads_per_sec(tl))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let best = rounds.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+        load_costs.push(format!(
+            "{} {:.2} G/s ({:.0} FMAs each)",
+            if vec4 { "vec4" } else { "scalar" },
+            loads.loads_per_sec(best) / 1e9,
+            ratios[ratios.len() / 2]
+        ));
+    }
+    println!(
+        "storage loads, a different address per lane (cached table, in turn with the FMA ceiling, median of {paired_reps}): {}",
+        load_costs.join("; ")
+    );
 
     // conv3x3 at the U-Net's shapes, batch 10: (cin, cout, size)
     let mut convs = vec![

@@ -10,6 +10,7 @@
 //!     SEGFEAT_BENCH_SIZES=64,128 cargo bench --bench unet
 //!     SEGFEAT_BENCH_CHANNELS=8 SEGFEAT_BENCH_BATCH=4 SEGFEAT_BENCH_REPS=3 cargo bench --bench unet
 //!     SEGFEAT_PROFILE=1 SEGFEAT_BENCH_SIZES=64 cargo bench --bench unet   # time per kernel
+//!     SEGFEAT_PROFILE=shapes SEGFEAT_BENCH_SIZES=64 cargo bench --bench unet   # per kernel and launch
 //!     SEGFEAT_BENCH_TILING=4x8 cargo bench --bench unet   # another conv3x3 tile (8x4, 4x8, 4x8sg)
 //!     SEGFEAT_TORCH_PYTHON=.venv-torch/bin/python cargo bench --bench unet  # PyTorch's Python
 //!     SEGFEAT_TORCH_PYTHON=none cargo bench --bench unet  # no PyTorch comparison
@@ -124,7 +125,13 @@ fn main() -> Result<()> {
                 "  per kernel over all {} steps (each dispatch waited for):",
                 reps + 1
             );
-            for (entry, count, secs) in profile.iter().take(12) {
+            // SEGFEAT_PROFILE=shapes splits each kernel by launch: more rows.
+            let rows = if std::env::var("SEGFEAT_PROFILE").as_deref() == Ok("shapes") {
+                40
+            } else {
+                12
+            };
+            for (entry, count, secs) in profile.iter().take(rows) {
                 println!(
                     "  {entry:<38} {count:>6} dispatches {:>9.1} ms {:>5.1}%",
                     secs * 1e3,

@@ -211,7 +211,7 @@ fn no_matching_adapter_says_how_to_get_one() {
 
 #[test]
 fn ceiling_kernels_compute_what_they_claim() {
-    use segfeat::gpu::ceilings::{copy_shader, fma_chains};
+    use segfeat::gpu::ceilings::{copy_shader, fma_chains, load_loop};
     let gpu = gpu();
     // fma_peak: four chains x <- x * 0.999999 + 1e-7 from seeds derived from the index.
     let (threads, iters) = (130, 37u32);
@@ -241,6 +241,31 @@ fn ceiling_kernels_compute_what_they_claim() {
     let dst = Tensor::zeros(&gpu, &[x.len()]).unwrap();
     copy_shader(&gpu, &up(&gpu, &[x.len()], &x), &dst).unwrap();
     check("copy", &dst.to_vec(&gpu), &f64s(&x), 0.0, 0.0);
+    // load_scalar, load_vec4: each invocation sums table[(i + 1031 t) mod len], t < iters.
+    let table = rand_vec(&mut rng(10), 64);
+    let t = up(&gpu, &[64], &table);
+    for (vec4, len) in [(false, 64usize), (true, 16)] {
+        let sink = Tensor::uninit(&gpu, &[threads * 4]).unwrap();
+        load_loop(&gpu, &t, &sink, threads, iters, vec4).unwrap();
+        let mut want = Vec::new();
+        for i in 0..threads {
+            let at = |k: u32| (i + 1031 * k as usize) % len;
+            for lane in 0..4 {
+                want.push(if vec4 {
+                    (0..iters).map(|k| table[4 * at(k) + lane] as f64).sum()
+                } else {
+                    (0..iters).map(|k| table[at(k)] as f64).sum()
+                });
+            }
+        }
+        let name = if vec4 { "load_vec4" } else { "load_scalar" };
+        check(name, &sink.to_vec(&gpu), &want, atol(iters as usize), RTOL);
+    }
+    // A table whose length is not a power of two is refused, not wrapped wrongly.
+    let odd = Tensor::zeros(&gpu, &[48]).unwrap();
+    let sink = Tensor::uninit(&gpu, &[threads * 4]).unwrap();
+    let err = load_loop(&gpu, &odd, &sink, threads, iters, false).unwrap_err();
+    assert!(err.to_string().contains("power of two"), "{err}");
 }
 
 #[test]
@@ -269,4 +294,22 @@ fn profiling_times_every_dispatch_by_kernel() {
     assert_eq!(conv.1, 3);
     assert!(conv.2 > 0.0);
     assert!(self::gpu().profile().is_empty(), "off unless asked for");
+    // By launch: two shapes of the same kernel are two rows, each naming its launch.
+    let gpu = Gpu::with_options(segfeat::GpuOptions {
+        quiet: true,
+        profile_shapes: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let small = Tensor::zeros(&gpu, &[1, 3, 8, 8]).unwrap();
+    let large = Tensor::zeros(&gpu, &[2, 3, 8, 8]).unwrap();
+    ops::elu::forward(&gpu, &small).unwrap();
+    ops::elu::forward(&gpu, &large).unwrap();
+    ops::elu::forward(&gpu, &large).unwrap();
+    let p = gpu.profile();
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().all(|e| e.0.starts_with("elu_forward")), "{p:?}");
+    let counts: Vec<u64> = p.iter().map(|e| e.1).collect();
+    assert!(counts.contains(&1) && counts.contains(&2), "{p:?}");
+    assert!(p.iter().any(|e| e.0.contains("384 invocations")), "{p:?}");
 }

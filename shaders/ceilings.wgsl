@@ -5,6 +5,9 @@
 // because one dependent chain waits on the FMA latency (on lavapipe, one chain reaches
 // about half of four). 4 chains x 4 lanes x 2 flops = 32 flops per iteration.
 // copy: a vec4 load and a vec4 store per invocation; bytes moved = 2 x size.
+// load_scalar, load_vec4: what a storage load costs where each lane reads its own
+// address, as every conv kernel's input loads do (the FMA ceiling's counterpart for
+// loads; on lavapipe such a load is a loop over the lanes, see conv3x3_subgroup.wgsl).
 
 struct Params {
     total: u32,
@@ -44,4 +47,39 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
     sink[i] = src[i];
+}
+
+// ---- load_scalar: 1 sink, 3 table; load_vec4: 1 sink, 2 src ----
+// Each invocation makes p.iters loads, at an address that differs per lane and steps by
+// 1031 elements, wrapped in a table of p._p0 + 1 elements (a power of two, small enough
+// to stay in cache: the cost of the load, not of memory), and sums them. The kernels
+// bench rates them against the FMA ceiling: "one load costs as much as N FMAs".
+@group(0) @binding(3) var<storage, read> table: array<f32>;
+
+@compute @workgroup_size(64)
+fn load_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    var acc = 0.0;
+    var at = i;
+    for (var t = 0u; t < p.iters; t++) {
+        acc += table[at & p._p0];
+        at += 1031u;
+    }
+    sink[i] = vec4(acc);
+}
+
+@compute @workgroup_size(64)
+fn load_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    var acc = vec4(0.0);
+    var at = i;
+    for (var t = 0u; t < p.iters; t++) {
+        acc += src[at & p._p0];
+        at += 1031u;
+    }
+    sink[i] = acc;
 }

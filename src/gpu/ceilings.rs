@@ -1,15 +1,18 @@
 //! The adapter's ceilings, measured in the same run as whatever they are compared with:
-//! arithmetic (a register-only FMA kernel, GFLOP/s) and memory (a vec4 copy, GB/s).
+//! arithmetic (a register-only FMA kernel, GFLOP/s), memory (a vec4 copy, GB/s) and the
+//! cost of a storage load whose address differs per lane, rated in FMAs ([`LoadCeiling`]).
 //! Timing is wall-clock around a submit-and-wait, best of `reps`, after one warm-up.
 
 use std::time::Instant;
 
 use super::kernels::{k, Kernel};
 use super::Gpu;
-use crate::{Result, Tensor};
+use crate::{bail, Result, Tensor};
 
 const FMA: Kernel = k("ceilings", "fma_peak");
 const COPY: Kernel = k("ceilings", "copy");
+const LOAD_SCALAR: Kernel = k("ceilings", "load_scalar");
+const LOAD_VEC4: Kernel = k("ceilings", "load_vec4");
 
 /// Best wall time in seconds of `f` (recorded, submitted and waited for) over `reps` runs.
 pub fn time_best(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -30,6 +33,86 @@ pub fn fma_chains(gpu: &Gpu, sink: &Tensor, threads: usize, iters: u32) -> Resul
     crate::ops::check_shape(sink, &[threads * 4], "fma sink")?;
     let bufs = [(1, gpu.whole(sink, "fma sink")?)];
     gpu.dispatch(FMA, &[threads as u32, iters, 0, 0], &bufs, threads)
+}
+
+/// Launch load_scalar (or with `vec4`, load_vec4): `threads` invocations of `iters` loads
+/// each from `table`, whose element count (of floats, or of vec4s) must be a power of two;
+/// sink is (threads * 4).
+pub fn load_loop(
+    gpu: &Gpu,
+    table: &Tensor,
+    sink: &Tensor,
+    threads: usize,
+    iters: u32,
+    vec4: bool,
+) -> Result<()> {
+    crate::ops::check_shape(sink, &[threads * 4], "load sink")?;
+    let elems = if vec4 {
+        table.numel() / 4
+    } else {
+        table.numel()
+    };
+    if !elems.is_power_of_two() || (vec4 && !table.numel().is_multiple_of(4)) {
+        bail!(
+            "load table of {} floats is not a power of two {}",
+            table.numel(),
+            if vec4 { "of vec4s" } else { "of floats" }
+        );
+    }
+    let (kernel, binding) = if vec4 {
+        (LOAD_VEC4, 2)
+    } else {
+        (LOAD_SCALAR, 3)
+    };
+    let bufs = [
+        (1, gpu.whole(sink, "load sink")?),
+        (binding, gpu.whole(table, "load table")?),
+    ];
+    let mask = elems as u32 - 1;
+    gpu.dispatch(kernel, &[threads as u32, iters, mask, 0], &bufs, threads)
+}
+
+/// The load kernels with their table and sink, ready to run again and again: what one
+/// storage load costs where every lane reads its own address (as a conv kernel's input
+/// loads do), measured in turn with the FMA ceiling and told in FMAs.
+pub struct LoadCeiling {
+    table: Tensor,
+    sink: Tensor,
+    threads: usize,
+    iters: u32,
+    vec4: bool,
+}
+
+impl LoadCeiling {
+    /// A 1 MiB table: small enough to stay in a CPU's cache, so that the loads' own cost
+    /// is measured and not memory's.
+    pub fn new(gpu: &Gpu, vec4: bool) -> Result<Self> {
+        let threads = 64 * 2048;
+        Ok(Self {
+            table: Tensor::zeros(gpu, &[1 << 18])?,
+            sink: Tensor::uninit(gpu, &[threads * 4])?,
+            threads,
+            iters: 256,
+            vec4,
+        })
+    }
+
+    /// Records and submits one run (does not wait).
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        load_loop(
+            gpu,
+            &self.table,
+            &self.sink,
+            self.threads,
+            self.iters,
+            self.vec4,
+        )
+    }
+
+    /// Loads per second (one per invocation per iteration) of a run that took `secs`.
+    pub fn loads_per_sec(&self, secs: f64) -> f64 {
+        self.threads as f64 * self.iters as f64 / secs
+    }
 }
 
 /// Launch the copy shader: dst = src (same shape, element count a multiple of 4).
@@ -92,6 +175,11 @@ impl FmaCeiling {
     /// Records and submits one run (does not wait).
     pub fn run(&self, gpu: &Gpu) -> Result<()> {
         fma_chains(gpu, &self.sink, self.threads, self.iters)
+    }
+
+    /// Scalar FMAs per second (each lane of each vec4 chain) of a run that took `secs`.
+    pub fn fmas_per_sec(&self, secs: f64) -> f64 {
+        self.threads as f64 * self.iters as f64 * 16.0 / secs
     }
 
     /// GFLOP/s of a run that took `secs`.

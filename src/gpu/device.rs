@@ -29,6 +29,10 @@ pub struct GpuOptions {
     /// ([`Gpu::profile`]); slow, for finding where a step's time goes. The environment
     /// variable SEGFEAT_PROFILE=1 turns it on too.
     pub profile: bool,
+    /// Profile each (entry point, launch) apart: the table's rows then name the number of
+    /// invocations and the uniform's words (the kernel's `Params`, which hold the shape),
+    /// so that one kernel's time splits by layer. SEGFEAT_PROFILE=shapes turns on both.
+    pub profile_shapes: bool,
 }
 
 /// The shape of the register tile of the 3x3 convolution (forward and gradient to the
@@ -132,8 +136,10 @@ pub(crate) struct GpuInner {
     pub conv_tiling: Cell<ConvTiling>,
     /// CPU seconds spent recording dispatches (uniform, bind group, pass) so far.
     pub record_seconds: Cell<f64>,
-    /// Per entry point: (dispatches, seconds), when profiling.
-    pub profile: Option<RefCell<HashMap<&'static str, (u64, f64)>>>,
+    /// Per entry point (or entry point and launch, with `profile_shapes`): (dispatches,
+    /// seconds), when profiling.
+    pub profile: Option<RefCell<HashMap<String, (u64, f64)>>>,
+    pub profile_shapes: bool,
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -232,6 +238,8 @@ impl Gpu {
                 binding_limit >> 20
             );
         }
+        let env_profile = std::env::var("SEGFEAT_PROFILE");
+        let shapes = opts.profile_shapes || env_profile.as_deref() == Ok("shapes");
         Ok(Gpu {
             inner: Rc::new(GpuInner {
                 device,
@@ -255,8 +263,9 @@ impl Gpu {
                     ConvTiling::Channels8Pixels4
                 }),
                 adapter: report,
-                profile: (opts.profile || std::env::var("SEGFEAT_PROFILE").is_ok_and(|v| v == "1"))
+                profile: (opts.profile || shapes || env_profile.as_deref() == Ok("1"))
                     .then(|| RefCell::new(HashMap::new())),
+                profile_shapes: shapes,
             }),
         })
     }
@@ -326,12 +335,17 @@ impl Gpu {
 
     /// Dispatches recorded since the Gpu was opened.
     /// The profile so far, slowest first: (entry point, dispatches, seconds); empty
-    /// unless profiling is on.
-    pub fn profile(&self) -> Vec<(&'static str, u64, f64)> {
+    /// unless profiling is on. With [`GpuOptions::profile_shapes`] the first field also
+    /// names the launch (invocations and uniform words).
+    pub fn profile(&self) -> Vec<(String, u64, f64)> {
         let Some(p) = &self.inner.profile else {
             return Vec::new();
         };
-        let mut v: Vec<_> = p.borrow().iter().map(|(k, &(n, s))| (*k, n, s)).collect();
+        let mut v: Vec<_> = p
+            .borrow()
+            .iter()
+            .map(|(k, &(n, s))| (k.clone(), n, s))
+            .collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         v
     }

@@ -252,7 +252,15 @@ impl Gpu {
             let t0 = std::time::Instant::now();
             self.sync();
             let mut p = profile.borrow_mut();
-            let e = p.entry(kernel.entry).or_insert((0, 0.0));
+            let key = if self.inner.profile_shapes {
+                format!(
+                    "{} ({invocations} invocations, uniform {params:?})",
+                    kernel.entry
+                )
+            } else {
+                kernel.entry.to_string()
+            };
+            let e = p.entry(key).or_insert((0, 0.0));
             e.0 += 1;
             e.1 += t0.elapsed().as_secs_f64();
             return Ok(());
