@@ -287,6 +287,7 @@ fn profiling_times_every_dispatch_by_kernel() {
     assert_eq!(p.len(), 3, "{p:?}");
     let entry = match gpu.conv_tiling() {
         segfeat::gpu::ConvTiling::Channels8Pixels4 => "conv3x3_tiled",
+        segfeat::gpu::ConvTiling::Channels8Pixels4Workgroup => "conv3x3_workgroup",
         segfeat::gpu::ConvTiling::Channels4Pixels8 => "conv3x3_rows",
         segfeat::gpu::ConvTiling::Channels4Pixels8Subgroup => "conv3x3_rows_subgroup",
     };

@@ -45,7 +45,9 @@ fn conv3x3_tilings_agree_bit_for_bit() {
     // and evaluated on lavapipe sees the same convolution (the second shape has rows of
     // whole 8-pixel tiles, which the subgroup tile takes).
     let gpu = gpu();
-    for (n, cin, cout, h, w) in [(2, 5, 11, 6, 21), (2, 5, 11, 7, 40)] {
+    // The third has two bands of rows and two of columns of the workgroup tile, and a
+    // last chunk of one input channel.
+    for (n, cin, cout, h, w) in [(2, 5, 11, 6, 21), (2, 5, 11, 7, 40), (1, 9, 8, 17, 33)] {
         tilings_agree(&gpu, n, cin, cout, h, w);
     }
 }
@@ -80,9 +82,13 @@ fn tilings_agree(gpu: &segfeat::Gpu, n: usize, cin: usize, cout: usize, h: usize
 }
 
 /// The conv3x3 tiles this device can run: the subgroup tile where the device has
-/// subgroups. lavapipe (CI's adapter) has them, so there all three are checked.
+/// subgroups. lavapipe (CI's adapter) has them, so there all four are checked.
 fn tilings(gpu: &segfeat::Gpu) -> Vec<ConvTiling> {
-    let mut t = vec![ConvTiling::Channels8Pixels4, ConvTiling::Channels4Pixels8];
+    let mut t = vec![
+        ConvTiling::Channels8Pixels4,
+        ConvTiling::Channels8Pixels4Workgroup,
+        ConvTiling::Channels4Pixels8,
+    ];
     if gpu.has_subgroups() {
         t.push(ConvTiling::Channels4Pixels8Subgroup);
     }

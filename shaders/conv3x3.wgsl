@@ -5,9 +5,11 @@
 //   y[n,co,i,j] = b[co] + sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,i+ky-1,j+kx-1]
 //
 // The forward and the backward to the input share one register-tiled kernel on weights
-// packed by conv3x3_pack, in two shapes chosen by the adapter's type: conv3x3_tiled
-// (8 channels x 4 pixels per invocation) on GPUs, conv3x3_rows (4 channels x 8 pixels
-// x 2 rows) on CPU adapters, where it loads fewer values per multiply-add (see there); the
+// packed by conv3x3_pack, in shapes chosen by the adapter's type: conv3x3_workgroup
+// (8 channels x 4 pixels per invocation, inputs and weights staged in workgroup memory)
+// on GPUs, conv3x3_tiled (the same tile loading from storage), conv3x3_rows (4 channels
+// x 8 pixels x 2 rows) on CPU adapters, where it loads fewer values per multiply-add (see
+// there); the
 // backward to the weights is register-tiled too (8 channels x 1 or 4 input channels x 9 taps, rows
 // split in shares summed by a second entry point); the bias gradient is one channel per
 // invocation. Every sum
@@ -168,16 +170,22 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             b0 = fma(u2, v2, b0); b1 = fma(u2, v3, b1); b2 = fma(u2, v4, b2); b3 = fma(u2, v5, b3);
         }
     }
-    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, b0, b1, b2, b3);
+    store_8x4(n, g, row, tx * 4u, array<vec4<f32>, 8>(a0, a1, a2, a3, b0, b1, b2, b3));
+}
+
+// The 8 x 4 tile's epilogue (conv3x3_tiled, conv3x3_workgroup): the sums of output
+// channels 8g .. 8g+7 (acc[0..3]: 8g .. 8g+3, acc[4..7]: 8g+4 .. 8g+7, one vec4 per
+// pixel) at pixels c0 .. c0+3 of `row` of sample n, those inside y.
+fn store_8x4(n: u32, g: u32, row: u32, c0: u32, acc: array<vec4<f32>, 8>) {
     let with_bias = (p.flags & 1u) != 0u;
     for (var l = 0u; l < 8u; l++) {
         let co = g * 8u + l;
         if (co >= p.cout) { break; }
-        let yb = p.off_b + (n * p.cout + co) * hw + row * p.w;
+        let yb = p.off_b + (n * p.cout + co) * p.h * p.w + row * p.w;
         let b = select(0.0, bias[co], with_bias);
         let half = (l / 4u) * 4u; // 0 for a*, 4 for b*
         for (var j = 0u; j < 4u; j++) {
-            let c = tx * 4u + j;
+            let c = c0 + j;
             if (c >= p.w) { break; }
             let v = acc[half + j][l % 4u];
             if (with_bias) {
@@ -187,6 +195,93 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             }
         }
     }
+}
+
+// ---- conv3x3_workgroup: 1 x, 2 packed weights, 3 b, 4 y (GPUs) ----
+// conv3x3_tiled's register tile (8 output channels x 4 pixels per invocation) with the
+// inputs and weights staged in workgroup memory, the usual shape on GPUs: a workgroup of
+// 64 invocations owns 8 rows x 32 columns of one sample and 8 output channels. Per chunk
+// of 4 input channels it loads the 10 x 34 input patch (with the halo, zero outside the
+// image) and the 4 x 9 pairs of weight vec4s once, for all 64 invocations (each input is
+// loaded once instead of up to 18 times), waits at a barrier, and each invocation reads
+// its 6 inputs per kernel row from the patch. Each sum runs over (ci, ky, kx) in
+// conv3x3_tiled's order, skipping the rows outside the image as it does: the same bits.
+// Launched with 64 invocations per (sample, channel pair, 8-row band, 32-column band)
+// (p.total of them; p.wq is the column bands per row); all of a workgroup's invocations
+// reach the barriers, those past the image store nothing.
+const WG_ROWS: u32 = 8u;
+const WG_COLS: u32 = 32u;
+const WG_PW: u32 = 34u; // patch row: WG_COLS + 2 halo columns
+const WG_PATCH: u32 = 340u; // (WG_ROWS + 2) x WG_PW, one input channel
+const WG_CHUNK: u32 = 4u; // input channels per barrier
+var<workgroup> xpatch: array<f32, 1360>; // WG_CHUNK x WG_PATCH
+var<workgroup> wpatch: array<vec4<f32>, 72>; // WG_CHUNK x 9 taps x 2 vec4 groups
+
+@compute @workgroup_size(64)
+fn conv3x3_workgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let wg = (wid.z * nwg.y + wid.y) * nwg.x + wid.x; // the same in every invocation
+    let hw = p.h * p.w;
+    let pairs = p.cq / 2u; // p.cq is even here: channels in pairs of vec4 groups
+    let bands = (p.h + WG_ROWS - 1u) / WG_ROWS;
+    let bx = wg % p.wq;
+    let by = (wg / p.wq) % bands;
+    let g = (wg / (p.wq * bands)) % pairs;
+    let n = wg / (p.wq * bands * pairs);
+    let lr = lid / 8u; // this invocation's row in the band
+    let lq = lid % 8u; // and its 4-pixel group
+    let row = by * WG_ROWS + lr;
+    let c0 = bx * WG_COLS + lq * 4u;
+    let r_top = i32(by * WG_ROWS) - 1; // image row of the patch's first row
+    let c_left = i32(bx * WG_COLS) - 1;
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    for (var cs = 0u; cs < p.cin; cs += WG_CHUNK) {
+        // Stage the chunk: inputs (zero outside the image and past the last channel) and
+        // weights.
+        for (var e = lid; e < WG_CHUNK * WG_PATCH; e += 64u) {
+            let cc = e / WG_PATCH;
+            let py = i32((e % WG_PATCH) / WG_PW) + r_top;
+            let px = i32(e % WG_PW) + c_left;
+            var v = 0.0;
+            if (cs + cc < p.cin && py >= 0 && py < i32(p.h) && px >= 0 && px < i32(p.w)) {
+                v = x[p.off_a + (n * p.cin + cs + cc) * hw + u32(py) * p.w + u32(px)];
+            }
+            xpatch[e] = v;
+        }
+        for (var e = lid; e < WG_CHUNK * 18u; e += 64u) {
+            let ci = cs + e / 18u;
+            var v = vec4(0.0);
+            if (ci < p.cin) { v = wq[(ci * 9u + (e % 18u) / 2u) * p.cq + 2u * g + e % 2u]; }
+            wpatch[e] = v;
+        }
+        workgroupBarrier();
+        for (var cc = 0u; cc < min(WG_CHUNK, p.cin - cs); cc++) {
+            for (var ky = 0u; ky < 3u; ky++) {
+                let sy = i32(row) + i32(ky) - 1;
+                if (sy < 0 || sy >= i32(p.h)) { continue; }
+                let pb = cc * WG_PATCH + (lr + ky) * WG_PW + lq * 4u;
+                let v0 = vec4(xpatch[pb]);
+                let v1 = vec4(xpatch[pb + 1u]);
+                let v2 = vec4(xpatch[pb + 2u]);
+                let v3 = vec4(xpatch[pb + 3u]);
+                let v4 = vec4(xpatch[pb + 4u]);
+                let v5 = vec4(xpatch[pb + 5u]);
+                let k0 = cc * 18u + ky * 6u;
+                let w0 = wpatch[k0]; let w1 = wpatch[k0 + 2u]; let w2 = wpatch[k0 + 4u];
+                let u0 = wpatch[k0 + 1u]; let u1 = wpatch[k0 + 3u]; let u2 = wpatch[k0 + 5u];
+                a0 = fma(w0, v0, a0); a1 = fma(w0, v1, a1); a2 = fma(w0, v2, a2); a3 = fma(w0, v3, a3);
+                b0 = fma(u0, v0, b0); b1 = fma(u0, v1, b1); b2 = fma(u0, v2, b2); b3 = fma(u0, v3, b3);
+                a0 = fma(w1, v1, a0); a1 = fma(w1, v2, a1); a2 = fma(w1, v3, a2); a3 = fma(w1, v4, a3);
+                b0 = fma(u1, v1, b0); b1 = fma(u1, v2, b1); b2 = fma(u1, v3, b2); b3 = fma(u1, v4, b3);
+                a0 = fma(w2, v2, a0); a1 = fma(w2, v3, a1); a2 = fma(w2, v4, a2); a3 = fma(w2, v5, a3);
+                b0 = fma(u2, v2, b0); b1 = fma(u2, v3, b1); b2 = fma(u2, v4, b2); b3 = fma(u2, v5, b3);
+            }
+        }
+        workgroupBarrier();
+    }
+    if (row >= p.h || c0 >= p.w) { return; }
+    store_8x4(n, g, row, c0, array<vec4<f32>, 8>(a0, a1, a2, a3, b0, b1, b2, b3));
 }
 
 // ---- conv3x3_rows: 1 x, 2 packed weights, 3 b, 4 y (CPU adapters) ----

@@ -40,8 +40,12 @@ pub struct GpuOptions {
 /// same order either way, so both give the same bits (tests check both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvTiling {
-    /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`): GPUs.
+    /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`), every input loaded
+    /// from its storage buffer by each invocation that needs it.
     Channels8Pixels4,
+    /// The tile of `Channels8Pixels4` with each workgroup's inputs and weights staged in
+    /// workgroup memory, 4 input channels per barrier (`conv3x3_workgroup`): GPUs.
+    Channels8Pixels4Workgroup,
     /// 4 output channels x 8 pixels per invocation, on each of two rows (`conv3x3_rows`):
     /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
     /// tile loads fewer.
@@ -57,14 +61,16 @@ pub enum ConvTiling {
 impl std::str::FromStr for ConvTiling {
     type Err = crate::Error;
 
-    /// "8x4", "4x8" or "4x8sg" (channels x pixels), as the benches' SEGFEAT_BENCH_TILING takes it.
+    /// "8x4", "8x4wg", "4x8" or "4x8sg" (channels x pixels; wg: workgroup memory, sg:
+    /// subgroups), as the benches' SEGFEAT_BENCH_TILING takes it.
     fn from_str(s: &str) -> Result<ConvTiling> {
         match s {
             "8x4" => Ok(ConvTiling::Channels8Pixels4),
+            "8x4wg" => Ok(ConvTiling::Channels8Pixels4Workgroup),
             "4x8" => Ok(ConvTiling::Channels4Pixels8),
             "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
             _ => bail!(
-                "a conv3x3 tile is 8x4, 4x8 or 4x8sg (channels x pixels; sg: with subgroups), not {s:?}"
+                "a conv3x3 tile is 8x4, 8x4wg, 4x8 or 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups), not {s:?}"
             ),
         }
     }
@@ -74,6 +80,7 @@ impl std::fmt::Display for ConvTiling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ConvTiling::Channels8Pixels4 => "8x4",
+            ConvTiling::Channels8Pixels4Workgroup => "8x4wg",
             ConvTiling::Channels4Pixels8 => "4x8",
             ConvTiling::Channels4Pixels8Subgroup => "4x8sg",
         })
@@ -260,7 +267,7 @@ impl Gpu {
                 } else if report.device_type == "Cpu" {
                     ConvTiling::Channels4Pixels8
                 } else {
-                    ConvTiling::Channels8Pixels4
+                    ConvTiling::Channels8Pixels4Workgroup
                 }),
                 adapter: report,
                 profile: (opts.profile || shapes || env_profile.as_deref() == Ok("1"))

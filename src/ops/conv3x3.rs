@@ -41,6 +41,7 @@ impl Activation {
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
+const WORKGROUP: Kernel = k("conv3x3", "conv3x3_workgroup");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
@@ -145,6 +146,7 @@ fn tiled(
     // (kernel, output channels per invocation, pixels per invocation)
     let (tile, chans, pixels) = match gpu.conv_tiling() {
         ConvTiling::Channels8Pixels4 => (TILED, 8, 4),
+        ConvTiling::Channels8Pixels4Workgroup => (WORKGROUP, 8, 32),
         ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
         ConvTiling::Channels4Pixels8Subgroup => (ROWS_SUBGROUP, 4, 8),
     };
@@ -157,9 +159,13 @@ fn tiled(
             tile
         };
         let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
-        // The rows tile covers two output rows per invocation.
-        let rows = if kernel == TILED { h } else { h.div_ceil(2) };
-        let total = nb * cout.div_ceil(chans) * rows * wd.div_ceil(pixels);
+        // The rows tile covers two output rows per invocation; a workgroup of
+        // conv3x3_workgroup (64 invocations) 8 rows x 32 columns.
+        let total = match kernel {
+            TILED => nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels),
+            WORKGROUP => nb * cout.div_ceil(chans) * h.div_ceil(8) * wd.div_ceil(pixels) * 64,
+            _ => nb * cout.div_ceil(chans) * h.div_ceil(2) * wd.div_ceil(pixels),
+        };
         let flags = bias.map_or(0, |(_, act)| 1 | act.flag_bits());
         let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), flags);
         prm[8] = u(2 * cout.div_ceil(8));
