@@ -87,6 +87,65 @@ impl std::fmt::Display for ConvTiling {
     }
 }
 
+/// Buffers holding the dispatches' uniforms, written through their mapping at creation:
+/// one buffer creation per `UNIFORM_CHUNK` bytes of params instead of one per dispatch.
+/// A buffer is filled slot by slot, and every buffer used since the last submit is
+/// unmapped just before it (a mapped buffer cannot be used by a submitted command);
+/// submitted buffers are never written again.
+#[derive(Default)]
+pub struct UniformArena {
+    /// The buffer being filled and the next free byte in it.
+    current: Option<(wgpu::Buffer, u64)>,
+    /// Buffers filled since the last submit, still mapped.
+    full: Vec<wgpu::Buffer>,
+}
+
+/// Bytes per uniform arena buffer.
+const UNIFORM_CHUNK: u64 = 64 << 10;
+
+impl UniformArena {
+    /// Copy `bytes` into a free slot starting at a multiple of `align`: the buffer and the
+    /// slot's offset.
+    pub fn slot(&mut self, device: &wgpu::Device, bytes: &[u8], align: u64) -> (wgpu::Buffer, u64) {
+        let len = bytes.len() as u64;
+        let fits = |used: u64| used.div_ceil(align) * align + len <= UNIFORM_CHUNK;
+        if !self.current.as_ref().is_some_and(|(_, used)| fits(*used)) {
+            if let Some((full, _)) = self.current.take() {
+                self.full.push(full);
+            }
+            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("uniforms"),
+                size: UNIFORM_CHUNK.max(len),
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: true,
+            });
+            self.current = Some((buffer, 0));
+        }
+        let (buffer, used) = self
+            .current
+            .as_mut()
+            .expect("a buffer with room was just made");
+        let at = used.div_ceil(align) * align;
+        buffer
+            .slice(at..at + len)
+            .get_mapped_range_mut()
+            .expect("the arena buffer is mapped until the next submit")
+            .copy_from_slice(bytes);
+        *used = at + len;
+        (buffer.clone(), at)
+    }
+
+    /// Unmap every buffer written since the last submit; the next slot starts a new one.
+    pub fn unmap_all(&mut self) {
+        if let Some((b, _)) = self.current.take() {
+            self.full.push(b);
+        }
+        for b in self.full.drain(..) {
+            b.unmap();
+        }
+    }
+}
+
 /// One adapter as `segfeat info` shows it.
 #[derive(Clone, Debug)]
 pub struct AdapterReport {
@@ -131,10 +190,20 @@ pub(crate) struct GpuInner {
     pub binding_limit: u64,
     /// Storage binding offsets must be multiples of this (bytes).
     pub alignment: u64,
+    /// The adapter's min_uniform_buffer_offset_alignment: where uniform slots may start.
+    pub uniform_alignment: u64,
+    /// The uniform arena: every dispatch's params in slots of shared buffers mapped at
+    /// creation, unmapped at the next submit (see `Gpu::uniform_slot`).
+    pub uniforms: RefCell<UniformArena>,
     pub max_workgroups: u32,
     pub pool: Rc<RefCell<PoolState>>,
     pub modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pub pipelines: RefCell<HashMap<&'static str, Rc<wgpu::ComputePipeline>>>,
+    /// The compute pass open on `encoder`, which consecutive dispatches share (a pass per
+    /// dispatch cost lavapipe 45 to 90 us each, one shared pass 18: wgpu still orders the
+    /// dispatches inside it). Ended before any other command is recorded and before the
+    /// encoder is finished; declared first, so that it is dropped (ended) first.
+    pub pass: RefCell<Option<wgpu::ComputePass<'static>>>,
     pub encoder: RefCell<Option<wgpu::CommandEncoder>>,
     /// Whether the device was opened with wgpu's SUBGROUP feature.
     pub subgroups: bool,
@@ -253,10 +322,13 @@ impl Gpu {
                 queue,
                 binding_limit,
                 alignment,
+                uniform_alignment: limits.min_uniform_buffer_offset_alignment as u64,
+                uniforms: RefCell::new(UniformArena::default()),
                 max_workgroups: limits.max_compute_workgroups_per_dimension,
                 pool: Rc::new(RefCell::new(PoolState::default())),
                 modules: RefCell::new(HashMap::new()),
                 pipelines: RefCell::new(HashMap::new()),
+                pass: RefCell::new(None),
                 encoder: RefCell::new(None),
                 subgroups,
                 pending: Cell::new(0),
@@ -372,8 +444,15 @@ impl Gpu {
         pool::take(&self.inner.device, &self.inner.pool, bytes)
     }
 
-    /// Run `f` on the open command encoder (opening one if needed).
+    /// Run `f` on the open command encoder (opening one if needed), after ending the open
+    /// compute pass: copies and clears are recorded between passes, in order.
     pub(crate) fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        self.end_pass();
+        self.with_encoder_no_pass(f)
+    }
+
+    /// `with_encoder` for a caller that knows no pass is open.
+    fn with_encoder_no_pass<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
         let mut slot = self.inner.encoder.borrow_mut();
         let enc = slot.get_or_insert_with(|| {
             self.inner
@@ -385,8 +464,31 @@ impl Gpu {
         f(enc)
     }
 
+    /// Run `f` on the open compute pass, opening one (and the encoder) if needed.
+    pub(crate) fn with_pass<R>(&self, f: impl FnOnce(&mut wgpu::ComputePass<'static>) -> R) -> R {
+        let mut slot = self.inner.pass.borrow_mut();
+        if slot.is_none() {
+            let pass = self.with_encoder_no_pass(|enc| {
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("segfeat dispatches"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime()
+            });
+            *slot = Some(pass);
+        }
+        f(slot.as_mut().expect("a compute pass was just opened"))
+    }
+
+    /// End the open compute pass, if any (dropping it ends it on its encoder).
+    fn end_pass(&self) {
+        self.inner.pass.borrow_mut().take();
+    }
+
     /// Submit everything recorded so far (does not wait for it).
     pub fn flush(&self) {
+        self.end_pass();
+        self.inner.uniforms.borrow_mut().unmap_all();
         if let Some(enc) = self.inner.encoder.borrow_mut().take() {
             self.inner.queue.submit([enc.finish()]);
         }

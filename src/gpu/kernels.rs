@@ -13,8 +13,6 @@
 
 use std::rc::Rc;
 
-use wgpu::util::DeviceExt;
-
 use super::Gpu;
 use crate::tensor::Tensor;
 use crate::{bail, Result};
@@ -210,14 +208,19 @@ impl Gpu {
         let dev = &self.inner.device;
         let mut bytes: Vec<u32> = params.to_vec();
         bytes.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let uniform = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(kernel.entry),
-            contents: bytemuck::cast_slice(&bytes),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let ubytes: &[u8] = bytemuck::cast_slice(&bytes);
+        let (uniform, uoff) =
+            self.inner
+                .uniforms
+                .borrow_mut()
+                .slot(dev, ubytes, self.inner.uniform_alignment);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &uniform,
+                offset: uoff,
+                size: wgpu::BufferSize::new(ubytes.len() as u64),
+            }),
         }];
         for (binding, s) in bufs {
             entries.push(wgpu::BindGroupEntry {
@@ -234,11 +237,7 @@ impl Gpu {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        self.with_encoder(|enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel.entry),
-                timestamp_writes: None,
-            });
+        self.with_pass(|pass| {
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(x, y, z);
