@@ -22,7 +22,8 @@
 //! and after them.
 //! Before the kernels, the cost of a storage load whose address differs per lane (scalar
 //! and vec4, from a table that stays in cache), in turn with the FMA ceiling and told as
-//! "one load costs as much as N FMAs": on lavapipe the number that shapes every tile.
+//! "one load costs as much as N FMAs": on lavapipe the number that shapes every tile;
+//! and what a tiny dispatch costs (what bounds the small classifier's step).
 //! FLOPs count 2 per multiply-add of the mathematical op (zero padding not subtracted).
 //! Bytes count each input read once and each output written once (the minimum traffic).
 
@@ -144,6 +145,22 @@ fn main() -> Result<()> {
     println!(
         "storage loads, a different address per lane (cached table, in turn with the FMA ceiling, median of {paired_reps}): {}",
         load_costs.join("; ")
+    );
+    // What one dispatch costs beyond its work: 1000 fills of 16 floats recorded into one
+    // submit (the recording is the CPU's share: uniform slot, bind group, dispatch).
+    let tiny = Tensor::zeros(&gpu, &[16])?;
+    let (record0, count0) = (gpu.record_seconds(), gpu.dispatch_count());
+    let per_1000 = time_best(&gpu, reps, || {
+        for _ in 0..1000 {
+            ops::elementwise::fill(&gpu, &tiny, 1.0)?;
+        }
+        Ok(())
+    })?;
+    let recorded = (gpu.record_seconds() - record0) / (gpu.dispatch_count() - count0) as f64;
+    println!(
+        "dispatch overhead: {:.1} us per tiny dispatch, of which {:.1} us recording (best of {reps} x 1000)",
+        per_1000 * 1e3,
+        recorded * 1e6
     );
 
     // conv3x3 at the U-Net's shapes, batch 10: (cin, cout, size)
