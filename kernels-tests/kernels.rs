@@ -126,7 +126,7 @@ fn linear_all_entry_points() {
 fn elu_and_relu() {
     let gpu = gpu();
     // Element counts that are multiples of 4 (780, 384) take the vec4 kernel of the ELU
-    // backward from the output; the others its scalar one.
+    // backward from the output and of the ReLU backward; the others their scalar ones.
     for (i, shape) in [
         vec![1],
         vec![1, 3, 5, 7],
