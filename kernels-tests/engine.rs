@@ -314,3 +314,26 @@ fn profiling_times_every_dispatch_by_kernel() {
     assert!(counts.contains(&1) && counts.contains(&2), "{p:?}");
     assert!(p.iter().any(|e| e.0.contains("384 invocations")), "{p:?}");
 }
+
+#[test]
+fn many_dispatches_in_one_submit_stay_in_order() {
+    // 600 dependent dispatches recorded without a submit: they share one compute pass and
+    // take their params from several uniform arena buffers (256 slots of 256 bytes each at
+    // most); every 97th, an upload (a copy, which ends the pass) is added in too. Each add
+    // must see the one before it.
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[5, 7]).unwrap();
+    let one = up(&gpu, &[5, 7], &[1.0; 35]);
+    let mut want = 0.0;
+    for k in 0..600 {
+        ops::elementwise::add_into(&gpu, &x, &one).unwrap();
+        want += 1.0;
+        if k % 97 == 0 {
+            let two = up(&gpu, &[5, 7], &[2.0; 35]);
+            ops::elementwise::add_into(&gpu, &x, &two).unwrap();
+            ops::elementwise::scale(&gpu, &x, 0.5).unwrap();
+            want = (want + 2.0) * 0.5;
+        }
+    }
+    check("600 adds", &x.to_vec(&gpu), &[want; 35], 0.0, 0.0);
+}
