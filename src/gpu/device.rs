@@ -190,10 +190,11 @@ pub(crate) struct GpuInner {
     pub binding_limit: u64,
     /// Storage binding offsets must be multiples of this (bytes).
     pub alignment: u64,
-    /// The adapter's min_uniform_buffer_offset_alignment: where uniform slots may start.
+    /// Where uniform slots may start: the adapter's min_uniform_buffer_offset_alignment,
+    /// at least wgpu::MAP_ALIGNMENT.
     pub uniform_alignment: u64,
     /// The uniform arena: every dispatch's params in slots of shared buffers mapped at
-    /// creation, unmapped at the next submit (see `Gpu::uniform_slot`).
+    /// creation, unmapped at the next submit (see `UniformArena::slot`).
     pub uniforms: RefCell<UniformArena>,
     pub max_workgroups: u32,
     pub pool: Rc<RefCell<PoolState>>,
@@ -322,7 +323,10 @@ impl Gpu {
                 queue,
                 binding_limit,
                 alignment,
-                uniform_alignment: limits.min_uniform_buffer_offset_alignment as u64,
+                // Slots are written through the mapping, whose ranges start at multiples of
+                // MAP_ALIGNMENT too.
+                uniform_alignment: (limits.min_uniform_buffer_offset_alignment as u64)
+                    .max(wgpu::MAP_ALIGNMENT),
                 uniforms: RefCell::new(UniformArena::default()),
                 max_workgroups: limits.max_compute_workgroups_per_dimension,
                 pool: Rc::new(RefCell::new(PoolState::default())),
