@@ -30,10 +30,58 @@ fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let t = flat_id(wid, nwg, lid);
     if (t >= p.total) { return; }
     let i = p.off + t;
-    let g = grad[i];
-    let mi = p.b1 * m[i] + (1.0 - p.b1) * g;
-    let vi = p.b2 * v[i] + (1.0 - p.b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    param[i] -= p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    let u = adam_one(grad[i], m[i], v[i], p.lr, p.b1, p.b2, p.eps, p.bc1, p.bc2);
+    m[i] = u.x;
+    v[i] = u.y;
+    param[i] -= u.z;
+}
+
+// One element's step: (new m, new v, the amount to subtract from the parameter).
+fn adam_one(g: f32, m0: f32, v0: f32, lr: f32, b1: f32, b2: f32, eps: f32, bc1: f32,
+            bc2: f32) -> vec3<f32> {
+    let mi = b1 * m0 + (1.0 - b1) * g;
+    let vi = b2 * v0 + (1.0 - b2) * g * g;
+    return vec3(mi, vi, lr * (mi / bc1) / (sqrt(vi / bc2) + eps));
+}
+
+// adam_step2: the same step on two parameters in one dispatch (a layer's weight and bias,
+// say): invocations 0 .. p2.n_a - 1 update the first (bindings 1-4), the rest the second
+// (bindings 5-8). Eight storage bindings, WebGPU's default limit. For the small
+// classifier, whose step is bound by its number of dispatches.
+struct Params2 {
+    total: u32, // elements of both
+    n_a: u32,   // elements of the first
+    off_a: u32, // chunk offset of the first's four buffers
+    off_b: u32, // and of the second's
+    lr: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    bc1: f32,
+    bc2: f32,
+}
+@group(0) @binding(0) var<uniform> p2: Params2;
+@group(0) @binding(5) var<storage, read_write> param_b: array<f32>;
+@group(0) @binding(6) var<storage, read> grad_b: array<f32>;
+@group(0) @binding(7) var<storage, read_write> m_b: array<f32>;
+@group(0) @binding(8) var<storage, read_write> v_b: array<f32>;
+
+@compute @workgroup_size(64)
+fn adam_step2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p2.total) { return; }
+    if (t < p2.n_a) {
+        let i = p2.off_a + t;
+        let u = adam_one(grad[i], m[i], v[i], p2.lr, p2.b1, p2.b2, p2.eps, p2.bc1, p2.bc2);
+        m[i] = u.x;
+        v[i] = u.y;
+        param[i] -= u.z;
+    } else {
+        let i = p2.off_b + t - p2.n_a;
+        let u = adam_one(grad_b[i], m_b[i], v_b[i], p2.lr, p2.b1, p2.b2, p2.eps, p2.bc1, p2.bc2);
+        m_b[i] = u.x;
+        v_b[i] = u.y;
+        param_b[i] -= u.z;
+    }
 }

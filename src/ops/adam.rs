@@ -7,6 +7,7 @@ use crate::gpu::kernels::{k, Kernel};
 use crate::{Error, Gpu, Grads, Result, Tensor, Var};
 
 const STEP: Kernel = k("adam", "adam_step");
+const STEP2: Kernel = k("adam", "adam_step2");
 
 /// Adam's state for a fixed list of parameters.
 pub struct Adam {
@@ -55,17 +56,25 @@ impl Adam {
         self.t += 1;
         let bc1 = (1.0 - (self.beta1 as f64).powi(self.t as i32)) as f32;
         let bc2 = (1.0 - (self.beta2 as f64).powi(self.t as i32)) as f32;
-        for ((p, g), (m, v)) in params.iter().zip(grads).zip(&self.moments) {
+        let h = [self.lr, self.beta1, self.beta2, self.eps, bc1, bc2];
+        for ((p, g), (m, _)) in params.iter().zip(grads).zip(&self.moments) {
             check_shape(g, p.shape(), "adam gradient")?;
             check_shape(m, p.shape(), "adam moment")?;
-            update(
-                gpu,
-                p,
-                g,
-                m,
-                v,
-                [self.lr, self.beta1, self.beta2, self.eps, bc1, bc2],
-            )?;
+        }
+        // Two parameters per dispatch (a layer's weight and bias, as the networks list
+        // them): the small classifier's step is bound by its number of dispatches.
+        let all: Vec<_> = params
+            .iter()
+            .zip(grads)
+            .zip(&self.moments)
+            .map(|((p, g), (m, v))| [*p, *g, m, v])
+            .collect();
+        for pair in all.chunks(2) {
+            match pair {
+                [a, b] => update_pair(gpu, a, b, h)?,
+                [a] => update(gpu, a[0], a[1], a[2], a[3], h)?,
+                _ => unreachable!("chunks(2) gives one or two"),
+            }
         }
         Ok(())
     }
@@ -113,4 +122,29 @@ pub fn update(
         gpu.dispatch(STEP, &params, &[(1, bp), (2, bg), (3, bm), (4, bv)], n)?;
     }
     Ok(())
+}
+
+/// One Adam update of two parameters, each given as [param, grad, m, v], in one dispatch
+/// where both fit one storage binding (else one `update` each).
+pub fn update_pair(gpu: &Gpu, a: &[&Tensor; 4], b: &[&Tensor; 4], h: [f32; 6]) -> Result<()> {
+    let (na, nb) = (a[0].numel(), b[0].numel());
+    if gpu.chunks(na, &[1])?.len() > 1 || gpu.chunks(nb, &[1])?.len() > 1 {
+        update(gpu, a[0], a[1], a[2], a[3], h)?;
+        return update(gpu, b[0], b[1], b[2], b[3], h);
+    }
+    let mut bufs = Vec::with_capacity(8);
+    let (mut off_a, mut off_b) = (0, 0);
+    for (k, t) in a.iter().chain(b.iter()).enumerate() {
+        let (slice, off) = gpu.bind(t, 0, t.numel());
+        // Four buffers of equal size bind alike and share one offset.
+        if k == 0 {
+            off_a = off;
+        } else if k == 4 {
+            off_b = off;
+        }
+        bufs.push((k as u32 + 1, slice));
+    }
+    let mut params = vec![u(na + nb), u(na), off_a, off_b];
+    params.extend(h.iter().map(|x| x.to_bits()));
+    gpu.dispatch(STEP2, &params, &bufs, na + nb)
 }
