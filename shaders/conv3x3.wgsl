@@ -141,9 +141,7 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let g = (i / (p.wq * p.h)) % pairs;
     let n = i / (p.wq * p.h * pairs);
     let c0 = i32(tx * 4u);
-    // a*: output channels 8g .. 8g+3, b*: 8g+4 .. 8g+7; *0..*3: the four pixels.
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var t = zero_8x4();
     for (var ci = 0u; ci < p.cin; ci++) {
         let xb = p.off_a + (n * p.cin + ci) * hw;
         let wb = ci * 9u * p.cq + 2u * g;
@@ -162,21 +160,42 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             let k2 = k1 + p.cq;
             let w0 = wq[k0]; let w1 = wq[k1]; let w2 = wq[k2];
             let u0 = wq[k0 + 1u]; let u1 = wq[k1 + 1u]; let u2 = wq[k2 + 1u];
-            a0 = fma(w0, v0, a0); a1 = fma(w0, v1, a1); a2 = fma(w0, v2, a2); a3 = fma(w0, v3, a3);
-            b0 = fma(u0, v0, b0); b1 = fma(u0, v1, b1); b2 = fma(u0, v2, b2); b3 = fma(u0, v3, b3);
-            a0 = fma(w1, v1, a0); a1 = fma(w1, v2, a1); a2 = fma(w1, v3, a2); a3 = fma(w1, v4, a3);
-            b0 = fma(u1, v1, b0); b1 = fma(u1, v2, b1); b2 = fma(u1, v3, b2); b3 = fma(u1, v4, b3);
-            a0 = fma(w2, v2, a0); a1 = fma(w2, v3, a1); a2 = fma(w2, v4, a2); a3 = fma(w2, v5, a3);
-            b0 = fma(u2, v2, b0); b1 = fma(u2, v3, b1); b2 = fma(u2, v4, b2); b3 = fma(u2, v5, b3);
+            t = fma_row_8x4(t, v0, v1, v2, v3, v4, v5, w0, w1, w2, u0, u1, u2);
         }
     }
-    store_8x4(n, g, row, tx * 4u, array<vec4<f32>, 8>(a0, a1, a2, a3, b0, b1, b2, b3));
+    store_8x4(n, g, row, tx * 4u, t);
 }
 
-// The 8 x 4 tile's epilogue (conv3x3_tiled, conv3x3_workgroup): the sums of output
-// channels 8g .. 8g+7 (acc[0..3]: 8g .. 8g+3, acc[4..7]: 8g+4 .. 8g+7, one vec4 per
-// pixel) at pixels c0 .. c0+3 of `row` of sample n, those inside y.
-fn store_8x4(n: u32, g: u32, row: u32, c0: u32, acc: array<vec4<f32>, 8>) {
+// The 8 x 4 tile of conv3x3_tiled and conv3x3_workgroup: a*, the sums of output channels
+// 8g .. 8g+3, b*, of 8g+4 .. 8g+7; *0 .. *3, the four pixels.
+struct Tile8x4 { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+                 b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32> }
+
+fn zero_8x4() -> Tile8x4 {
+    let z = vec4<f32>(0.0);
+    return Tile8x4(z, z, z, z, z, z, z, z);
+}
+
+// One kernel row into the tile: inputs v0 .. v5 (the tile's 4 columns and their halo),
+// weights w* (channels 8g ..) and u* (8g+4 ..) of taps kx = 0, 1, 2; kx outer, pixels
+// inner, the order every conv3x3 tile adds in.
+fn fma_row_8x4(t0: Tile8x4, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
+               v4: vec4<f32>, v5: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>,
+               u0: vec4<f32>, u1: vec4<f32>, u2: vec4<f32>) -> Tile8x4 {
+    var t = t0;
+    t.a0 = fma(w0, v0, t.a0); t.a1 = fma(w0, v1, t.a1); t.a2 = fma(w0, v2, t.a2); t.a3 = fma(w0, v3, t.a3);
+    t.b0 = fma(u0, v0, t.b0); t.b1 = fma(u0, v1, t.b1); t.b2 = fma(u0, v2, t.b2); t.b3 = fma(u0, v3, t.b3);
+    t.a0 = fma(w1, v1, t.a0); t.a1 = fma(w1, v2, t.a1); t.a2 = fma(w1, v3, t.a2); t.a3 = fma(w1, v4, t.a3);
+    t.b0 = fma(u1, v1, t.b0); t.b1 = fma(u1, v2, t.b1); t.b2 = fma(u1, v3, t.b2); t.b3 = fma(u1, v4, t.b3);
+    t.a0 = fma(w2, v2, t.a0); t.a1 = fma(w2, v3, t.a1); t.a2 = fma(w2, v4, t.a2); t.a3 = fma(w2, v5, t.a3);
+    t.b0 = fma(u2, v2, t.b0); t.b1 = fma(u2, v3, t.b1); t.b2 = fma(u2, v4, t.b2); t.b3 = fma(u2, v5, t.b3);
+    return t;
+}
+
+// The 8 x 4 tile's epilogue: its sums at pixels c0 .. c0+3 of `row` of sample n, those
+// inside y.
+fn store_8x4(n: u32, g: u32, row: u32, c0: u32, t: Tile8x4) {
+    let acc = array<vec4<f32>, 8>(t.a0, t.a1, t.a2, t.a3, t.b0, t.b1, t.b2, t.b3);
     let with_bias = (p.flags & 1u) != 0u;
     for (var l = 0u; l < 8u; l++) {
         let co = g * 8u + l;
@@ -234,8 +253,7 @@ fn conv3x3_workgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let c0 = bx * WG_COLS + lq * 4u;
     let r_top = i32(by * WG_ROWS) - 1; // image row of the patch's first row
     let c_left = i32(bx * WG_COLS) - 1;
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var t = zero_8x4();
     for (var cs = 0u; cs < p.cin; cs += WG_CHUNK) {
         // Stage the chunk: inputs (zero outside the image and past the last channel) and
         // weights.
@@ -270,18 +288,13 @@ fn conv3x3_workgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
                 let k0 = cc * 18u + ky * 6u;
                 let w0 = wpatch[k0]; let w1 = wpatch[k0 + 2u]; let w2 = wpatch[k0 + 4u];
                 let u0 = wpatch[k0 + 1u]; let u1 = wpatch[k0 + 3u]; let u2 = wpatch[k0 + 5u];
-                a0 = fma(w0, v0, a0); a1 = fma(w0, v1, a1); a2 = fma(w0, v2, a2); a3 = fma(w0, v3, a3);
-                b0 = fma(u0, v0, b0); b1 = fma(u0, v1, b1); b2 = fma(u0, v2, b2); b3 = fma(u0, v3, b3);
-                a0 = fma(w1, v1, a0); a1 = fma(w1, v2, a1); a2 = fma(w1, v3, a2); a3 = fma(w1, v4, a3);
-                b0 = fma(u1, v1, b0); b1 = fma(u1, v2, b1); b2 = fma(u1, v3, b2); b3 = fma(u1, v4, b3);
-                a0 = fma(w2, v2, a0); a1 = fma(w2, v3, a1); a2 = fma(w2, v4, a2); a3 = fma(w2, v5, a3);
-                b0 = fma(u2, v2, b0); b1 = fma(u2, v3, b1); b2 = fma(u2, v4, b2); b3 = fma(u2, v5, b3);
+                t = fma_row_8x4(t, v0, v1, v2, v3, v4, v5, w0, w1, w2, u0, u1, u2);
             }
         }
         workgroupBarrier();
     }
     if (row >= p.h || c0 >= p.w) { return; }
-    store_8x4(n, g, row, c0, array<vec4<f32>, 8>(a0, a1, a2, a3, b0, b1, b2, b3));
+    store_8x4(n, g, row, c0, t);
 }
 
 // ---- conv3x3_rows: 1 x, 2 packed weights, 3 b, 4 y (CPU adapters) ----
