@@ -606,34 +606,44 @@ pub fn check_softmax_ce(gpu: &Gpu, n: usize, c: usize, hw: Option<(usize, usize)
 }
 
 /// Three Adam steps on `numel` parameters against the f64 reference.
-pub fn check_adam(gpu: &Gpu, numel: usize, seed: u64) {
+pub fn check_adam(gpu: &Gpu, sizes: &[usize], seed: u64) {
+    // One optimizer over parameters of these sizes (pairs of them share a dispatch), three
+    // steps, each parameter against its own reference.
     let mut g = rng(seed);
-    let p0 = rand_vec(&mut g, numel);
-    let tp = up(gpu, &[numel], &p0);
-    let mut opt = ops::Adam::new(gpu, &[&tp], 1e-2).unwrap();
-    let (mut p, mut m, mut v) = (f64s(&p0), vec![0.0; numel], vec![0.0; numel]);
+    let p0: Vec<Vec<f32>> = sizes.iter().map(|&n| rand_vec(&mut g, n)).collect();
+    let tp: Vec<Tensor> = sizes
+        .iter()
+        .zip(&p0)
+        .map(|(&n, p)| up(gpu, &[n], p))
+        .collect();
+    let params: Vec<&Tensor> = tp.iter().collect();
+    let mut opt = ops::Adam::new(gpu, &params, 1e-2).unwrap();
+    let mut want: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = p0
+        .iter()
+        .map(|p| (f64s(p), vec![0.0; p.len()], vec![0.0; p.len()]))
+        .collect();
     for t in 1..=3 {
-        let grad = rand_vec(&mut g, numel);
-        opt.step(gpu, &[&tp], &[&up(gpu, &[numel], &grad)]).unwrap();
-        r::adam(
-            &mut p,
-            &f64s(&grad),
-            &mut m,
-            &mut v,
-            1e-2,
-            0.9,
-            0.999,
-            1e-8,
-            t,
+        let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| rand_vec(&mut g, n)).collect();
+        let tg: Vec<Tensor> = sizes
+            .iter()
+            .zip(&grads)
+            .map(|(&n, d)| up(gpu, &[n], d))
+            .collect();
+        opt.step(gpu, &params, &tg.iter().collect::<Vec<_>>())
+            .unwrap();
+        for ((p, m, v), d) in want.iter_mut().zip(&grads) {
+            r::adam(p, &f64s(d), m, v, 1e-2, 0.9, 0.999, 1e-8, t);
+        }
+    }
+    for ((t, (p, _, _)), n) in tp.iter().zip(&want).zip(sizes) {
+        check(
+            &format!("adam n{n} of {sizes:?}"),
+            &t.to_vec(gpu),
+            p,
+            atol(4),
+            RTOL,
         );
     }
-    check(
-        &format!("adam n{numel}"),
-        &tp.to_vec(gpu),
-        &p,
-        atol(4),
-        RTOL,
-    );
 }
 
 /// fill, scale, add_into and the sum reduction on `numel` elements.

@@ -49,10 +49,8 @@ fn adam_one(g: f32, m0: f32, v0: f32, lr: f32, b1: f32, b2: f32, eps: f32, bc1: 
 // (bindings 5-8). Eight storage bindings, WebGPU's default limit. For the small
 // classifier, whose step is bound by its number of dispatches.
 struct Params2 {
-    total: u32, // elements of both
+    total: u32, // elements of both (each bound whole)
     n_a: u32,   // elements of the first
-    off_a: u32, // chunk offset of the first's four buffers
-    off_b: u32, // and of the second's
     lr: f32,
     b1: f32,
     b2: f32,
@@ -72,13 +70,13 @@ fn adam_step2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let t = flat_id(wid, nwg, lid);
     if (t >= p2.total) { return; }
     if (t < p2.n_a) {
-        let i = p2.off_a + t;
+        let i = t;
         let u = adam_one(grad[i], m[i], v[i], p2.lr, p2.b1, p2.b2, p2.eps, p2.bc1, p2.bc2);
         m[i] = u.x;
         v[i] = u.y;
         param[i] -= u.z;
     } else {
-        let i = p2.off_b + t - p2.n_a;
+        let i = t - p2.n_a;
         let u = adam_one(grad_b[i], m_b[i], v_b[i], p2.lr, p2.b1, p2.b2, p2.eps, p2.bc1, p2.bc2);
         m_b[i] = u.x;
         v_b[i] = u.y;

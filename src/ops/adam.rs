@@ -57,18 +57,18 @@ impl Adam {
         let bc1 = (1.0 - (self.beta1 as f64).powi(self.t as i32)) as f32;
         let bc2 = (1.0 - (self.beta2 as f64).powi(self.t as i32)) as f32;
         let h = [self.lr, self.beta1, self.beta2, self.eps, bc1, bc2];
-        for ((p, g), (m, _)) in params.iter().zip(grads).zip(&self.moments) {
-            check_shape(g, p.shape(), "adam gradient")?;
-            check_shape(m, p.shape(), "adam moment")?;
-        }
-        // Two parameters per dispatch (a layer's weight and bias, as the networks list
-        // them): the small classifier's step is bound by its number of dispatches.
-        let all: Vec<_> = params
+        let all = params
             .iter()
             .zip(grads)
             .zip(&self.moments)
-            .map(|((p, g), (m, v))| [*p, *g, m, v])
-            .collect();
+            .map(|((p, g), (m, v))| {
+                check_shape(g, p.shape(), "adam gradient")?;
+                check_shape(m, p.shape(), "adam moment")?;
+                Ok([*p, *g, m, v])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Two parameters per dispatch (a layer's weight and bias, as the networks list
+        // them): the small classifier's step is bound by its number of dispatches.
         for pair in all.chunks(2) {
             match pair {
                 [a, b] => update_pair(gpu, a, b, h)?,
@@ -125,26 +125,20 @@ pub fn update(
 }
 
 /// One Adam update of two parameters, each given as [param, grad, m, v], in one dispatch
-/// where both fit one storage binding (else one `update` each).
+/// where both are bound whole (else one `update` each, which splits them).
 pub fn update_pair(gpu: &Gpu, a: &[&Tensor; 4], b: &[&Tensor; 4], h: [f32; 6]) -> Result<()> {
     let (na, nb) = (a[0].numel(), b[0].numel());
-    if gpu.chunks(na, &[1])?.len() > 1 || gpu.chunks(nb, &[1])?.len() > 1 {
+    if (na.max(nb) as u64) * 4 > gpu.binding_limit() {
         update(gpu, a[0], a[1], a[2], a[3], h)?;
         return update(gpu, b[0], b[1], b[2], b[3], h);
     }
-    let mut bufs = Vec::with_capacity(8);
-    let (mut off_a, mut off_b) = (0, 0);
-    for (k, t) in a.iter().chain(b.iter()).enumerate() {
-        let (slice, off) = gpu.bind(t, 0, t.numel());
-        // Four buffers of equal size bind alike and share one offset.
-        if k == 0 {
-            off_a = off;
-        } else if k == 4 {
-            off_b = off;
-        }
-        bufs.push((k as u32 + 1, slice));
-    }
-    let mut params = vec![u(na + nb), u(na), off_a, off_b];
+    let bufs = a
+        .iter()
+        .chain(b.iter())
+        .enumerate()
+        .map(|(k, t)| Ok((k as u32 + 1, gpu.whole(t, "adam parameter or state")?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut params = vec![u(na + nb), u(na)];
     params.extend(h.iter().map(|x| x.to_bits()));
     gpu.dispatch(STEP2, &params, &bufs, na + nb)
 }
