@@ -288,6 +288,9 @@ fn profiling_times_every_dispatch_by_kernel() {
     assert_eq!(p.len(), 3, "{p:?}");
     let entry = match gpu.conv_tiling() {
         segfeat::gpu::ConvTiling::Channels8Pixels4 => "conv3x3_tiled",
+        segfeat::gpu::ConvTiling::Channels8Pixels8 => "conv3x3_tiled8",
+        // A 2 x 4 x 8 x 8 output is far below the rows tile's threshold.
+        segfeat::gpu::ConvTiling::GpuByShape => "conv3x3_tiled",
         segfeat::gpu::ConvTiling::Channels8Pixels4Workgroup => "conv3x3_workgroup",
         segfeat::gpu::ConvTiling::Channels4Pixels8 => "conv3x3_rows",
         segfeat::gpu::ConvTiling::Channels4Pixels8Subgroup => "conv3x3_rows_subgroup",
@@ -337,4 +340,44 @@ fn many_dispatches_in_one_submit_stay_in_order() {
         }
     }
     check("600 adds", &x.to_vec(&gpu), &[want; 35], 0.0, 0.0);
+}
+
+#[test]
+fn gpu_tiling_takes_the_rows_tile_for_large_launches_only() {
+    use segfeat::gpu::{ConvTiling, GPU_ROWS_MIN_INVOCATIONS};
+    let gpu = Gpu::with_options(segfeat::GpuOptions {
+        quiet: true,
+        profile: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut g = rng(91);
+    // A 1 x 4 x 256 x 4096 output makes 1 x 1 x 128 x 512 rows-tile invocations (sample x
+    // channel groups of 4 x row pairs x 8-pixel groups): exactly the threshold; 4 rows
+    // fewer, below it.
+    let (cin, cout, w) = (2, 4, 4096);
+    let large_h = 2 * GPU_ROWS_MIN_INVOCATIONS / (w / 8);
+    let wt = up(&gpu, &[cout, cin, 3, 3], &rand_vec(&mut g, cout * cin * 9));
+    let b = up(&gpu, &[cout], &rand_vec(&mut g, cout));
+    for (h, entry) in [(large_h, "conv3x3_rows"), (large_h - 4, "conv3x3_tiled")] {
+        let x = up(&gpu, &[1, cin, h, w], &rand_vec(&mut g, cin * h * w));
+        let mut outs = Vec::new();
+        for tiling in [ConvTiling::GpuByShape, ConvTiling::Channels8Pixels4] {
+            gpu.set_conv_tiling(tiling).unwrap();
+            let before = gpu.profile();
+            let y = ops::conv3x3::forward(&gpu, &x, &wt, &b).unwrap();
+            outs.push(y.to_vec(&gpu));
+            if tiling == ConvTiling::GpuByShape {
+                let count =
+                    |p: &[(String, u64, f64)]| p.iter().find(|e| e.0 == entry).map_or(0, |e| e.1);
+                assert_eq!(
+                    count(&gpu.profile()) - count(&before),
+                    1,
+                    "height {h}: expected one {entry} launch"
+                );
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&outs[0]) == bits(&outs[1]), "height {h}: tiles differ");
+    }
 }

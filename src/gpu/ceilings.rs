@@ -163,8 +163,11 @@ pub struct FmaCeiling {
 }
 
 impl FmaCeiling {
+    /// 8.6 GFLOP on a CPU adapter (about 80 ms on lavapipe); eight times the invocations on
+    /// a GPU, enough to fill one (a million invocations, about 1 ms at 60 TFLOP/s) so that
+    /// the submit-and-wait around it stays a small share.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let threads = 64 * 2048;
+        let threads = if gpu.is_cpu() { 64 * 2048 } else { 64 * 16384 };
         Ok(Self {
             sink: Tensor::uninit(gpu, &[threads * 4])?,
             threads,
@@ -199,8 +202,11 @@ pub fn fma_gflops(gpu: &Gpu, reps: usize) -> Result<f64> {
 /// loads and stores, `copy_buffer_to_buffer`). The benchmark's memory ceiling is the larger:
 /// on lavapipe the shader copy is well below what simple kernels reach.
 pub fn copy_gbps(gpu: &Gpu, reps: usize) -> Result<(f64, f64)> {
-    // 32 MiB each way: larger than the caches, the size of a big U-Net activation.
-    let floats = (8usize << 20).min(gpu.binding_limit() as usize / 4);
+    // 32 MiB each way on a CPU adapter: larger than the caches, the size of a big U-Net
+    // activation. 256 MiB on a GPU: several times a large L2 (60 MB on an H200), and long
+    // enough that the submit-and-wait around it is a small share.
+    let bytes_each_way: usize = if gpu.is_cpu() { 32 << 20 } else { 256 << 20 };
+    let floats = (bytes_each_way / 4).min(gpu.binding_limit() as usize / 4);
     let src = Tensor::zeros(gpu, &[floats])?;
     let dst = Tensor::zeros(gpu, &[floats])?;
     let shader = time_best(gpu, reps, || copy_shader(gpu, &src, &dst))?;

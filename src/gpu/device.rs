@@ -35,16 +35,36 @@ pub struct GpuOptions {
     pub profile_shapes: bool,
 }
 
+/// Under [`ConvTiling::GpuByShape`], a conv3x3 launch takes the rows tile (4 channels x 8
+/// pixels x 2 rows) when that makes at least this many invocations: 65,536 is about half
+/// the threads an H200 holds at once (132 multiprocessors x 2,048 / 4); at 128x128 with 32
+/// channels (81,920) the rows tile was faster there, at 64x64 with 64 (40,960) not
+/// measured, at 32x32 with 128 (20,480) slower.
+pub const GPU_ROWS_MIN_INVOCATIONS: usize = 65_536;
+
 /// The shape of the register tile of the 3x3 convolution (forward and gradient to the
 /// input), chosen from the adapter's type when the [`Gpu`] opens: the same sums in the
 /// same order either way, so both give the same bits (tests check both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvTiling {
     /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`), every input loaded
-    /// from its storage buffer by each invocation that needs it.
+    /// from its storage buffer by each invocation that needs it (on an H200 1.2 to 1.5x
+    /// faster than `Channels8Pixels4Workgroup`, whose loads the caches already serve).
     Channels8Pixels4,
+    /// GPUs: per launch, the rows tile of `Channels4Pixels8` where it makes at least
+    /// [`GPU_ROWS_MIN_INVOCATIONS`] invocations (the large images: on an H200 1.3 to 1.6x
+    /// faster than 8x4 at 16 channels of 256x256 and 32 of 128x128), else
+    /// `Channels8Pixels4` (whose 2x more invocations keep a GPU busy on small images, where
+    /// the rows tile is 1.3 to 1.4x slower). The weight gradient is the one-input-channel
+    /// kernel, as for 8x4.
+    GpuByShape,
+    /// Two `Channels8Pixels4` tiles side by side: 8 output channels x 8 pixels per
+    /// invocation (`conv3x3_tiled8`), fewer loads per multiply-add for 64 sums.
+    Channels8Pixels8,
     /// The tile of `Channels8Pixels4` with each workgroup's inputs and weights staged in
-    /// workgroup memory, 4 input channels per barrier (`conv3x3_workgroup`): GPUs.
+    /// workgroup memory, 4 input channels per barrier (`conv3x3_workgroup`): chosen by
+    /// none (slower on the H200 and on lavapipe), kept for GPUs whose caches serve
+    /// repeated loads less well.
     Channels8Pixels4Workgroup,
     /// 4 output channels x 8 pixels per invocation, on each of two rows (`conv3x3_rows`):
     /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
@@ -61,16 +81,19 @@ pub enum ConvTiling {
 impl std::str::FromStr for ConvTiling {
     type Err = crate::Error;
 
-    /// "8x4", "8x4wg", "4x8" or "4x8sg" (channels x pixels; wg: workgroup memory, sg:
-    /// subgroups), as the benches' SEGFEAT_BENCH_TILING takes it.
+    /// "8x4", "8x8", "8x4wg", "4x8", "4x8sg" (channels x pixels; wg: workgroup memory, sg:
+    /// subgroups) or "gpu" (8x4 or 4x8 by launch size), as the benches'
+    /// SEGFEAT_BENCH_TILING takes it.
     fn from_str(s: &str) -> Result<ConvTiling> {
         match s {
             "8x4" => Ok(ConvTiling::Channels8Pixels4),
+            "gpu" => Ok(ConvTiling::GpuByShape),
+            "8x8" => Ok(ConvTiling::Channels8Pixels8),
             "8x4wg" => Ok(ConvTiling::Channels8Pixels4Workgroup),
             "4x8" => Ok(ConvTiling::Channels4Pixels8),
             "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
             _ => bail!(
-                "a conv3x3 tile is 8x4, 8x4wg, 4x8 or 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups), not {s:?}"
+                "a conv3x3 tile is 8x4, 8x8, 8x4wg, 4x8, 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups) or gpu (8x4 or 4x8 by launch size), not {s:?}"
             ),
         }
     }
@@ -80,6 +103,8 @@ impl std::fmt::Display for ConvTiling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ConvTiling::Channels8Pixels4 => "8x4",
+            ConvTiling::GpuByShape => "gpu",
+            ConvTiling::Channels8Pixels8 => "8x8",
             ConvTiling::Channels8Pixels4Workgroup => "8x4wg",
             ConvTiling::Channels4Pixels8 => "4x8",
             ConvTiling::Channels4Pixels8Subgroup => "4x8sg",
@@ -343,7 +368,7 @@ impl Gpu {
                 } else if report.device_type == "Cpu" {
                     ConvTiling::Channels4Pixels8
                 } else {
-                    ConvTiling::Channels8Pixels4Workgroup
+                    ConvTiling::GpuByShape
                 }),
                 adapter: report,
                 profile: (opts.profile || shapes || env_profile.as_deref() == Ok("1"))

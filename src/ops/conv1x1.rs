@@ -10,8 +10,9 @@ use crate::{Gpu, Result, Tape, Tensor, Var};
 
 const FORWARD: Kernel = k("conv1x1", "conv1x1_forward");
 const BACKWARD_INPUT: Kernel = k("conv1x1", "conv1x1_backward_input");
-const BACKWARD_WEIGHT: Kernel = k("conv1x1", "conv1x1_backward_weight");
-const BACKWARD_BIAS: Kernel = k("conv1x1", "conv1x1_backward_bias");
+const WEIGHT_SHARES: Kernel = k("conv1x1", "conv1x1_backward_weight_shares");
+const BIAS_SHARES: Kernel = k("conv1x1", "conv1x1_backward_bias_shares");
+const SHARES_SUM: Kernel = k("conv1x1", "conv1x1_backward_shares_sum");
 
 fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
     let (n, cin, h, wd) = x.nchw("conv1x1 input")?;
@@ -58,6 +59,30 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
     Ok(())
 }
 
+/// Pixels per share and the number of shares when `pixels` terms are summed into each of
+/// `sums` gradient elements (see shaders/conv1x1.wgsl): about 2048 invocations on a CPU
+/// adapter (every core busy), 16384 on a GPU, but no more shares than pixels in a share,
+/// so that the serial second step (one invocation per element over the shares) is no
+/// longer than the first.
+fn shares(gpu: &Gpu, pixels: usize, sums: usize) -> (usize, usize) {
+    let target: usize = if gpu.is_cpu() { 2048 } else { 16384 };
+    let balanced = (pixels as f64).sqrt() as usize;
+    let want = target.div_ceil(sums).min(balanced).clamp(1, pixels.max(1));
+    let per = pixels.div_ceil(want).max(1);
+    (per, pixels.div_ceil(per))
+}
+
+/// grad += the sum of `splits` shares in `parts` (splits, grad elements), in split order.
+fn add_shares(gpu: &Gpu, parts: &Tensor, splits: usize, grad: &Tensor) -> Result<()> {
+    let total = grad.numel();
+    let params = [u(total), u(splits), 0, 0, 0, 0, 0, 0];
+    let bufs = [
+        (1, gpu.whole(parts, "conv1x1 gradient shares")?),
+        (4, gpu.whole(grad, "conv1x1 gradient")?),
+    ];
+    gpu.dispatch(SHARES_SUM, &params, &bufs, total)
+}
+
 /// dw += sum over samples and pixels of dy x^T
 pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<()> {
     let (n, cin, h, wd, cout) = dims(x, dw)?;
@@ -66,14 +91,17 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        let total = cout * cin;
-        let params = [u(total), u(nb), u(cin), u(cout), u(hw), ody, ox, 0];
+        let (per, splits) = shares(gpu, nb * hw, cout * cin);
+        let parts = Tensor::uninit(gpu, &[splits * cout * cin])?;
+        let total = splits * cout * cin;
+        let params = [u(total), u(nb), u(cin), u(cout), u(hw), ody, ox, u(per)];
         let bufs = [
             (1, bdy),
             (2, bx),
-            (4, gpu.whole(dw, "conv1x1 weight gradient")?),
+            (4, gpu.whole(&parts, "conv1x1 gradient shares")?),
         ];
-        gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
+        gpu.dispatch(WEIGHT_SHARES, &params, &bufs, total)?;
+        add_shares(gpu, &parts, splits, dw)?;
     }
     Ok(())
 }
@@ -85,9 +113,13 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
     let hw = h * wd;
     for (n0, nb) in gpu.chunks(n, &[cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
-        let params = [u(cout), u(nb), 0, u(cout), u(hw), ody, 0, 0];
-        let bufs = [(1, bdy), (4, gpu.whole(db, "conv1x1 bias gradient")?)];
-        gpu.dispatch(BACKWARD_BIAS, &params, &bufs, cout)?;
+        let (per, splits) = shares(gpu, nb * hw, cout);
+        let parts = Tensor::uninit(gpu, &[splits * cout])?;
+        let total = splits * cout;
+        let params = [u(total), u(nb), 0, u(cout), u(hw), ody, 0, u(per)];
+        let bufs = [(1, bdy), (4, gpu.whole(&parts, "conv1x1 gradient shares")?)];
+        gpu.dispatch(BIAS_SHARES, &params, &bufs, total)?;
+        add_shares(gpu, &parts, splits, db)?;
     }
     Ok(())
 }

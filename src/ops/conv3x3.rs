@@ -41,6 +41,7 @@ impl Activation {
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
+const TILED8: Kernel = k("conv3x3", "conv3x3_tiled8");
 const WORKGROUP: Kernel = k("conv3x3", "conv3x3_workgroup");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
@@ -48,6 +49,7 @@ const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
 const BACKWARD_WEIGHT_QUAD: Kernel = k("conv3x3", "conv3x3_backward_weight_quad");
 const BACKWARD_WEIGHT_QUAD_SUBGROUP: Kernel =
     k("conv3x3_subgroup", "conv3x3_backward_weight_quad_subgroup");
+const SHARE_TARGET_GPU: usize = 16384;
 const BACKWARD_WEIGHT_SUM: Kernel = k("conv3x3", "conv3x3_backward_weight_sum");
 const BACKWARD_BIAS: Kernel = k("conv3x3", "conv3x3_backward_bias");
 
@@ -146,8 +148,16 @@ fn tiled(
     // (kernel, output channels per invocation, pixels per invocation)
     let (tile, chans, pixels) = match gpu.conv_tiling() {
         ConvTiling::Channels8Pixels4 => (TILED, 8, 4),
+        ConvTiling::Channels8Pixels8 => (TILED8, 8, 8),
         ConvTiling::Channels8Pixels4Workgroup => (WORKGROUP, 8, 32),
         ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
+        ConvTiling::GpuByShape
+            if n * cout.div_ceil(4) * h.div_ceil(2) * wd.div_ceil(8)
+                >= crate::gpu::GPU_ROWS_MIN_INVOCATIONS =>
+        {
+            (ROWS, 4, 8)
+        }
+        ConvTiling::GpuByShape => (TILED, 8, 4),
         ConvTiling::Channels4Pixels8Subgroup => (ROWS_SUBGROUP, 4, 8),
     };
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
@@ -162,7 +172,7 @@ fn tiled(
         // The rows tile covers two output rows per invocation; a workgroup of
         // conv3x3_workgroup (64 invocations) 8 rows x 32 columns.
         let total = match kernel {
-            TILED => nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels),
+            TILED | TILED8 => nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels),
             WORKGROUP => nb * cout.div_ceil(chans) * h.div_ceil(8) * wd.div_ceil(pixels) * 64,
             _ => nb * cout.div_ceil(chans) * h.div_ceil(2) * wd.div_ceil(pixels),
         };
@@ -288,7 +298,13 @@ pub fn backward_weight_bias(
         let rows = nb * h;
         let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
-        let target = if per_inv == 1 { 4096usize } else { 2048 };
+        let target = if !gpu.is_cpu() {
+            SHARE_TARGET_GPU
+        } else if per_inv == 1 {
+            4096usize
+        } else {
+            2048
+        };
         let balanced = ((rows * wd) as f64).sqrt() as usize;
         let want = target
             .div_ceil(groups * tiles)
@@ -309,8 +325,9 @@ pub fn backward_weight_bias(
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
         gpu.dispatch(kernel, &prm, &bufs, total)?;
-        // One invocation per (co, ci) weight (its 9 taps), then one per bias.
-        let total = cout * cin + db.map_or(0, |_| cout);
+        // One invocation per vec4 of a share: (ci, tap, group) for the weights, then one
+        // per group for the biases.
+        let total = cin * 9 * cq + db.map_or(0, |_| cq);
         let mut prm = params(total, nb, cin, cout, h, wd, (0, 0), u(splits));
         prm[11] = bias_grad;
         // Without a bias gradient the kernel writes none, but the binding must exist (and
