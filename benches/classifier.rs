@@ -99,7 +99,10 @@ fn main() -> Result<()> {
         let profile = gpu.profile();
         if !profile.is_empty() {
             let total: f64 = profile.iter().map(|p| p.2).sum();
-            println!("  per kernel so far (each dispatch waited for):");
+            println!(
+                "  per kernel so far (each dispatch waited for; timed by {}):",
+                gpu.profile_clock()
+            );
             // SEGFEAT_PROFILE=shapes splits each kernel by launch: more rows.
             let rows = if std::env::var("SEGFEAT_PROFILE").as_deref() == Ok("shapes") {
                 40

@@ -122,8 +122,9 @@ fn main() -> Result<()> {
         if !profile.is_empty() {
             let total: f64 = profile.iter().map(|p| p.2).sum();
             println!(
-                "  per kernel over all {} steps (each dispatch waited for):",
-                reps + 1
+                "  per kernel over all {} steps (each dispatch waited for; timed by {}):",
+                reps + 1,
+                gpu.profile_clock()
             );
             // SEGFEAT_PROFILE=shapes splits each kernel by launch: more rows.
             let rows = if std::env::var("SEGFEAT_PROFILE").as_deref() == Ok("shapes") {

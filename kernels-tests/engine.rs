@@ -299,6 +299,22 @@ fn profiling_times_every_dispatch_by_kernel() {
     assert_eq!(conv.1, 3);
     assert!(conv.2 > 0.0);
     assert!(self::gpu().profile().is_empty(), "off unless asked for");
+    // The clock measures the kernel: 64 times the work takes several times as long (with
+    // timestamps, the launch's overhead is not in either). lavapipe has timestamps.
+    use segfeat::gpu::ceilings::fma_chains;
+    let threads = 64 * 64;
+    let sink = Tensor::uninit(&gpu, &[threads * 4]).unwrap();
+    let mut fma_secs = Vec::new();
+    for iters in [64, 4096] {
+        let before: f64 = gpu.profile().iter().map(|e| e.2).sum();
+        fma_chains(&gpu, &sink, threads, iters).unwrap();
+        fma_secs.push(gpu.profile().iter().map(|e| e.2).sum::<f64>() - before);
+    }
+    assert!(
+        fma_secs[1] > 4.0 * fma_secs[0] && fma_secs[0] > 0.0,
+        "{} timed 64 and 4096 iterations as {fma_secs:?} s",
+        gpu.profile_clock()
+    );
     // By launch: two shapes of the same kernel are two rows, each naming its launch.
     let gpu = Gpu::with_options(segfeat::GpuOptions {
         quiet: true,

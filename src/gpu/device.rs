@@ -25,9 +25,10 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Do not print the chosen adapter on stderr.
     pub quiet: bool,
-    /// Wait for every dispatch and add its wall time to a per-kernel table
-    /// ([`Gpu::profile`]); slow, for finding where a step's time goes. The environment
-    /// variable SEGFEAT_PROFILE=1 turns it on too.
+    /// Wait for every dispatch and add its time to a per-kernel table ([`Gpu::profile`]):
+    /// the GPU's own, from timestamps, where the adapter has timestamp queries, else the
+    /// wall time of its submit and wait ([`Gpu::profile_clock`]). Slow, for finding where
+    /// a step's time goes. The environment variable SEGFEAT_PROFILE=1 turns it on too.
     pub profile: bool,
     /// Profile each (entry point, launch) apart: the table's rows then name the number of
     /// invocations and the uniform's words (the kernel's `Params`, which hold the shape),
@@ -242,6 +243,50 @@ pub(crate) struct GpuInner {
     /// seconds), when profiling.
     pub profile: Option<RefCell<HashMap<String, (u64, f64)>>>,
     pub profile_shapes: bool,
+    /// When profiling on an adapter with timestamp queries: each profiled dispatch runs in
+    /// a pass of its own whose start and end the GPU stamps, so the profile holds the
+    /// kernel's own time and not the submit-and-wait around it (about 0.45 ms on a VM's
+    /// H200, longer than most kernels there).
+    pub timer: Option<GpuTimer>,
+}
+
+/// Two timestamp queries and the buffers that bring them back (see `GpuInner::timer`).
+pub struct GpuTimer {
+    pub queries: wgpu::QuerySet,
+    /// Where the queries resolve (QUERY_RESOLVE), then copied to `readback` (MAP_READ).
+    pub resolve: wgpu::Buffer,
+    pub readback: wgpu::Buffer,
+    /// Nanoseconds per timestamp tick (`Queue::get_timestamp_period`).
+    pub period_ns: f64,
+}
+
+impl GpuTimer {
+    fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> GpuTimer {
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 2 * wgpu::QUERY_SIZE as u64,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        GpuTimer {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("segfeat profile timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolve: buffer(
+                "segfeat timestamps resolved",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                "segfeat timestamps readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+            period_ns: queue.get_timestamp_period() as f64,
+        }
+    }
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -303,13 +348,21 @@ impl Gpu {
         let limits = adapter.limits();
         // Subgroups serve one kernel, on CPU adapters (see ConvTiling); ask for them there.
         let subgroups = report.subgroups && report.device_type == "Cpu";
+        let env_profile = std::env::var("SEGFEAT_PROFILE");
+        let shapes = opts.profile_shapes || env_profile.as_deref() == Ok("shapes");
+        let profile = opts.profile || shapes || env_profile.as_deref() == Ok("1");
+        // Timestamps time each profiled dispatch on the GPU's clock, where the adapter has them.
+        let timestamps = profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut features = wgpu::Features::empty();
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("segfeat"),
-            required_features: if subgroups {
-                wgpu::Features::SUBGROUP
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         };
@@ -340,8 +393,7 @@ impl Gpu {
                 binding_limit >> 20
             );
         }
-        let env_profile = std::env::var("SEGFEAT_PROFILE");
-        let shapes = opts.profile_shapes || env_profile.as_deref() == Ok("shapes");
+        let timer = timestamps.then(|| GpuTimer::new(&device, &queue));
         Ok(Gpu {
             inner: Rc::new(GpuInner {
                 device,
@@ -371,9 +423,9 @@ impl Gpu {
                     ConvTiling::GpuByShape
                 }),
                 adapter: report,
-                profile: (opts.profile || shapes || env_profile.as_deref() == Ok("1"))
-                    .then(|| RefCell::new(HashMap::new())),
+                profile: profile.then(|| RefCell::new(HashMap::new())),
                 profile_shapes: shapes,
+                timer,
             }),
         })
     }
@@ -441,7 +493,17 @@ impl Gpu {
         p.total_bytes - p.free_bytes
     }
 
-    /// Dispatches recorded since the Gpu was opened.
+    /// How the profile times a dispatch: "GPU timestamps" (the kernel alone, on
+    /// adapters with timestamp queries) or "wall time" (submit and wait, each dispatch
+    /// waited for).
+    pub fn profile_clock(&self) -> &'static str {
+        if self.inner.timer.is_some() {
+            "GPU timestamps"
+        } else {
+            "wall time"
+        }
+    }
+
     /// The profile so far, slowest first: (entry point, dispatches, seconds); empty
     /// unless profiling is on. With [`GpuOptions::profile_shapes`] the first field also
     /// names the launch (invocations and uniform words).
@@ -465,6 +527,7 @@ impl Gpu {
         self.inner.record_seconds.get()
     }
 
+    /// Dispatches recorded since the Gpu was opened.
     pub fn dispatch_count(&self) -> u64 {
         self.inner.dispatches.get()
     }
@@ -481,7 +544,10 @@ impl Gpu {
     }
 
     /// `with_encoder` for a caller that knows no pass is open.
-    fn with_encoder_no_pass<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+    pub(crate) fn with_encoder_no_pass<R>(
+        &self,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> R,
+    ) -> R {
         let mut slot = self.inner.encoder.borrow_mut();
         let enc = slot.get_or_insert_with(|| {
             self.inner

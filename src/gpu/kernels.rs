@@ -237,19 +237,45 @@ impl Gpu {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        self.with_pass(|pass| {
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(x, y, z);
-        });
+        if let Some(timer) = &self.inner.timer {
+            // Profiling with timestamps: finish what came before, then this dispatch alone
+            // in a pass whose start and end the GPU stamps.
+            self.sync();
+            self.with_encoder_no_pass(|enc| {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(kernel.entry),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &timer.queries,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    }),
+                });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(x, y, z);
+                drop(pass);
+                enc.resolve_query_set(&timer.queries, 0..2, &timer.resolve, 0);
+                enc.copy_buffer_to_buffer(&timer.resolve, 0, &timer.readback, 0, 16);
+            });
+        } else {
+            self.with_pass(|pass| {
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            });
+        }
         self.inner.dispatches.set(self.inner.dispatches.get() + 1);
         let recorded = self.inner.record_seconds.get() + t_record.elapsed().as_secs_f64();
         self.inner.record_seconds.set(recorded);
         if let Some(profile) = &self.inner.profile {
-            // Everything recorded before this dispatch was waited for by the previous one
-            // (or is an upload, counted here too).
+            // Without timestamps, everything recorded before this dispatch was waited for
+            // by the previous one (or is an upload, counted here too).
             let t0 = std::time::Instant::now();
             self.sync();
+            let secs = match &self.inner.timer {
+                Some(timer) => self.read_timer(timer),
+                None => t0.elapsed().as_secs_f64(),
+            };
             let mut p = profile.borrow_mut();
             let key = if self.inner.profile_shapes {
                 format!(
@@ -261,7 +287,7 @@ impl Gpu {
             };
             let e = p.entry(key).or_insert((0, 0.0));
             e.0 += 1;
-            e.1 += t0.elapsed().as_secs_f64();
+            e.1 += secs;
             return Ok(());
         }
         let pending = self.inner.pending.get() + 1;
@@ -271,6 +297,25 @@ impl Gpu {
             self.flush();
         }
         Ok(())
+    }
+
+    /// Seconds between the two timestamps of the last profiled dispatch (submitted and
+    /// waited for): map the readback buffer, read both ticks, scale by the tick period.
+    fn read_timer(&self, timer: &super::device::GpuTimer) -> f64 {
+        let slice = timer.readback.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |r| {
+            r.expect("mapping the timestamp readback cannot fail on a live device")
+        });
+        let _ = self.inner.device.poll(wgpu::PollType::wait_indefinitely());
+        let ticks: [u64; 2] = {
+            let view = slice
+                .get_mapped_range()
+                .expect("a mapped timestamp readback can be read");
+            let t: &[u64] = bytemuck::cast_slice(&view);
+            [t[0], t[1]]
+        };
+        timer.readback.unmap();
+        ticks[1].saturating_sub(ticks[0]) as f64 * timer.period_ns * 1e-9
     }
 
     /// Fold ceil(invocations / WG) workgroups into (x, y, z), each <= the adapter's limit.
