@@ -615,6 +615,96 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     }
 }
 
+// ---- conv3x3_backward_weight_wg: 1 dy, 2 x (as xin), 4 partial ----
+// conv3x3_backward_weight for GPUs with a workgroup where that kernel has an invocation:
+// one per (input channel, 8 output channels, share of rows). Its 64 lanes take every 64th
+// pixel of the share, so neighbouring lanes load neighbouring pixels of x and dy (in
+// conv3x3_backward_weight neighbouring invocations are different input channels, and
+// each x load of a GPU's warp touches as many planes). Each lane keeps its own 72 sums
+// plus 8 of the bias, 20 vec4s, which the workgroup then adds as a tree in workgroup
+// memory, in a fixed order (deterministic; not the one-invocation kernel's order, as its
+// shares are not either). Writes the same `partial` layout, added up by
+// conv3x3_backward_weight_sum. Launched in whole workgroups: p.total counts workgroups,
+// p.wq rows per share, p.flags shares.
+var<workgroup> red: array<vec4<f32>, 1280>; // 20 sums x 64 lanes
+
+// The 3x3 window of x around column c (zero outside the image: c - 1 wraps past p.w).
+fn window_at(x: Rows, c: u32) -> Window {
+    return Window(ldx(x.b0, x.k0, c - 1u), ldx(x.b0, x.k0, c), ldx(x.b0, x.k0, c + 1u),
+                  ldx(x.b1, x.k1, c - 1u), ldx(x.b1, x.k1, c), ldx(x.b1, x.k1, c + 1u),
+                  ldx(x.b2, x.k2, c - 1u), ldx(x.b2, x.k2, c), ldx(x.b2, x.k2, c + 1u));
+}
+
+// Lane l's 9 tap sums into rows k0 .. k0 + 8 of `red`.
+fn put_taps(k0: u32, l: u32, a: Taps) {
+    red[k0 * 64u + l] = a.t0;
+    red[(k0 + 1u) * 64u + l] = a.t1;
+    red[(k0 + 2u) * 64u + l] = a.t2;
+    red[(k0 + 3u) * 64u + l] = a.t3;
+    red[(k0 + 4u) * 64u + l] = a.t4;
+    red[(k0 + 5u) * 64u + l] = a.t5;
+    red[(k0 + 6u) * 64u + l] = a.t6;
+    red[(k0 + 7u) * 64u + l] = a.t7;
+    red[(k0 + 8u) * 64u + l] = a.t8;
+}
+
+@compute @workgroup_size(64)
+fn conv3x3_backward_weight_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) l: u32) {
+    let wg = (wid.z * nwg.y + wid.y) * nwg.x + wid.x;
+    // Whole workgroups past the last (the grid's fold): uniform, so no barrier is skipped
+    // by some lanes only.
+    if (wg >= p.total) { return; }
+    let hw = p.h * p.w;
+    let cq2 = (p.cq + 1u) / 2u;
+    let ci = wg % p.cin;
+    let g = (wg / p.cin) % cq2;
+    let s = wg / (p.cin * cq2);
+    let co = g * 8u;
+    var a = zero_taps(); var b = zero_taps();
+    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
+    let q0 = s * p.wq;
+    let pixels = (min(q0 + p.wq, p.n * p.h) - q0) * p.w;
+    for (var t = l; t < pixels; t += 64u) {
+        let q = q0 + t / p.w;
+        let c = t % p.w;
+        let n = q / p.h;
+        let r = q % p.h;
+        let w = window_at(rows_of(p.off_b + (n * p.cin + ci) * hw, ci, r), c);
+        let yb = p.off_a + n * p.cout * hw + r * p.w + c;
+        let d = ldy4(yb, co);
+        let e = ldy4(yb, co + 4u);
+        a = add_taps(a, d, w); b = add_taps(b, e, w);
+        sd += d; se += e;
+    }
+    put_taps(0u, l, a);
+    put_taps(9u, l, b);
+    red[18u * 64u + l] = sd;
+    red[19u * 64u + l] = se;
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride /= 2u) {
+        if (l < stride) {
+            for (var k = 0u; k < 20u; k++) {
+                red[k * 64u + l] += red[k * 64u + l + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+    // Lane k < 20 stores sum k: 0-8 the taps of channels 8g.., 9-17 of 8g+4.., 18-19 dy.
+    if (l >= 20u) { return; }
+    let v = red[l * 64u];
+    let has_b = 2u * g + 1u < p.cq;
+    let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
+    if (l < 9u) {
+        partial[base + l * p.cq] = v;
+    } else if (l < 18u) {
+        if (has_b) { partial[base + 1u + (l - 9u) * p.cq] = v; }
+    } else if (ci == 0u && p.bias_grad != 0u) {
+        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
+        if (l == 18u) { partial[bb] = v; } else if (has_b) { partial[bb + 1u] = v; }
+    }
+}
+
 @compute @workgroup_size(64)
 fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                 @builtin(local_invocation_index) lid: u32) {

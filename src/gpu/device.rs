@@ -59,6 +59,12 @@ pub enum ConvTiling {
     /// the rows tile is 1.3 to 1.4x slower). The weight gradient is the one-input-channel
     /// kernel, as for 8x4.
     GpuByShape,
+    /// `GpuByShape` with the weight gradient's shares taken by workgroups, their 64 lanes
+    /// spread over the pixels and their sums added in workgroup memory
+    /// (`conv3x3_backward_weight_wg`), so that neighbouring lanes load neighbouring
+    /// pixels. Built for GPUs, where the one-invocation weight gradient runs at a third
+    /// to a half of the forward's rate; not yet measured on one, so not a default.
+    GpuByShapeWeightWorkgroup,
     /// Two `Channels8Pixels4` tiles side by side: 8 output channels x 8 pixels per
     /// invocation (`conv3x3_tiled8`), fewer loads per multiply-add for 64 sums.
     Channels8Pixels8,
@@ -83,18 +89,20 @@ impl std::str::FromStr for ConvTiling {
     type Err = crate::Error;
 
     /// "8x4", "8x8", "8x4wg", "4x8", "4x8sg" (channels x pixels; wg: workgroup memory, sg:
-    /// subgroups) or "gpu" (8x4 or 4x8 by launch size), as the benches'
+    /// subgroups), "gpu" (8x4 or 4x8 by launch size) or "gpuwg" (gpu with the workgroup
+    /// weight gradient), as the benches'
     /// SEGFEAT_BENCH_TILING takes it.
     fn from_str(s: &str) -> Result<ConvTiling> {
         match s {
             "8x4" => Ok(ConvTiling::Channels8Pixels4),
             "gpu" => Ok(ConvTiling::GpuByShape),
+            "gpuwg" => Ok(ConvTiling::GpuByShapeWeightWorkgroup),
             "8x8" => Ok(ConvTiling::Channels8Pixels8),
             "8x4wg" => Ok(ConvTiling::Channels8Pixels4Workgroup),
             "4x8" => Ok(ConvTiling::Channels4Pixels8),
             "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
             _ => bail!(
-                "a conv3x3 tile is 8x4, 8x8, 8x4wg, 4x8, 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups) or gpu (8x4 or 4x8 by launch size), not {s:?}"
+                "a conv3x3 tile is 8x4, 8x8, 8x4wg, 4x8, 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups), gpu (8x4 or 4x8 by launch size) or gpuwg (gpu with the workgroup weight gradient), not {s:?}"
             ),
         }
     }
@@ -105,6 +113,7 @@ impl std::fmt::Display for ConvTiling {
         f.write_str(match self {
             ConvTiling::Channels8Pixels4 => "8x4",
             ConvTiling::GpuByShape => "gpu",
+            ConvTiling::GpuByShapeWeightWorkgroup => "gpuwg",
             ConvTiling::Channels8Pixels8 => "8x8",
             ConvTiling::Channels8Pixels4Workgroup => "8x4wg",
             ConvTiling::Channels4Pixels8 => "4x8",

@@ -47,6 +47,10 @@ const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
 const BACKWARD_WEIGHT_QUAD: Kernel = k("conv3x3", "conv3x3_backward_weight_quad");
+const BACKWARD_WEIGHT_WG: Kernel = k("conv3x3", "conv3x3_backward_weight_wg");
+/// Workgroups `conv3x3_backward_weight_wg` aims at (65,536 lanes), as SHARE_TARGET_GPU
+/// invocations for the one-invocation kernel.
+const SHARE_TARGET_GPU_WORKGROUPS: usize = 1024;
 const BACKWARD_WEIGHT_QUAD_SUBGROUP: Kernel =
     k("conv3x3_subgroup", "conv3x3_backward_weight_quad_subgroup");
 const SHARE_TARGET_GPU: usize = 16384;
@@ -151,13 +155,13 @@ fn tiled(
         ConvTiling::Channels8Pixels8 => (TILED8, 8, 8),
         ConvTiling::Channels8Pixels4Workgroup => (WORKGROUP, 8, 32),
         ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
-        ConvTiling::GpuByShape
+        ConvTiling::GpuByShape | ConvTiling::GpuByShapeWeightWorkgroup
             if n * cout.div_ceil(4) * h.div_ceil(2) * wd.div_ceil(8)
                 >= crate::gpu::GPU_ROWS_MIN_INVOCATIONS =>
         {
             (ROWS, 4, 8)
         }
-        ConvTiling::GpuByShape => (TILED, 8, 4),
+        ConvTiling::GpuByShape | ConvTiling::GpuByShapeWeightWorkgroup => (TILED, 8, 4),
         ConvTiling::Channels4Pixels8Subgroup => (ROWS_SUBGROUP, 4, 8),
     };
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
@@ -281,24 +285,30 @@ pub fn backward_weight_bias(
         // Each invocation owns two vec4 groups (8 output channels) of one input channel
         // (GPUs) or of four (CPU adapters, where the loads it saves outweigh the spills;
         // not below four input channels, as in the first layer, where most of its sums
-        // would idle: 2x slower measured for one).
+        // would idle: 2x slower measured for one). With the `gpuwg` tiling a workgroup
+        // owns what an invocation owns here, its lanes spread over the share's pixels.
         let groups = cq.div_ceil(2);
         let (kernel, per_inv) = match gpu.conv_tiling() {
             ConvTiling::Channels4Pixels8 if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
             ConvTiling::Channels4Pixels8Subgroup if cin >= 4 => (BACKWARD_WEIGHT_QUAD_SUBGROUP, 4),
+            ConvTiling::GpuByShapeWeightWorkgroup => (BACKWARD_WEIGHT_WG, 1),
             _ => (BACKWARD_WEIGHT, 1),
         };
+        let per_workgroup = kernel == BACKWARD_WEIGHT_WG;
         let tiles = cin.div_ceil(per_inv);
-        // Enough shares of the rows that there are about 4096 invocations (64 workgroups)
-        // for a GPU, 2048 on a CPU (32 workgroups: every core busy, and shares that fit
-        // in half the memory: each share is a copy of dw). But no more shares than
+        // Enough shares of the rows that there are about 16,384 invocations for a GPU
+        // (1,024 workgroups of the workgroup kernel), 2048 to 4096 on a CPU (32 to 64
+        // workgroups: every core busy, and shares that fit in half the memory: each share
+        // is a copy of dw). But no more shares than
         // pixels in a share (at most sqrt(rows x width) shares): the sum kernel adds the
         // shares serially, one invocation per weight, and small layers (the
         // classifier's) have few weights to spread that over.
         let rows = nb * h;
         let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
-        let target = if !gpu.is_cpu() {
+        let target = if per_workgroup {
+            SHARE_TARGET_GPU_WORKGROUPS
+        } else if !gpu.is_cpu() {
             SHARE_TARGET_GPU
         } else if per_inv == 1 {
             4096usize
@@ -324,7 +334,8 @@ pub fn backward_weight_bias(
             (2, bx),
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
-        gpu.dispatch(kernel, &prm, &bufs, total)?;
+        let invocations = if per_workgroup { total * 64 } else { total };
+        gpu.dispatch(kernel, &prm, &bufs, invocations)?;
         // One invocation per vec4 of a share: (ci, tap, group) for the weights, then one
         // per group for the biases.
         let total = cin * 9 * cq + db.map_or(0, |_| cq);
