@@ -117,9 +117,16 @@ fn conv1x1_all_entry_points() {
 #[test]
 fn linear_all_entry_points() {
     let gpu = gpu();
-    for (i, &(n, inp, out)) in [(1, 1, 1), (1, 13, 2), (10, 67, 5), (3, 130, 65)]
-        .iter()
-        .enumerate()
+    for (i, &(n, inp, out)) in [
+        (1, 1, 1),
+        (1, 13, 2),
+        (10, 67, 5),
+        (3, 130, 65),
+        (4, 9, 7),
+        (8, 5, 3),
+    ]
+    .iter()
+    .enumerate()
     {
         check_linear(&gpu, n, inp, out, 30 + i as u64);
     }

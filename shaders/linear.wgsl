@@ -7,7 +7,10 @@
 // layer is 4096 x 32768 floats, 512 MiB), so the launcher splits W by output rows:
 // this dispatch sees rows o0 .. o0+ob of W (starting at element off_w of its binding).
 // x, y and their gradients are small and bound whole.
-// Serial sums in a fixed order (deterministic); backward entry points ADD.
+// Serial sums in a fixed order (deterministic); backward entry points ADD. The forward and
+// the input gradient take 4 samples per invocation (a vec4 of sums): each weight loaded
+// serves 4 samples, so W, the large operand, is read N/4 times instead of N times (the
+// sums over k, or o, keep their order).
 
 struct Params {
     total: u32,
@@ -27,18 +30,32 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// Sample n0 + j of a block of 4, clamped to the last sample (whose sums are then
+// computed twice and stored once).
+fn sample(n0: u32, j: u32) -> u32 {
+    return min(n0 + j, p.n - 1u);
+}
+
+// total = ceil(N / 4) * ob: one invocation per (block of 4 samples, output row).
 @compute @workgroup_size(64)
 fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let t = flat_id(wid, nwg, lid);
     if (t >= p.total) { return; }
     let o = t % p.ob;
-    let n = t / p.ob;
-    var acc = bias[p.o0 + o];
+    let n0 = 4u * (t / p.ob);
+    var acc = vec4<f32>(bias[p.o0 + o]);
     let wb = p.off_w + o * p.i;
-    let xb = n * p.i;
-    for (var k = 0u; k < p.i; k++) { acc += x[xb + k] * wt[wb + k]; }
-    y[n * p.o + p.o0 + o] = acc;
+    let x0 = sample(n0, 0u) * p.i;
+    let x1 = sample(n0, 1u) * p.i;
+    let x2 = sample(n0, 2u) * p.i;
+    let x3 = sample(n0, 3u) * p.i;
+    for (var k = 0u; k < p.i; k++) {
+        acc += vec4<f32>(x[x0 + k], x[x1 + k], x[x2 + k], x[x3 + k]) * wt[wb + k];
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (n0 + j < p.n) { y[(n0 + j) * p.o + p.o0 + o] = acc[j]; }
+    }
 }
 
 // linear_backward_input: 1 dy, 2 W, 4 dx
@@ -46,18 +63,25 @@ fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 
+// total = ceil(N / 4) * I: one invocation per (block of 4 samples, input feature).
 @compute @workgroup_size(64)
 fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let t = flat_id(wid, nwg, lid);
     if (t >= p.total) { return; }
     let k = t % p.i;
-    let n = t / p.i;
-    var acc = 0.0;
+    let n0 = 4u * (t / p.i);
+    let y0 = sample(n0, 0u) * p.o + p.o0;
+    let y1 = sample(n0, 1u) * p.o + p.o0;
+    let y2 = sample(n0, 2u) * p.o + p.o0;
+    let y3 = sample(n0, 3u) * p.o + p.o0;
+    var acc = vec4<f32>(0.0);
     for (var o = 0u; o < p.ob; o++) {
-        acc += dy[n * p.o + p.o0 + o] * wt[p.off_w + o * p.i + k];
+        acc += vec4<f32>(dy[y0 + o], dy[y1 + o], dy[y2 + o], dy[y3 + o]) * wt[p.off_w + o * p.i + k];
     }
-    dx[t] += acc;
+    for (var j = 0u; j < 4u; j++) {
+        if (n0 + j < p.n) { dx[(n0 + j) * p.i + k] += acc[j]; }
+    }
 }
 
 // linear_backward_weight: 1 dy, 3 x (as xin), 4 dW

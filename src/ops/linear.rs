@@ -31,7 +31,8 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
     let y = Tensor::uninit(gpu, &[n, o])?;
     for (o0, ob) in gpu.chunks(o, &[i])? {
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
-        let total = n * ob;
+        // 4 samples per invocation (see shaders/linear.wgsl).
+        let total = n.div_ceil(4) * ob;
         let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
         let bufs = [
             (1, gpu.whole(x, "linear input")?),
@@ -50,7 +51,7 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
     check_shape(dy, &[n, o], "linear output gradient")?;
     for (o0, ob) in gpu.chunks(o, &[i])? {
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
-        let total = n * i;
+        let total = n.div_ceil(4) * i;
         let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
         let bufs = [
             (1, gpu.whole(dy, "linear output gradient")?),
