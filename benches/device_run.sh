@@ -1,18 +1,43 @@
 #!/usr/bin/env bash
 # Runs segfeat's GPU tests and benches on a lent GPU machine in one call (the device tool;
-# ../shared/device/README.md says how to set it up). That machine has the NVIDIA driver
-# but no Vulkan loader and no Rust, so everything is built here and carried in .dev/:
+# ../shared/device/README.md). That machine has the NVIDIA driver but no Vulkan loader
+# and no Rust, so everything is built here and carried in .dev/ (git-ignored):
 #
-#   strip -o .dev/segfeat target/release/segfeat, and the same for each bench executable
-#   (cargo bench --no-run) as .dev/bench-NAME and each test executable
-#   (cargo test --release --no-run) as .dev/test-NAME, plus the libvulkan1 .deb
+#   bash benches/device_run.sh --prepare    # here: builds, strips and fills .dev/
+#   bash benches/device_run.sh SECONDS      # there, with carry [".dev"]
 #
-# (and libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2: the NVIDIA Vulkan driver
-# lives in libGLX_nvidia and needs them), then run `bash benches/device_run.sh SECONDS`
-# there with carry [".dev"]. Logs go to $OUT
-# (at most 8 files come back): info.log, tests.log, unet.log, kernels.log, classifier.log.
-# Steps run most valuable first; each gets its own time limit and none runs past SECONDS
-# after the start, so the logs always come back.
+# .dev/ holds the stripped segfeat binary, the test and bench executables (as test-NAME,
+# bench-NAME), and the .debs of the Vulkan loader and of glvnd (NVIDIA's Vulkan driver
+# lives in libGLX_nvidia, which needs glvnd: without it the loader finds no driver). Logs
+# go to $OUT (at most 8 files come back): info.log, tests.log, unet.log, kernels.log,
+# classifier.log. Steps run most valuable first; each gets its own time limit and none
+# runs past SECONDS after the start, so the logs always come back.
+if [ "${1:-}" = "--prepare" ]; then
+    set -euo pipefail
+    mkdir -p .dev
+    grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo /.dev/ >>.git/info/exclude
+    if ! ls .dev/libvulkan1_*.deb >/dev/null 2>&1; then
+        mkdir -p /tmp/amd64/partial
+        o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+        apt-get $o update -qq
+        (cd .dev && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+    fi
+    cargo build --release --locked
+    strip -o .dev/segfeat target/release/segfeat
+    # The executables name the checkout they are built in (CARGO_MANIFEST_DIR).
+    pwd >.dev/build-dir
+    { cargo test --release --locked --no-run; cargo bench --locked --no-run; } 2>&1 |
+        sed -n 's/^ *Executable \(kernels-tests\|benches\)\/\([a-z_0-9]*\)\.rs (\(.*\))$/\1 \2 \3/p' |
+        while read -r kind name path; do
+            # naga_validate and data use no GPU.
+            case $name in naga_validate | data) continue ;; esac
+            case $kind in kernels-tests) pre=test ;; *) pre=bench ;; esac
+            strip -o ".dev/$pre-$name" "$path"
+        done
+    ls .dev
+    du -sh .dev
+    exit 0
+fi
 set -u
 out=${OUT:-/tmp/segfeat-device}
 mkdir -p "$out"
@@ -29,8 +54,10 @@ if ! ./.dev/segfeat info >/dev/null 2>&1; then
         exit 1
     fi
 fi
-# The executables name the checkout they were built in (benches/torch_reference.py, shaders/).
-[ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+# The executables name the checkout they were built in (benches/torch_reference.py,
+# shaders/, target/release/segfeat): make that path lead here.
+build=$(cat .dev/build-dir)
+[ -e "$build" ] || { mkdir -p "$(dirname "$build")" && ln -s "$PWD" "$build"; }
 # The command-line tests run the segfeat binary cargo built next to them.
 mkdir -p target/release && cp .dev/segfeat target/release/segfeat
 
@@ -65,6 +92,8 @@ for tile in gpuwg 8x4 8x8 8x4wg 4x8; do
     step kernels.log 60 SEGFEAT_BENCH_REPS=5 SEGFEAT_BENCH_TILING=$tile ./.dev/bench-kernels
     step unet.log 45 SEGFEAT_BENCH_SIZES=128,256 SEGFEAT_BENCH_REPS=5 SEGFEAT_BENCH_TILING=$tile SEGFEAT_TORCH_PYTHON=none ./.dev/bench-unet
 done
+# Where the step's time goes, by GPU timestamps where the adapter has them.
+step unet.log 45 SEGFEAT_BENCH_SIZES=256 SEGFEAT_BENCH_REPS=2 SEGFEAT_PROFILE=shapes SEGFEAT_TORCH_PYTHON=none ./.dev/bench-unet
 step classifier.log 45 SEGFEAT_BENCH_PRESET=quick ./.dev/bench-classifier
 step classifier.log 45 SEGFEAT_BENCH_PRESET=paper ./.dev/bench-classifier
 for t in tape segmentation protocol engine; do
