@@ -46,13 +46,14 @@ fn main() -> Result<()> {
         preset.name()
     );
     println!(
-        "{:>9} {:>12} {:>10} {:>12} {:>10} {:>12} {:>11} {:>9}",
+        "{:>9} {:>12} {:>10} {:>12} {:>10} {:>12} {:>12} {:>11} {:>9}",
         "channels",
         "params",
         "ms/step",
         "s/200 steps",
         "GFLOP/s",
         "pool MiB",
+        "peak MiB",
         "dispatches",
         "record %"
     );
@@ -86,13 +87,14 @@ fn main() -> Result<()> {
             }
         }
         println!(
-            "{:>9} {:>12} {:>10.1} {:>12.1} {:>10.2} {:>12.1} {:>11} {:>8.1}%",
+            "{:>9} {:>12} {:>10.1} {:>12.1} {:>10.2} {:>12.1} {:>12.1} {:>11} {:>8.1}%",
             c,
             params,
             best * 1e3,
             best * 200.0,
             step_flops / best / 1e9,
             gpu.pool_bytes() as f64 / (1 << 20) as f64,
+            gpu.pool_peak_live_bytes() as f64 / (1 << 20) as f64,
             per_step,
             100.0 * record / best
         );

@@ -53,7 +53,7 @@ fn main() -> Result<()> {
         "U-Net n={n}, batch {batch}: forward + backward + Adam, best of {reps} after a warm-up"
     );
     println!(
-        "{:>6} {:>12} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>11} {:>9}",
+        "{:>6} {:>12} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>11} {:>9}",
         "size",
         "first ms",
         "ms/step",
@@ -61,6 +61,7 @@ fn main() -> Result<()> {
         "GFLOP/s",
         "GFLOP/step",
         "pool MiB",
+        "peak MiB",
         "need MiB",
         "dispatches",
         "record %"
@@ -104,7 +105,7 @@ fn main() -> Result<()> {
             }
         }
         println!(
-            "{:>6} {:>12.1} {:>12.1} {:>10.2} {:>10.2} {:>12.2} {:>10.1} {:>10.1} {:>11} {:>8.1}%",
+            "{:>6} {:>12.1} {:>12.1} {:>10.2} {:>10.2} {:>12.2} {:>10.1} {:>10.1} {:>10.1} {:>11} {:>8.1}%",
             size,
             first * 1e3,
             best * 1e3,
@@ -112,6 +113,7 @@ fn main() -> Result<()> {
             step_flops / best / 1e9,
             step_flops / 1e9,
             gpu.pool_bytes() as f64 / MIB,
+            gpu.pool_peak_live_bytes() as f64 / MIB,
             needed_bytes(&unet.config, batch) as f64 / MIB,
             per_step,
             100.0 * record / best
@@ -144,6 +146,10 @@ fn main() -> Result<()> {
     println!(
         "first ms: the warm-up step, which at the first size also builds every pipeline \
          (shader compilation) the step uses"
+    );
+    println!(
+        "pool MiB: every buffer the pool holds (free ones too, the smaller sizes' among them); \
+         peak MiB: the most held by live tensors at once so far (the largest size's step)"
     );
     println!(
         "need MiB: parameters, their gradients and Adam's two moments (4 floats per \

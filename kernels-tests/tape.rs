@@ -249,6 +249,13 @@ fn backward_releases_intermediates() {
     let before = gpu.pool_live_bytes();
     let loss = net.loss_gpu(&tape, &vars, &timg, &tlab, &tcw);
     let during = gpu.pool_live_bytes();
+    // The peak counts what was held at once, at most what the pool holds in all.
+    let peak = gpu.pool_peak_live_bytes();
+    assert!(
+        during <= peak && peak <= gpu.pool_bytes(),
+        "peak {peak}, live {during}, pool {}",
+        gpu.pool_bytes()
+    );
     let grads = tape.backward(&loss).unwrap();
     drop(loss);
     // What is left: the parameters' gradients (one pooled buffer each).

@@ -496,6 +496,12 @@ impl Gpu {
         self.inner.pool.borrow().total_bytes
     }
 
+    /// The most bytes of pooled buffers ever held by live tensors at once since the Gpu
+    /// was opened (at most [`Gpu::pool_bytes`]).
+    pub fn pool_peak_live_bytes(&self) -> u64 {
+        self.inner.pool.borrow().peak_live_bytes
+    }
+
     /// Bytes of pooled buffers currently held by live tensors.
     pub fn pool_live_bytes(&self) -> u64 {
         let p = self.inner.pool.borrow();

@@ -19,6 +19,10 @@ pub(crate) struct PoolState {
     pub(crate) buffers: usize,
     /// Bytes of the buffers currently waiting in the free lists.
     pub(crate) free_bytes: u64,
+    /// The most bytes ever on loan at once (held by live tensors): the memory a workload
+    /// needs, where `total_bytes` also counts buffers of one size kept free while buffers
+    /// of another are in use.
+    pub(crate) peak_live_bytes: u64,
 }
 
 /// A buffer on loan from the pool; it returns there when dropped.
@@ -72,6 +76,9 @@ pub(crate) fn take(
             mapped_at_creation: false,
         })
     });
+    let mut p = pool.borrow_mut();
+    p.peak_live_bytes = p.peak_live_bytes.max(p.total_bytes - p.free_bytes);
+    drop(p);
     PooledBuffer {
         buf: Some(buf),
         pool: pool.clone(),
