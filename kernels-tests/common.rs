@@ -605,7 +605,7 @@ pub fn check_softmax_ce(gpu: &Gpu, n: usize, c: usize, hw: Option<(usize, usize)
     );
 }
 
-/// Three Adam steps on `numel` parameters against the f64 reference.
+/// Three Adam steps on parameters of `sizes` against the f64 reference.
 pub fn check_adam(gpu: &Gpu, sizes: &[usize], seed: u64) {
     // One optimizer over parameters of these sizes (pairs of them share a dispatch), three
     // steps, each parameter against its own reference.

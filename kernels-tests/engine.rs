@@ -288,7 +288,6 @@ fn profiling_times_every_dispatch_by_kernel() {
     assert_eq!(p.len(), 3, "{p:?}");
     let entry = match gpu.conv_tiling() {
         segfeat::gpu::ConvTiling::Channels8Pixels4 => "conv3x3_tiled",
-        segfeat::gpu::ConvTiling::Channels8Pixels8 => "conv3x3_tiled8",
         // A 2 x 4 x 8 x 8 output is far below the rows tile's threshold.
         segfeat::gpu::ConvTiling::GpuByShape
         | segfeat::gpu::ConvTiling::GpuByShapeWeightWorkgroup => "conv3x3_tiled",

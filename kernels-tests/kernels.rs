@@ -82,11 +82,10 @@ fn tilings_agree(gpu: &segfeat::Gpu, n: usize, cin: usize, cout: usize, h: usize
 }
 
 /// The conv3x3 tiles this device can run: the subgroup tile where the device has
-/// subgroups. lavapipe (CI's adapter) has them, so there all seven are checked.
+/// subgroups. lavapipe (CI's adapter) has them, so there all six are checked.
 fn tilings(gpu: &segfeat::Gpu) -> Vec<ConvTiling> {
     let mut t = vec![
         ConvTiling::Channels8Pixels4,
-        ConvTiling::Channels8Pixels8,
         ConvTiling::GpuByShape,
         ConvTiling::GpuByShapeWeightWorkgroup,
         ConvTiling::Channels8Pixels4Workgroup,

@@ -166,56 +166,6 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     store_8x4(n, g, row, tx * 4u, t);
 }
 
-// ---- conv3x3_tiled8: 1 x, 2 packed weights, 3 b, 4 y ----
-// conv3x3_tiled with 8 adjacent pixels per invocation instead of 4: two 8 x 4 tiles side
-// by side (64 sums), which share each row's weights and the 2 columns between them. Per
-// input channel and kernel row, 10 inputs and 6 weight vec4s for 192 multiply-adds (4 x 8
-// pixels: 12 for 96). On GPUs, where registers are plenty and each load costs an issue
-// slot, the extra sums are free. Same sums in the same order as the other tiles.
-@compute @workgroup_size(64)
-fn conv3x3_tiled8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
-    let hw = p.h * p.w;
-    let pairs = p.cq / 2u;
-    let tx = i % p.wq;
-    let row = (i / p.wq) % p.h;
-    let g = (i / (p.wq * p.h)) % pairs;
-    let n = i / (p.wq * p.h * pairs);
-    let c0 = i32(tx * 8u);
-    var t = zero_8x4(); // pixels c0 .. c0+3
-    var s = zero_8x4(); // pixels c0+4 .. c0+7
-    for (var ci = 0u; ci < p.cin; ci++) {
-        let xb = p.off_a + (n * p.cin + ci) * hw;
-        let wb = ci * 9u * p.cq + 2u * g;
-        for (var ky = 0u; ky < 3u; ky++) {
-            let sy = i32(row) + i32(ky) - 1;
-            if (sy < 0 || sy >= i32(p.h)) { continue; }
-            let rowb = xb + u32(sy) * p.w;
-            let v0 = vec4(ld(rowb, c0 - 1));
-            let v1 = vec4(ld(rowb, c0));
-            let v2 = vec4(ld(rowb, c0 + 1));
-            let v3 = vec4(ld(rowb, c0 + 2));
-            let v4 = vec4(ld(rowb, c0 + 3));
-            let v5 = vec4(ld(rowb, c0 + 4));
-            let v6 = vec4(ld(rowb, c0 + 5));
-            let v7 = vec4(ld(rowb, c0 + 6));
-            let v8 = vec4(ld(rowb, c0 + 7));
-            let v9 = vec4(ld(rowb, c0 + 8));
-            let k0 = wb + (ky * 3u) * p.cq;
-            let k1 = k0 + p.cq;
-            let k2 = k1 + p.cq;
-            let w0 = wq[k0]; let w1 = wq[k1]; let w2 = wq[k2];
-            let u0 = wq[k0 + 1u]; let u1 = wq[k1 + 1u]; let u2 = wq[k2 + 1u];
-            t = fma_row_8x4(t, v0, v1, v2, v3, v4, v5, w0, w1, w2, u0, u1, u2);
-            s = fma_row_8x4(s, v4, v5, v6, v7, v8, v9, w0, w1, w2, u0, u1, u2);
-        }
-    }
-    store_8x4(n, g, row, tx * 8u, t);
-    store_8x4(n, g, row, tx * 8u + 4u, s);
-}
-
 // The 8 x 4 tile of conv3x3_tiled and conv3x3_workgroup: a*, the sums of output channels
 // 8g .. 8g+3, b*, of 8g+4 .. 8g+7; *0 .. *3, the four pixels.
 struct Tile8x4 { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,

@@ -65,9 +65,6 @@ pub enum ConvTiling {
     /// pixels. Built for GPUs, where the one-invocation weight gradient runs at a third
     /// to a half of the forward's rate; not yet measured on one, so not a default.
     GpuByShapeWeightWorkgroup,
-    /// Two `Channels8Pixels4` tiles side by side: 8 output channels x 8 pixels per
-    /// invocation (`conv3x3_tiled8`), fewer loads per multiply-add for 64 sums.
-    Channels8Pixels8,
     /// The tile of `Channels8Pixels4` with each workgroup's inputs and weights staged in
     /// workgroup memory, 4 input channels per barrier (`conv3x3_workgroup`): chosen by
     /// none (slower on the H200 and on lavapipe), kept for GPUs whose caches serve
@@ -88,7 +85,7 @@ pub enum ConvTiling {
 impl std::str::FromStr for ConvTiling {
     type Err = crate::Error;
 
-    /// "8x4", "8x8", "8x4wg", "4x8", "4x8sg" (channels x pixels; wg: workgroup memory, sg:
+    /// "8x4", "8x4wg", "4x8", "4x8sg" (channels x pixels; wg: workgroup memory, sg:
     /// subgroups), "gpu" (8x4 or 4x8 by launch size) or "gpuwg" (gpu with the workgroup
     /// weight gradient), as the benches'
     /// SEGFEAT_BENCH_TILING takes it.
@@ -97,12 +94,11 @@ impl std::str::FromStr for ConvTiling {
             "8x4" => Ok(ConvTiling::Channels8Pixels4),
             "gpu" => Ok(ConvTiling::GpuByShape),
             "gpuwg" => Ok(ConvTiling::GpuByShapeWeightWorkgroup),
-            "8x8" => Ok(ConvTiling::Channels8Pixels8),
             "8x4wg" => Ok(ConvTiling::Channels8Pixels4Workgroup),
             "4x8" => Ok(ConvTiling::Channels4Pixels8),
             "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
             _ => bail!(
-                "a conv3x3 tile is 8x4, 8x8, 8x4wg, 4x8, 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups), gpu (8x4 or 4x8 by launch size) or gpuwg (gpu with the workgroup weight gradient), not {s:?}"
+                "a conv3x3 tile is 8x4, 8x4wg, 4x8, 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups), gpu (8x4 or 4x8 by launch size) or gpuwg (gpu with the workgroup weight gradient), not {s:?}"
             ),
         }
     }
@@ -114,7 +110,6 @@ impl std::fmt::Display for ConvTiling {
             ConvTiling::Channels8Pixels4 => "8x4",
             ConvTiling::GpuByShape => "gpu",
             ConvTiling::GpuByShapeWeightWorkgroup => "gpuwg",
-            ConvTiling::Channels8Pixels8 => "8x8",
             ConvTiling::Channels8Pixels4Workgroup => "8x4wg",
             ConvTiling::Channels4Pixels8 => "4x8",
             ConvTiling::Channels4Pixels8Subgroup => "4x8sg",

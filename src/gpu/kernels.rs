@@ -237,6 +237,11 @@ impl Gpu {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        let record = |pass: &mut wgpu::ComputePass<'_>| {
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        };
         if let Some(timer) = &self.inner.timer {
             // Profiling with timestamps: finish what came before, then this dispatch alone
             // in a pass whose start and end the GPU stamps.
@@ -250,19 +255,13 @@ impl Gpu {
                         end_of_pass_write_index: Some(1),
                     }),
                 });
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(x, y, z);
+                record(&mut pass);
                 drop(pass);
                 enc.resolve_query_set(&timer.queries, 0..2, &timer.resolve, 0);
                 enc.copy_buffer_to_buffer(&timer.resolve, 0, &timer.readback, 0, 16);
             });
         } else {
-            self.with_pass(|pass| {
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(x, y, z);
-            });
+            self.with_pass(record);
         }
         self.inner.dispatches.set(self.inner.dispatches.get() + 1);
         let recorded = self.inner.record_seconds.get() + t_record.elapsed().as_secs_f64();

@@ -41,7 +41,6 @@ impl Activation {
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
-const TILED8: Kernel = k("conv3x3", "conv3x3_tiled8");
 const WORKGROUP: Kernel = k("conv3x3", "conv3x3_workgroup");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
@@ -152,7 +151,6 @@ fn tiled(
     // (kernel, output channels per invocation, pixels per invocation)
     let (tile, chans, pixels) = match gpu.conv_tiling() {
         ConvTiling::Channels8Pixels4 => (TILED, 8, 4),
-        ConvTiling::Channels8Pixels8 => (TILED8, 8, 8),
         ConvTiling::Channels8Pixels4Workgroup => (WORKGROUP, 8, 32),
         ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
         ConvTiling::GpuByShape | ConvTiling::GpuByShapeWeightWorkgroup
@@ -176,7 +174,7 @@ fn tiled(
         // The rows tile covers two output rows per invocation; a workgroup of
         // conv3x3_workgroup (64 invocations) 8 rows x 32 columns.
         let total = match kernel {
-            TILED | TILED8 => nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels),
+            TILED => nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels),
             WORKGROUP => nb * cout.div_ceil(chans) * h.div_ceil(8) * wd.div_ceil(pixels) * 64,
             _ => nb * cout.div_ceil(chans) * h.div_ceil(2) * wd.div_ceil(pixels),
         };
