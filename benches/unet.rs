@@ -128,11 +128,12 @@ fn main() -> Result<()> {
                 reps + 1,
                 gpu.profile_clock()
             );
-            // SEGFEAT_PROFILE=shapes splits each kernel by launch: more rows.
+            // Every kernel (about 25); SEGFEAT_PROFILE=shapes splits each by launch: the
+            // 40 longest.
             let rows = if std::env::var("SEGFEAT_PROFILE").as_deref() == Ok("shapes") {
                 40
             } else {
-                12
+                usize::MAX
             };
             for (entry, count, secs) in profile.iter().take(rows) {
                 println!(

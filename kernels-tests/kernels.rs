@@ -105,6 +105,9 @@ fn conv1x1_all_entry_points() {
         (1, 7, 6, 5, 3),
         (3, 48, 6, 4, 6),
         (2, 5, 9, 9, 7),
+        // Whole 4x4 tiles only, and the U-Net's last layer (16 -> 6 channels).
+        (2, 8, 4, 4, 4),
+        (2, 16, 6, 8, 8),
     ]
     .iter()
     .enumerate()

@@ -30,7 +30,8 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
-        let total = nb * cout * hw;
+        // Tiles of 4 output channels x 4 pixels (see shaders/conv1x1.wgsl).
+        let total = nb * cout.div_ceil(4) * hw.div_ceil(4);
         let params = [u(total), u(nb), u(cin), u(cout), u(hw), ox, oy, 0];
         let bufs = [
             (1, bx),
@@ -51,7 +52,8 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bdx, odx) = gpu.bind(dx, n0 * cin * hw, nb * cin * hw);
-        let total = nb * cin * hw;
+        // Tiles of 4 input channels x 4 pixels.
+        let total = nb * cin.div_ceil(4) * hw.div_ceil(4);
         let params = [u(total), u(nb), u(cin), u(cout), u(hw), ody, odx, 0];
         let bufs = [(1, bdy), (2, gpu.whole(w, "conv1x1 weight")?), (4, bdx)];
         gpu.dispatch(BACKWARD_INPUT, &params, &bufs, total)?;
@@ -59,8 +61,8 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
     Ok(())
 }
 
-/// Pixels per share and the number of shares when `pixels` terms are summed into each of
-/// `sums` gradient elements (see shaders/conv1x1.wgsl): about 2048 invocations on a CPU
+/// Pixels per share and the number of shares when `pixels` terms are summed by each of
+/// `sums` invocations (see shaders/conv1x1.wgsl): about 2048 invocations on a CPU
 /// adapter (every core busy), 16384 on a GPU, but no more shares than pixels in a share,
 /// so that the serial second step (one invocation per element over the shares) is no
 /// longer than the first.
@@ -91,9 +93,11 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        let (per, splits) = shares(gpu, nb * hw, cout * cin);
+        // Tiles of 4 output x 4 input channels per invocation.
+        let tiles = cout.div_ceil(4) * cin.div_ceil(4);
+        let (per, splits) = shares(gpu, nb * hw, tiles);
         let parts = Tensor::uninit(gpu, &[splits * cout * cin])?;
-        let total = splits * cout * cin;
+        let total = splits * tiles;
         let params = [u(total), u(nb), u(cin), u(cout), u(hw), ody, ox, u(per)];
         let bufs = [
             (1, bdy),
