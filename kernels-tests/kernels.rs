@@ -30,6 +30,9 @@ fn conv3x3_all_entry_points() {
             // 32 input channels: 8 quads, one subgroup of the weight gradient's (sharing
             // its dy loads), with 12 output channels (a partial second group).
             (2, 32, 12, 5, 8),
+            // The workgroup weight gradient (gpuwg) in shares of 4 rows (80 pixels: lanes
+            // walk on past a row's end), one of them across the two samples (rows 16-19).
+            (2, 48, 16, 18, 20),
         ]
         .iter()
         .enumerate()
