@@ -1,5 +1,12 @@
 //! A pool of GPU buffers that reuses them by size, so that a training loop, which asks for
-//! the same shapes at every step, stops allocating after its first step.
+//! the same shapes at every step, stops allocating after its first steps.
+//!
+//! A request takes the smallest free buffer of at least its size and at most twice it
+//! (best fit), else a new one. Reusing only buffers of the exact size kept buffers of one
+//! size idle while others were allocated: the U-Net step's pool held 1.47 to 1.57x the
+//! most its tensors ever held at once; best fit within 2x holds 1.14 to 1.15x (the same
+//! request traces replayed, 64x64 and 128x128). The bound keeps a small tensor from
+//! taking a large buffer that a large one then has to allocate again.
 //!
 //! Buffers go back to the pool when the last [`crate::Tensor`] holding them is dropped.
 //! That is safe even while a command encoder still refers to the old contents: the next
@@ -8,12 +15,13 @@
 //! `Queue::write_buffer`, which would jump ahead of the recorded commands.)
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 #[derive(Default)]
 pub(crate) struct PoolState {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Free buffers by size.
+    free: BTreeMap<u64, Vec<wgpu::Buffer>>,
     /// Bytes of every buffer the pool ever created (in use or free).
     pub(crate) total_bytes: u64,
     pub(crate) buffers: usize,
@@ -59,10 +67,20 @@ pub(crate) fn take(
     bytes: u64,
 ) -> PooledBuffer {
     let size = bucket(bytes);
-    let reused = pool.borrow_mut().free.get_mut(&size).and_then(|v| v.pop());
-    if reused.is_some() {
-        pool.borrow_mut().free_bytes -= size;
-    }
+    let reused = {
+        let mut p = pool.borrow_mut();
+        let fit = p.free.range_mut(size..=2 * size).next().map(|(&at, list)| {
+            let buf = list.pop().expect("free lists are never left empty");
+            (at, list.is_empty(), buf)
+        });
+        fit.map(|(at, emptied, buf)| {
+            if emptied {
+                p.free.remove(&at);
+            }
+            p.free_bytes -= at;
+            buf
+        })
+    };
     let buf = reused.unwrap_or_else(|| {
         let mut p = pool.borrow_mut();
         p.total_bytes += size;
