@@ -33,6 +33,10 @@ fn conv3x3_all_entry_points() {
             // The workgroup weight gradient (gpuwg) in shares of 4 rows (80 pixels: lanes
             // walk on past a row's end), one of them across the two samples (rows 16-19).
             (2, 48, 16, 18, 20),
+            // Images of at most 4 x 4, a whole one per invocation on CPU adapters.
+            (3, 7, 9, 4, 4),
+            (2, 4, 6, 2, 3),
+            (2, 5, 4, 4, 1),
         ]
         .iter()
         .enumerate()
@@ -50,7 +54,15 @@ fn conv3x3_tilings_agree_bit_for_bit() {
     let gpu = gpu();
     // The third has two bands of rows and two of columns of the workgroup tile, and a
     // last chunk of one input channel.
-    for (n, cin, cout, h, w) in [(2, 5, 11, 6, 21), (2, 5, 11, 7, 40), (1, 9, 8, 17, 33)] {
+    // The last three are the CPU tiles' whole-image kernel's: 4x4, 3x2 and 1x4 images.
+    for (n, cin, cout, h, w) in [
+        (2, 5, 11, 6, 21),
+        (2, 5, 11, 7, 40),
+        (1, 9, 8, 17, 33),
+        (3, 6, 9, 4, 4),
+        (2, 5, 7, 3, 2),
+        (2, 3, 5, 1, 4),
+    ] {
         tilings_agree(&gpu, n, cin, cout, h, w);
     }
 }

@@ -416,6 +416,113 @@ fn store1(i: u32, v: f32, b: f32, with_bias: bool) {
     }
 }
 
+// ---- conv3x3_image4: 1 x, 2 packed weights, 3 b, 4 y (CPU adapters, images of at most 4 x 4) ----
+// The deepest levels work on tiny images (the quick classifier's last blocks at 4x4 and
+// 2x2, the demo U-Net's bottom at 4x4), where most of conv3x3_rows' 8-pixel rows lie
+// outside the image: at 4x4 it loads 112 values per input channel for 288 useful
+// multiply-adds. Here one invocation takes a whole image (rows and columns past H and W
+// are zeros) for 4 output channels: per input channel its 16 pixels and the 9 weight
+// vec4s, 25 loads for up to 576 multiply-adds; output rows past H and columns past W
+// are skipped (uniform branches). Every sum runs over (ci, ky, kx) in the same order as
+// the other tiles; a tap outside the image adds a product of zero, which leaves a sum
+// started at +0 unchanged bit for bit (the other tiles skip such input rows), so all
+// tiles still give the same bits. p.total = N * ceil(Cout / 4); p.cq as in conv3x3_tiled.
+
+// The 9 taps' weight vec4s of one input channel, tap ky * 3 + kx.
+struct W9 {
+    k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>,
+    k3: vec4<f32>, k4: vec4<f32>, k5: vec4<f32>,
+    k6: vec4<f32>, k7: vec4<f32>, k8: vec4<f32>,
+}
+
+// One output row's 4 pixels (columns 0 .. 3), each a vec4 of 4 output channels.
+struct Row4 { c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32> }
+
+// Row r of the image at element xb: its pixels (zero past p.w), or zeros past p.h.
+fn image_row(xb: u32, r: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (r < p.h) {
+        let b = xb + r * p.w;
+        v.x = x[b];
+        if (p.w > 1u) { v.y = x[b + 1u]; }
+        if (p.w > 2u) { v.z = x[b + 2u]; }
+        if (p.w > 3u) { v.w = x[b + 3u]; }
+    }
+    return v;
+}
+
+// a + the 9 taps at one pixel, whose neighbourhood is rows u (above), m, d (below) at
+// columns l, c, r.
+fn taps9(a: vec4<f32>, w: W9, ul: f32, uc: f32, ur: f32, ml: f32, mc: f32, mr: f32,
+         dl: f32, dc: f32, dr: f32) -> vec4<f32> {
+    var s = fma(w.k0, vec4(ul), a);
+    s = fma(w.k1, vec4(uc), s); s = fma(w.k2, vec4(ur), s);
+    s = fma(w.k3, vec4(ml), s); s = fma(w.k4, vec4(mc), s); s = fma(w.k5, vec4(mr), s);
+    s = fma(w.k6, vec4(dl), s); s = fma(w.k7, vec4(dc), s); s = fma(w.k8, vec4(dr), s);
+    return s;
+}
+
+// One output row's sums plus one input channel: input rows u, m, d around it.
+fn row_taps(o: Row4, w: W9, u: vec4<f32>, m: vec4<f32>, d: vec4<f32>) -> Row4 {
+    var s = o;
+    s.c0 = taps9(s.c0, w, 0.0, u.x, u.y, 0.0, m.x, m.y, 0.0, d.x, d.y);
+    s.c1 = taps9(s.c1, w, u.x, u.y, u.z, m.x, m.y, m.z, d.x, d.y, d.z);
+    if (p.w > 2u) { s.c2 = taps9(s.c2, w, u.y, u.z, u.w, m.y, m.z, m.w, d.y, d.z, d.w); }
+    if (p.w > 3u) { s.c3 = taps9(s.c3, w, u.z, u.w, 0.0, m.z, m.w, 0.0, d.z, d.w, 0.0); }
+    return s;
+}
+
+// Channel co's pixels of one output row from element i on: those inside the row.
+fn store_px4(i: u32, co: u32, v0: f32, v1: f32, v2: f32, v3: f32) {
+    let with_bias = (p.flags & 1u) != 0u;
+    var b = 0.0;
+    if (with_bias) { b = bias[co]; }
+    store1(i, v0, b, with_bias);
+    if (p.w > 1u) { store1(i + 1u, v1, b, with_bias); }
+    if (p.w > 2u) { store1(i + 2u, v2, b, with_bias); }
+    if (p.w > 3u) { store1(i + 3u, v3, b, with_bias); }
+}
+
+// One output row (element yb: channel co0, column 0) for the 4 channels inside Cout.
+fn store_row4(yb: u32, co0: u32, s: Row4) {
+    let hw = p.h * p.w;
+    store_px4(yb, co0, s.c0.x, s.c1.x, s.c2.x, s.c3.x);
+    if (co0 + 1u < p.cout) { store_px4(yb + hw, co0 + 1u, s.c0.y, s.c1.y, s.c2.y, s.c3.y); }
+    if (co0 + 2u < p.cout) { store_px4(yb + 2u * hw, co0 + 2u, s.c0.z, s.c1.z, s.c2.z, s.c3.z); }
+    if (co0 + 3u < p.cout) { store_px4(yb + 3u * hw, co0 + 3u, s.c0.w, s.c1.w, s.c2.w, s.c3.w); }
+}
+
+@compute @workgroup_size(64)
+fn conv3x3_image4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let hw = p.h * p.w;
+    let groups = (p.cout + 3u) / 4u;
+    let g = i % groups;
+    let n = i / groups;
+    let z = vec4<f32>(0.0);
+    var o0 = Row4(z, z, z, z); var o1 = o0; var o2 = o0; var o3 = o0;
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xb = p.off_a + (n * p.cin + ci) * hw;
+        let x0 = image_row(xb, 0u); let x1 = image_row(xb, 1u);
+        let x2 = image_row(xb, 2u); let x3 = image_row(xb, 3u);
+        let wb = ci * 9u * p.cq + g;
+        let w = W9(wq[wb], wq[wb + p.cq], wq[wb + 2u * p.cq],
+                   wq[wb + 3u * p.cq], wq[wb + 4u * p.cq], wq[wb + 5u * p.cq],
+                   wq[wb + 6u * p.cq], wq[wb + 7u * p.cq], wq[wb + 8u * p.cq]);
+        o0 = row_taps(o0, w, z, x0, x1);
+        if (p.h > 1u) { o1 = row_taps(o1, w, x0, x1, x2); }
+        if (p.h > 2u) { o2 = row_taps(o2, w, x1, x2, x3); }
+        if (p.h > 3u) { o3 = row_taps(o3, w, x2, x3, z); }
+    }
+    let yb = p.off_b + (n * p.cout + g * 4u) * hw;
+    store_row4(yb, g * 4u, o0);
+    if (p.h > 1u) { store_row4(yb + p.w, g * 4u, o1); }
+    if (p.h > 2u) { store_row4(yb + 2u * p.w, g * 4u, o2); }
+    if (p.h > 3u) { store_row4(yb + 3u * p.w, g * 4u, o3); }
+}
+
 // ---- conv3x3_backward_weight, conv3x3_backward_weight_quad: 1 dy, 2 x (as xin), 4 partial ----
 //   dw[co,ci,ky,kx] += sum_{n,r,c} dy[n,co,r,c] * x[n,ci,r+ky-1,c+kx-1]
 // Register-tiled like the forward: one invocation owns 8 output channels (the vec4

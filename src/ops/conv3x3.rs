@@ -43,6 +43,7 @@ const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
 const WORKGROUP: Kernel = k("conv3x3", "conv3x3_workgroup");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
+const IMAGE4: Kernel = k("conv3x3", "conv3x3_image4");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
 const BACKWARD_WEIGHT_QUAD: Kernel = k("conv3x3", "conv3x3_backward_weight_quad");
@@ -162,10 +163,18 @@ fn tiled(
         ConvTiling::GpuByShape | ConvTiling::GpuByShapeWeightWorkgroup => (TILED, 8, 4),
         ConvTiling::Channels4Pixels8Subgroup => (ROWS_SUBGROUP, 4, 8),
     };
+    // The CPU adapters' tiles hand images of at most 4 x 4 to conv3x3_image4.
+    let cpu_tile = matches!(
+        gpu.conv_tiling(),
+        ConvTiling::Channels4Pixels8 | ConvTiling::Channels4Pixels8Subgroup
+    );
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         // The subgroup kernel loads rows as vec4s: whole 8-pixel tiles from a vec4 boundary.
-        let kernel = if tile == ROWS_SUBGROUP && (wd % 8 != 0 || ox % 4 != 0) {
+        let kernel = if cpu_tile && h <= 4 && wd <= 4 {
+            // Images of at most 4 x 4 (the deepest levels): a whole image per invocation.
+            IMAGE4
+        } else if tile == ROWS_SUBGROUP && (wd % 8 != 0 || ox % 4 != 0) {
             ROWS
         } else {
             tile
@@ -176,6 +185,7 @@ fn tiled(
         let total = match kernel {
             TILED => nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels),
             WORKGROUP => nb * cout.div_ceil(chans) * h.div_ceil(8) * wd.div_ceil(pixels) * 64,
+            IMAGE4 => nb * cout.div_ceil(4),
             _ => nb * cout.div_ceil(chans) * h.div_ceil(2) * wd.div_ceil(pixels),
         };
         let flags = bias.map_or(0, |(_, act)| 1 | act.flag_bits());
