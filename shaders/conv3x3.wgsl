@@ -643,7 +643,8 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let g = (i / p.cin) % cq2;
     let s = i / (p.cin * cq2);
     let co = g * 8u;
-    // a: output channels 8g .. 8g+3, b: 8g+4 .. 8g+7
+    // a: output channels 8g .. 8g+3, b: 8g+4 .. 8g+7 (where that group exists)
+    let has_b = 2u * g + 1u < p.cq;
     var a = zero_taps(); var b = zero_taps();
     // The bias gradient's share: the sum of dy over the same pixels (written by ci == 0).
     var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
@@ -656,13 +657,16 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         for (var c = 0u; c < p.w; c++) {
             w = slide(w, x, c);
             let d = ldy4(yb + c, co);
-            let e = ldy4(yb + c, co + 4u);
-            a = add_taps(a, d, w); b = add_taps(b, e, w);
-            sd += d; se += e;
+            a = add_taps(a, d, w);
+            sd += d;
+            if (has_b) {
+                let e = ldy4(yb + c, co + 4u);
+                b = add_taps(b, e, w);
+                se += e;
+            }
         }
     }
     let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
-    let has_b = 2u * g + 1u < p.cq;
     store_taps(base, a);
     if (has_b) { store_taps(base + 1u, b); }
     if (ci == 0u && p.bias_grad != 0u) {
@@ -718,6 +722,7 @@ fn conv3x3_backward_weight_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
     let g = (wg / p.cin) % cq2;
     let s = wg / (p.cin * cq2);
     let co = g * 8u;
+    let has_b = 2u * g + 1u < p.cq;
     var a = zero_taps(); var b = zero_taps();
     var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
     let q0 = s * p.wq;
@@ -733,9 +738,13 @@ fn conv3x3_backward_weight_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
         let w = window_at(rows_of(p.off_b + (n * p.cin + ci) * hw, ci, r), c);
         let yb = p.off_a + n * p.cout * hw + r * p.w + c;
         let d = ldy4(yb, co);
-        let e = ldy4(yb, co + 4u);
-        a = add_taps(a, d, w); b = add_taps(b, e, w);
-        sd += d; se += e;
+        a = add_taps(a, d, w);
+        sd += d;
+        if (has_b) {
+            let e = ldy4(yb, co + 4u);
+            b = add_taps(b, e, w);
+            se += e;
+        }
         c += 64u;
         while (c >= p.w) {
             c -= p.w;
@@ -760,7 +769,6 @@ fn conv3x3_backward_weight_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
     // Lane k < 20 stores sum k: 0-8 the taps of channels 8g.., 9-17 of 8g+4.., 18-19 dy.
     if (l >= 20u) { return; }
     let v = red[l * 64u];
-    let has_b = 2u * g + 1u < p.cq;
     let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
     if (l < 9u) {
         partial[base + l * p.cq] = v;
@@ -784,6 +792,7 @@ fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     let g = (i / quads) % cq2;
     let s = i / (quads * cq2);
     let co = g * 8u;
+    let has_b = 2u * g + 1u < p.cq;
     var acc = zero_quad();
     for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
         let n = q / p.h;
@@ -799,7 +808,8 @@ fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
         for (var c = 0u; c < p.w; c++) {
             w0 = slide(w0, x0, c); w1 = slide(w1, x1, c);
             w2 = slide(w2, x2, c); w3 = slide(w3, x3, c);
-            acc = add_quad(acc, ldy4(yb + c, co), ldy4(yb + c, co + 4u), w0, w1, w2, w3);
+            acc = add_quad(acc, ldy4(yb + c, co), ldy4_b(yb + c, co + 4u, has_b), w0, w1, w2, w3,
+                           has_b);
         }
     }
     store_quad(s, ci, g, acc);
@@ -820,12 +830,27 @@ fn zero_quad() -> Quad {
 }
 
 // One pixel into a quad's sums: dy d (channels 8g .. 8g+3) and e (8g+4 .. 8g+7), and the
-// windows of the four input channels.
+// windows of the four input channels; e's only where that group exists (`has_b`, uniform
+// for an invocation: a layer of at most 4 output channels, the classifier's first
+// block, does half the work).
 fn add_quad(q: Quad, d: vec4<f32>, e: vec4<f32>, w0: Window, w1: Window, w2: Window,
-            w3: Window) -> Quad {
-    return Quad(add_taps(q.a0, d, w0), add_taps(q.a1, d, w1), add_taps(q.a2, d, w2),
-                add_taps(q.a3, d, w3), add_taps(q.b0, e, w0), add_taps(q.b1, e, w1),
-                add_taps(q.b2, e, w2), add_taps(q.b3, e, w3), q.sd + d, q.se + e);
+            w3: Window, has_b: bool) -> Quad {
+    var s = q;
+    s.a0 = add_taps(q.a0, d, w0); s.a1 = add_taps(q.a1, d, w1);
+    s.a2 = add_taps(q.a2, d, w2); s.a3 = add_taps(q.a3, d, w3);
+    s.sd = q.sd + d;
+    if (has_b) {
+        s.b0 = add_taps(q.b0, e, w0); s.b1 = add_taps(q.b1, e, w1);
+        s.b2 = add_taps(q.b2, e, w2); s.b3 = add_taps(q.b3, e, w3);
+        s.se = q.se + e;
+    }
+    return s;
+}
+
+// dy of the second vec4 group (output channels co .. co + 3) where it exists, else zeros.
+fn ldy4_b(base: u32, co: u32, has_b: bool) -> vec4<f32> {
+    if (!has_b) { return vec4<f32>(0.0); }
+    return ldy4(base, co);
 }
 
 // A quad kernel's sums into share s: input channels ci .. ci+3 (those inside Cin), the

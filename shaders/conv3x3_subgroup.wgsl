@@ -186,6 +186,7 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let g = gs % cq2;
     let s = gs / cq2;
     let co = g * 8u;
+    let has_b = 2u * g + 1u < p.cq;
     let same = subgroupAll(subgroupBroadcast(gs, 0u) == gs);
     let share = sg_size == 8u && same;
     let my_co = co + min(lane, 7u); // the output channel this lane loads for the subgroup
@@ -214,9 +215,9 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                          subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
             } else {
                 d = ldy4(yb + c, co);
-                e = ldy4(yb + c, co + 4u);
+                e = ldy4_b(yb + c, co + 4u, has_b);
             }
-            acc = add_quad(acc, d, e, w0, w1, w2, w3);
+            acc = add_quad(acc, d, e, w0, w1, w2, w3, has_b);
         }
     }
     if (!live) { return; }
