@@ -8,6 +8,7 @@
 //!     cargo bench --bench classifier                      # quick preset, IMG and IMG+CONCAT (n=8)
 //!     SEGFEAT_BENCH_PRESET=paper cargo bench --bench classifier
 //!     SEGFEAT_BENCH_CHANNELS=1,49 SEGFEAT_BENCH_SIZE=32 SEGFEAT_BENCH_WIDTH=0.0625 SEGFEAT_PROFILE=1 cargo bench --bench classifier
+//!     SEGFEAT_BENCH_TILING=4x8 cargo bench --bench classifier   # another conv3x3 tile (gpu, gpuwg, 8x4, 8x4wg, 4x8, 4x8sg)
 //!
 //! Timing: wall clock of whole steps (each ends by reading the loss back), best of REPS
 //! after one warm-up step.
@@ -40,7 +41,11 @@ fn main() -> Result<()> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    if let Ok(tile) = std::env::var("SEGFEAT_BENCH_TILING") {
+        gpu.set_conv_tiling(tile.parse()?)?;
+    }
     println!("adapter: {}", gpu.describe());
+    println!("conv3x3 tile (channels x pixels): {}", gpu.conv_tiling());
     println!(
         "classifier preset {} (widths x{width}, fc {fc}) at {size}x{size}, batch {batch}: best of {reps} after a warm-up",
         preset.name()
