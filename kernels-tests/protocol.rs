@@ -13,9 +13,10 @@ use segfeat::data::{Dataset, Group};
 use segfeat::nn::checkpoint::{save_unet, SegMeta};
 use segfeat::nn::{Unet, Vgg, VggConfig};
 use segfeat::ops::{self, Adam};
+use segfeat::protocol::experiment::{self, Execution};
 use segfeat::protocol::metrics::mean_std;
 use segfeat::protocol::report::{self, RunRecord};
-use segfeat::protocol::{experiment, Confusion, Protocol, Shard};
+use segfeat::protocol::{Confusion, Protocol, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
 use segfeat::train::features::Combo;
 use segfeat::train::{seg, SegTrainOptions};
@@ -373,7 +374,7 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
 
     // One uninterrupted experiment.
     let full = root.join("full");
-    let done = experiment::run(&gpu, &unet, &meta, &data, &p, &full, None, false).unwrap();
+    let done = experiment::run(&gpu, &unet, &meta, &data, &p, &full, Execution::default()).unwrap();
     assert_eq!(done, runs.len());
     let lines = file(&full, "runs.jsonl");
     assert_eq!(lines.lines().count(), runs.len());
@@ -418,7 +419,7 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
     }
     // Again: nothing left to do, nothing changes.
     assert_eq!(
-        experiment::run(&gpu, &unet, &meta, &data, &p, &full, None, false).unwrap(),
+        experiment::run(&gpu, &unet, &meta, &data, &p, &full, Execution::default()).unwrap(),
         0
     );
     assert_eq!(file(&full, "runs.jsonl"), lines);
@@ -433,8 +434,10 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
         &data,
         &p,
         &part,
-        Some(Shard { index: 0, count: 2 }),
-        false,
+        Execution {
+            shard: Some(Shard { index: 0, count: 2 }),
+            ..Execution::default()
+        },
     )
     .unwrap();
     assert_eq!(half, runs.len() / 2);
@@ -442,7 +445,7 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
     let mut torn = std::fs::read_to_string(&shard_file).unwrap();
     torn.push_str("{\"disease\":\"septal\",\"feat");
     std::fs::write(&shard_file, torn).unwrap();
-    let rest = experiment::run(&gpu, &unet, &meta, &data, &p, &part, None, false).unwrap();
+    let rest = experiment::run(&gpu, &unet, &meta, &data, &p, &part, Execution::default()).unwrap();
     assert_eq!(rest, runs.len() / 2);
     assert_eq!(file(&part, "summary.csv"), summary);
     let key = |r: &RunRecord| r.key();
@@ -458,13 +461,35 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
             })
             .collect()
     };
-    assert_eq!(strip(a), strip(b), "resumed runs equal uninterrupted ones");
+    let a = strip(a);
+    assert_eq!(a, strip(b), "resumed runs equal uninterrupted ones");
+
+    // Three runs at a time, each on a device of its own: the same runs, bit for bit.
+    let par = root.join("par");
+    let exec = Execution {
+        jobs: 3,
+        ..Execution::default()
+    };
+    let done = experiment::run(&gpu, &unet, &meta, &data, &p, &par, exec).unwrap();
+    assert_eq!(done, runs.len());
+    assert_eq!(file(&par, "runs.jsonl").lines().count(), runs.len());
+    let mut c = report::read_runs(std::slice::from_ref(&par)).unwrap();
+    c.sort_by_key(key);
+    assert_eq!(
+        a,
+        strip(c),
+        "runs trained at once equal runs trained in turn"
+    );
+    assert_eq!(file(&par, "summary.csv"), summary);
 
     // Shards in separate folders, merged by the report.
     let (s0, s1, merged) = (root.join("s0"), root.join("s1"), root.join("merged"));
     for (i, d) in [(0, &s0), (1, &s1)] {
-        let shard = Some(Shard { index: i, count: 2 });
-        experiment::run(&gpu, &unet, &meta, &data, &p, d, shard, false).unwrap();
+        let exec = Execution {
+            shard: Some(Shard { index: i, count: 2 }),
+            ..Execution::default()
+        };
+        experiment::run(&gpu, &unet, &meta, &data, &p, d, exec).unwrap();
     }
     report::write(&[s0.clone(), s1.clone()], &merged).unwrap();
     assert_eq!(file(&merged, "summary.csv"), summary);
@@ -474,9 +499,17 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
         seed: 8,
         ..tiny_protocol()
     };
-    let e = experiment::run(&gpu, &unet, &meta, &data, &other, &full, None, false)
-        .unwrap_err()
-        .0;
+    let e = experiment::run(
+        &gpu,
+        &unet,
+        &meta,
+        &data,
+        &other,
+        &full,
+        Execution::default(),
+    )
+    .unwrap_err()
+    .0;
     assert!(e.contains("other settings") && e.contains("seed"), "{e}");
 }
 

@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use segfeat::data::{self, folder, phantom::PhantomSpec, Dataset, Group};
 use segfeat::nn::checkpoint::{self, ClsMeta};
 use segfeat::nn::{Preset, UnetConfig, VggConfig};
-use segfeat::protocol::{experiment::Cohort, report as reports, Confusion, Protocol, RunId, Shard};
+use segfeat::protocol::experiment::{default_jobs, Cohort, Execution};
+use segfeat::protocol::{report as reports, Confusion, Protocol, RunId, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
 use segfeat::train::features::{Combo, FeatureBank};
 use segfeat::train::{cv, seg, SegTrainOptions};
@@ -172,6 +173,10 @@ enum Command {
         /// Run only shard I of K (0 <= I < K): every K-th run, starting at run I.
         #[arg(long)]
         shard: Option<String>,
+        /// Classifiers trained at once, each on a device of its own (default: 2 on a CPU
+        /// adapter with 2 or more cores, else 1). Results are the same bits either way.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: Option<u32>,
         /// Output folder: runs.jsonl (as runs finish), summary.csv, report.md, figures.
         #[arg(long)]
         out: PathBuf,
@@ -193,6 +198,9 @@ enum Command {
         /// quick: a reduced protocol that fits 2 CPU cores in 15 minutes; paper: the full one.
         #[arg(long, default_value = "quick")]
         preset: String,
+        /// Classifiers trained at once, as for `experiment`.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: Option<u32>,
     },
 }
 
@@ -463,6 +471,7 @@ fn main() {
             reps,
             protocol,
             shard,
+            jobs,
             out,
         } => (|| {
             let p = Protocol {
@@ -473,10 +482,10 @@ fn main() {
                 ..protocol.protocol()?
             };
             let shard = shard.as_deref().map(Shard::parse).transpose()?;
-            experiment(&seg, &data, &p, shard, &out)
+            experiment(&seg, &data, &p, shard, jobs, &out)
         })(),
         Command::Report { dirs, out } => report(&dirs, out.as_deref()),
-        Command::Demo { out, preset } => demo(&out, &preset),
+        Command::Demo { out, preset, jobs } => demo(&out, &preset, jobs),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -1017,12 +1026,18 @@ fn experiment(
     data_args: &DataArgs,
     p: &Protocol,
     shard: Option<Shard>,
+    jobs: Option<u32>,
     out: &Path,
 ) -> Result<()> {
     p.validate()?;
     let gpu = Gpu::new()?;
     let (unet, meta, ds) = seg_and_data(&gpu, seg_path, data_args)?;
-    segfeat::protocol::experiment::run(&gpu, &unet, &meta, &ds, p, out, shard, true)?;
+    let exec = Execution {
+        shard,
+        jobs: jobs.map_or_else(|| default_jobs(&gpu), |j| j as usize),
+        progress: true,
+    };
+    segfeat::protocol::experiment::run(&gpu, &unet, &meta, &ds, p, out, exec)?;
     let md = reports::write(&[out.to_path_buf()], out)?;
     println!("{md}");
     println!("report: {}", out.join("report.md").display());
@@ -1037,10 +1052,11 @@ fn report(dirs: &[PathBuf], out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn demo(out: &Path, preset: &str) -> Result<()> {
+fn demo(out: &Path, preset: &str, jobs: Option<u32>) -> Result<()> {
     let plan = segfeat::protocol::demo::DemoPlan::new(Preset::parse(preset)?);
     let gpu = Gpu::new()?;
-    let md = segfeat::protocol::demo::run(&gpu, &plan, out, true)?;
+    let jobs = jobs.map_or_else(|| default_jobs(&gpu), |j| j as usize);
+    let md = segfeat::protocol::demo::run(&gpu, &plan, out, jobs, true)?;
     println!("{md}");
     println!(
         "report: {}",

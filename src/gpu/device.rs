@@ -213,6 +213,8 @@ pub struct Gpu {
 }
 
 pub(crate) struct GpuInner {
+    /// What it was opened with (for [`Gpu::spec`]).
+    pub opts: GpuOptions,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterReport,
@@ -335,6 +337,25 @@ fn choose(adapters: &[wgpu::Adapter]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// What [`Gpu::spec`] returns: sent to another thread, it opens a device there.
+#[derive(Clone, Debug)]
+pub struct GpuSpec {
+    opts: GpuOptions,
+    tiling: ConvTiling,
+}
+
+impl GpuSpec {
+    /// Open another device on the same adapter (quietly), with the same conv3x3 tile.
+    pub fn open(&self) -> Result<Gpu> {
+        let gpu = Gpu::with_options(GpuOptions {
+            quiet: true,
+            ..self.opts.clone()
+        })?;
+        gpu.set_conv_tiling(self.tiling)?;
+        Ok(gpu)
+    }
+}
+
 impl Gpu {
     /// Open the preferred adapter (see the module docs), saying on stderr which one.
     pub fn new() -> Result<Gpu> {
@@ -400,6 +421,7 @@ impl Gpu {
         let timer = timestamps.then(|| GpuTimer::new(&device, &queue));
         Ok(Gpu {
             inner: Rc::new(GpuInner {
+                opts,
                 device,
                 queue,
                 binding_limit,
@@ -454,6 +476,16 @@ impl Gpu {
     /// True on the CPU software adapter (lavapipe).
     pub fn is_cpu(&self) -> bool {
         self.inner.adapter.device_type == "Cpu"
+    }
+
+    /// How to open another Gpu like this one on another thread (a Gpu stays on the thread
+    /// that opened it): the same adapter, options and conv3x3 tile, so that it computes
+    /// the same bits.
+    pub fn spec(&self) -> GpuSpec {
+        GpuSpec {
+            opts: self.inner.opts.clone(),
+            tiling: self.conv_tiling(),
+        }
     }
 
     /// The conv3x3 tile this adapter uses (see [`ConvTiling`]).

@@ -6,5 +6,5 @@ pub mod device;
 pub mod kernels;
 pub mod pool;
 
-pub use device::{AdapterReport, ConvTiling, Gpu, GpuOptions, GPU_ROWS_MIN_INVOCATIONS};
+pub use device::{AdapterReport, ConvTiling, Gpu, GpuOptions, GpuSpec, GPU_ROWS_MIN_INVOCATIONS};
 pub use kernels::{Kernel, SHADERS};

@@ -83,8 +83,9 @@ impl DemoPlan {
     }
 }
 
-/// Run the demo into `out`; returns the report's Markdown.
-pub fn run(gpu: &Gpu, plan: &DemoPlan, out: &Path, progress: bool) -> Result<String> {
+/// Run the demo into `out`, training `jobs` classifiers at a time (see
+/// [`experiment::default_jobs`]); returns the report's Markdown.
+pub fn run(gpu: &Gpu, plan: &DemoPlan, out: &Path, jobs: usize, progress: bool) -> Result<String> {
     let t0 = Instant::now();
     let stage = |what: &str| {
         eprintln!(
@@ -176,7 +177,12 @@ pub fn run(gpu: &Gpu, plan: &DemoPlan, out: &Path, progress: bool) -> Result<Str
         p.size
     );
     let exp = out.join("experiment");
-    experiment::run(gpu, &unet, &meta, &data, p, &exp, None, progress)?;
+    let exec = experiment::Execution {
+        shard: None,
+        jobs,
+        progress,
+    };
+    experiment::run(gpu, &unet, &meta, &data, p, &exp, exec)?;
     let md = report::write(std::slice::from_ref(&exp), &exp)?;
     eprintln!(
         "\ndone in {}: report {}",

@@ -18,6 +18,8 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -332,9 +334,44 @@ pub fn runs_file(out: &Path, shard: Option<Shard>) -> PathBuf {
     }
 }
 
+/// How [`run`] executes an experiment; nothing here changes a run's result.
+#[derive(Clone, Copy, Debug)]
+pub struct Execution {
+    /// Only this shard's runs.
+    pub shard: Option<Shard>,
+    /// Runs trained at once, each on a device of its own opened on a thread of its own
+    /// (see [`default_jobs`]). Each run's result is the same bits whatever the number.
+    pub jobs: usize,
+    /// Progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for Execution {
+    fn default() -> Self {
+        Execution {
+            shard: None,
+            jobs: 1,
+            progress: false,
+        }
+    }
+}
+
+/// Runs to train at once on `gpu` unless told otherwise: 2 on a CPU adapter with at least
+/// 2 cores, else 1. A run of the quick classifier on lavapipe keeps the CPU waiting on
+/// hundreds of small dispatches (one at a time, each short of work for two cores), so on
+/// 2 cores two runs at once each go as fast as one alone (BENCHMARKS.md); a GPU's runs are
+/// large enough to fill it.
+pub fn default_jobs(gpu: &Gpu) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if gpu.is_cpu() && cores >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
 /// Run (the missing runs of) an experiment into `out`, then write its report. Returns the
 /// number of runs done by this call.
-#[allow(clippy::too_many_arguments)]
 pub fn run(
     gpu: &Gpu,
     seg: &Unet,
@@ -342,8 +379,7 @@ pub fn run(
     data: &Dataset,
     p: &Protocol,
     out: &Path,
-    shard: Option<Shard>,
-    progress: bool,
+    exec: Execution,
 ) -> Result<usize> {
     p.validate()?;
     if data.size != seg.config.size {
@@ -367,7 +403,7 @@ pub fn run(
         .runs()
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index))
+        .filter(|(i, _)| exec.shard.is_none_or(|s| i % s.count == s.index))
         .map(|(_, r)| r)
         .filter(|r| !done.contains(&r.key()))
         .collect();
@@ -399,7 +435,7 @@ pub fn run(
         .iter()
         .map(|&i| data.samples[i].image.as_slice())
         .collect();
-    let bar = progress_bar(progress, images.len(), "features");
+    let bar = progress_bar(exec.progress, images.len(), "features");
     let t0 = Instant::now();
     let bank = FeatureBank::compute(gpu, seg, &images, &p.combos, p.size, 10, |n| {
         bar.set_position(n as u64)
@@ -412,75 +448,137 @@ pub fn run(
         bank.bytes() as f64 / 1e6
     );
 
-    let path = runs_file(out, shard);
+    let path = runs_file(out, exec.shard);
     repair_tail(&path)?;
-    let bar = progress_bar(progress, todo.len(), "runs");
+    let bar = progress_bar(exec.progress, todo.len(), "runs");
     let started = Instant::now();
-    let steps = p.train.epochs * p.train.batches_per_epoch;
-    for (n, r) in todo.iter().enumerate() {
-        let t0 = Instant::now();
-        let (train, train_y, test, test_y, split_seed) = cohort.split(p, r);
-        let init_seed = init_seed(split_seed, r.k);
-        let config = VggConfig::new(bank.channels(r.combo), p.size, p.width, p.fc)?;
-        let what = format!(
-            "{} {} k={} rep {}",
-            r.disease.name(),
-            r.combo.name(),
-            r.k,
-            r.rep + 1
-        );
-        let mut last_loss = f32::NAN;
-        let cls = cls::train(
-            gpu,
-            &config,
-            &bank,
-            r.combo,
-            &train,
-            &train_y,
-            &p.train,
-            init_seed,
-            |s, loss| {
-                last_loss = loss;
-                bar.set_message(format!("{what}: step {s}/{steps}, loss {loss:.4}"));
-            },
-        )?;
-        let probs = cls::predict(gpu, &cls, &bank, &test, 10)?;
-        let conf = Confusion::from_pairs(
-            test_y
-                .iter()
-                .zip(&probs)
-                .map(|(&t, &pr)| (t == 1, pr > 0.5)),
-        );
-        let rec = RunRecord {
-            disease: r.disease.name().to_string(),
-            features: r.combo.name().to_string(),
-            k: r.k,
-            rep: r.rep,
-            split_seed,
-            init_seed,
-            confusion: conf,
-            final_loss: last_loss as f64,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        append_line(&path, &rec.to_json())?;
-        bar.inc(1);
-        let left = started.elapsed().as_secs_f64() / (n + 1) as f64 * (todo.len() - n - 1) as f64;
-        bar.suspend(|| {
-            eprintln!(
-                "run {}/{}: {what}: TPR {} TNR {} kappa {} ({:.1} s; experiment left {})",
-                n + 1,
-                todo.len(),
-                pct(conf.tpr()),
-                pct(conf.tnr()),
-                pct(conf.kappa()),
-                rec.seconds,
-                crate::train::seg::hms(left)
-            )
-        });
-        report::write(&[out.to_path_buf()], out)?;
+    let jobs = exec.jobs.clamp(1, todo.len());
+    if jobs > 1 {
+        eprintln!("{jobs} runs at a time, each on a device of its own");
+    }
+    // The workers take runs in order; what they finish goes to the JSONL, the log and the
+    // report one at a time, under `finished` (the count of runs finished).
+    let next = AtomicUsize::new(0);
+    let finished = Mutex::new(0usize);
+    let stop = AtomicBool::new(false);
+    let work = |gpu: &Gpu| -> Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            let Some(r) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
+            let done = one_run(gpu, &cohort, &bank, p, r, &bar).and_then(|(rec, what)| {
+                let mut n = finished
+                    .lock()
+                    .map_err(|_| Error("another run's worker failed".into()))?;
+                *n += 1;
+                append_line(&path, &rec.to_json())?;
+                bar.inc(1);
+                let left = started.elapsed().as_secs_f64() / *n as f64 * (todo.len() - *n) as f64;
+                bar.suspend(|| {
+                    eprintln!(
+                        "run {}/{}: {what}: TPR {} TNR {} kappa {} ({:.1} s; experiment left {})",
+                        *n,
+                        todo.len(),
+                        pct(rec.confusion.tpr()),
+                        pct(rec.confusion.tnr()),
+                        pct(rec.confusion.kappa()),
+                        rec.seconds,
+                        crate::train::seg::hms(left)
+                    )
+                });
+                report::write(&[out.to_path_buf()], out).map(drop)
+            });
+            if done.is_err() {
+                stop.store(true, Ordering::Relaxed);
+                return done;
+            }
+        }
+        Ok(())
+    };
+    if jobs == 1 {
+        work(gpu)?;
+    } else {
+        let spec = gpu.spec();
+        std::thread::scope(|scope| -> Result<()> {
+            let others: Vec<_> = (1..jobs)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let gpu = spec
+                            .open()
+                            .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+                        work(&gpu)
+                    })
+                })
+                .collect();
+            // This thread is a worker too, on the device it was given.
+            let mine = work(gpu);
+            let theirs = others.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error("a worker thread panicked".into())))
+            });
+            // The first error, this thread's first.
+            theirs.fold(mine, |acc, r| acc.and(r))
+        })?;
     }
     bar.finish_and_clear();
     Ok(todo.len())
+}
+
+/// Train and test one run's classifier: its record, and what to call it in the log.
+fn one_run(
+    gpu: &Gpu,
+    cohort: &Cohort,
+    bank: &FeatureBank,
+    p: &Protocol,
+    r: &RunId,
+    bar: &indicatif::ProgressBar,
+) -> Result<(RunRecord, String)> {
+    let t0 = Instant::now();
+    let steps = p.train.epochs * p.train.batches_per_epoch;
+    let (train, train_y, test, test_y, split_seed) = cohort.split(p, r);
+    let init_seed = init_seed(split_seed, r.k);
+    let config = VggConfig::new(bank.channels(r.combo), p.size, p.width, p.fc)?;
+    let what = format!(
+        "{} {} k={} rep {}",
+        r.disease.name(),
+        r.combo.name(),
+        r.k,
+        r.rep + 1
+    );
+    let mut last_loss = f32::NAN;
+    let cls = cls::train(
+        gpu,
+        &config,
+        bank,
+        r.combo,
+        &train,
+        &train_y,
+        &p.train,
+        init_seed,
+        |s, loss| {
+            last_loss = loss;
+            bar.set_message(format!("{what}: step {s}/{steps}, loss {loss:.4}"));
+        },
+    )?;
+    let probs = cls::predict(gpu, &cls, bank, &test, 10)?;
+    let confusion = Confusion::from_pairs(
+        test_y
+            .iter()
+            .zip(&probs)
+            .map(|(&t, &pr)| (t == 1, pr > 0.5)),
+    );
+    let rec = RunRecord {
+        disease: r.disease.name().to_string(),
+        features: r.combo.name().to_string(),
+        k: r.k,
+        rep: r.rep,
+        split_seed,
+        init_seed,
+        confusion,
+        final_loss: last_loss as f64,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok((rec, what))
 }
 
 fn pct(v: Option<f64>) -> String {
