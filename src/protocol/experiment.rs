@@ -456,38 +456,41 @@ pub fn run(
     if jobs > 1 {
         eprintln!("{jobs} runs at a time, each on a device of its own");
     }
-    // The workers take runs in order; what they finish goes to the JSONL, the log and the
-    // report one at a time, under `finished` (the count of runs finished).
-    let next = AtomicUsize::new(0);
+    // A finished run: its JSONL line, its log line and the report, one run at a time (the
+    // lock holds the count of runs finished).
     let finished = Mutex::new(0usize);
+    let record = |rec: RunRecord, what: String| -> Result<()> {
+        let mut n = finished
+            .lock()
+            .map_err(|_| Error("a worker thread panicked while recording a run".into()))?;
+        *n += 1;
+        append_line(&path, &rec.to_json())?;
+        bar.inc(1);
+        let left = started.elapsed().as_secs_f64() / *n as f64 * (todo.len() - *n) as f64;
+        bar.suspend(|| {
+            eprintln!(
+                "run {}/{}: {what}: TPR {} TNR {} kappa {} ({:.1} s; experiment left {})",
+                *n,
+                todo.len(),
+                pct(rec.confusion.tpr()),
+                pct(rec.confusion.tnr()),
+                pct(rec.confusion.kappa()),
+                rec.seconds,
+                crate::train::seg::hms(left)
+            )
+        });
+        report::write(&[out.to_path_buf()], out).map(drop)
+    };
+    // Each worker takes the next run in the fixed order until none is left or one fails.
+    let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let work = |gpu: &Gpu| -> Result<()> {
         while !stop.load(Ordering::Relaxed) {
             let Some(r) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 break;
             };
-            let done = one_run(gpu, &cohort, &bank, p, r, &bar).and_then(|(rec, what)| {
-                let mut n = finished
-                    .lock()
-                    .map_err(|_| Error("another run's worker failed".into()))?;
-                *n += 1;
-                append_line(&path, &rec.to_json())?;
-                bar.inc(1);
-                let left = started.elapsed().as_secs_f64() / *n as f64 * (todo.len() - *n) as f64;
-                bar.suspend(|| {
-                    eprintln!(
-                        "run {}/{}: {what}: TPR {} TNR {} kappa {} ({:.1} s; experiment left {})",
-                        *n,
-                        todo.len(),
-                        pct(rec.confusion.tpr()),
-                        pct(rec.confusion.tnr()),
-                        pct(rec.confusion.kappa()),
-                        rec.seconds,
-                        crate::train::seg::hms(left)
-                    )
-                });
-                report::write(&[out.to_path_buf()], out).map(drop)
-            });
+            let done =
+                one_run(gpu, &cohort, &bank, p, r, &bar).and_then(|(rec, what)| record(rec, what));
             if done.is_err() {
                 stop.store(true, Ordering::Relaxed);
                 return done;
