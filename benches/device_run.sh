@@ -96,6 +96,10 @@ done
 step unet.log 45 SEGFEAT_BENCH_SIZES=256 SEGFEAT_BENCH_REPS=2 SEGFEAT_PROFILE=shapes SEGFEAT_TORCH_PYTHON=none ./.dev/bench-unet
 step classifier.log 45 SEGFEAT_BENCH_PRESET=quick ./.dev/bench-classifier
 step classifier.log 45 SEGFEAT_BENCH_PRESET=paper ./.dev/bench-classifier
+# Two at once (what `experiment --jobs 2` does): if each keeps its time alone, the GPU
+# has room for two runs and --jobs 2 would halve a protocol's time there too.
+step classifier.log 45 SEGFEAT_BENCH_CHANNELS=25 bash -c './.dev/bench-classifier & ./.dev/bench-classifier; wait'
+step classifier.log 60 SEGFEAT_BENCH_PRESET=paper SEGFEAT_BENCH_CHANNELS=25 bash -c './.dev/bench-classifier & ./.dev/bench-classifier; wait'
 for t in tape segmentation protocol engine; do
     step tests.log 60 ./.dev/test-$t
 done
