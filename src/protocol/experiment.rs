@@ -506,9 +506,13 @@ pub fn run(
             let others: Vec<_> = (1..jobs)
                 .map(|_| {
                     scope.spawn(|| {
-                        let gpu = spec
-                            .open()
-                            .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+                        let gpu = spec.open().map_err(|e| {
+                            stop.store(true, Ordering::Relaxed);
+                            Error(format!(
+                                "could not open another device for {jobs} runs at a time (use --jobs 1): {}",
+                                e.0
+                            ))
+                        })?;
                         work(&gpu)
                     })
                 })
