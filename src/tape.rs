@@ -1,7 +1,7 @@
 //! The reverse-mode autodiff tape, micrograd-sized.
 //!
 //! An op on [`Var`]s computes its output with GPU kernels and, when one of its inputs
-//! requires a gradient and recording is on, pushes a [`Node`]: the id of its output and a
+//! requires a gradient and recording is on, pushes a `Node`: the id of its output and a
 //! closure that, given the output's gradient `dy`, ADDS each input's gradient into the
 //! [`Grads`] slot of that input. [`Tape::backward`] walks the nodes newest first, so a
 //! node runs only after every use of its output has added its share to `dy` (a tensor

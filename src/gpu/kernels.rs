@@ -3,10 +3,10 @@
 //!
 //! Two hardware rules every launcher follows through the helpers here:
 //! - No dispatch exceeds the adapter's workgroups-per-dimension limit (65,535 in
-//!   practice): [`Gpu::dispatch`] folds a long 1-D launch into a 2-D or 3-D grid, and the
+//!   practice): `Gpu::dispatch` folds a long 1-D launch into a 2-D or 3-D grid, and the
 //!   WGSL prelude's `flat_id` unfolds it.
 //! - No binding exceeds the storage-binding limit: a launcher splits a large tensor into
-//!   chunks ([`Gpu::chunks`]) and binds each chunk's byte range ([`Gpu::bind`]). Binding
+//!   chunks (`Gpu::chunks`) and binds each chunk's byte range (`Gpu::bind`). Binding
 //!   offsets must be multiples of the adapter's alignment (256 bytes at most), so the
 //!   range starts at the aligned address just below the chunk and the kernel receives the
 //!   chunk's element offset inside the binding (the `off_*` fields of each `Params`).

@@ -9,7 +9,7 @@ const FILL: Kernel = k("elementwise", "fill");
 const SCALE: Kernel = k("elementwise", "scale");
 const ADD_INTO: Kernel = k("elementwise", "add_into");
 
-/// x[i] = value
+/// `x[i] = value`
 pub fn fill(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
         let (bx, ox) = gpu.bind(x, s, n);
@@ -18,7 +18,7 @@ pub fn fill(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
     Ok(())
 }
 
-/// x[i] *= value
+/// `x[i] *= value`
 pub fn scale(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
         let (bx, ox) = gpu.bind(x, s, n);
@@ -27,7 +27,7 @@ pub fn scale(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
     Ok(())
 }
 
-/// dst[i] += src[i] (same element count; shapes may differ, as for a reshape)
+/// `dst[i] += src[i]` (same element count; shapes may differ, as for a reshape)
 pub fn add_into(gpu: &Gpu, dst: &Tensor, src: &Tensor) -> Result<()> {
     if dst.numel() != src.numel() {
         bail!(

@@ -5,7 +5,7 @@
 //!   per-sample:  logits (N, C),       labels (N)
 //!   class weights (C); labels are f32 tensors holding class indices.
 //!
-//!   loss = sum_p w[y_p] (-log softmax(z_p)[y_p]) / sum_p w[y_p]      (a (1)-tensor)
+//!   `loss = sum_p w[y_p] (-log softmax(z_p)[y_p]) / sum_p w[y_p]`      (a (1)-tensor)
 
 use super::{check_shape, reduce, u};
 use crate::gpu::kernels::{k, Kernel};
@@ -92,7 +92,7 @@ pub fn forward(
     Ok((loss, wsum))
 }
 
-/// dz += dloss * w[y] (softmax(z) - onehot(y)) / W
+/// `dz += dloss * w[y] (softmax(z) - onehot(y)) / W`
 pub fn backward(
     gpu: &Gpu,
     z: &Tensor,

@@ -14,7 +14,7 @@ use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 const FORWARD: Kernel = k("upsample2", "upsample2_forward");
 const BACKWARD: Kernel = k("upsample2", "upsample2_backward");
 
-/// y[n,c,i,j] = x[n,c,i/2,j/2]
+/// `y[n,c,i,j] = x[n,c,i/2,j/2]`
 pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.nchw("upsample2 input")?;
     let y = Tensor::uninit(gpu, &[n, c, 2 * h, 2 * w])?;
@@ -41,7 +41,7 @@ pub fn forward_into(gpu: &Gpu, x: &Tensor, big: &Tensor, c0: usize) -> Result<()
     Ok(())
 }
 
-/// dx[n,c,i,j] += sum of dy over the 2x2 block (2i.., 2j..)
+/// `dx[n,c,i,j]` += sum of dy over the 2x2 block (2i.., 2j..)
 pub fn backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<()> {
     backward_from(gpu, dy, 0, dx)
 }
