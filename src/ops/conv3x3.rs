@@ -170,11 +170,12 @@ fn tiled(
     );
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
-        // The subgroup kernel loads rows as vec4s: whole 8-pixel tiles from a vec4 boundary.
         let kernel = if cpu_tile && h <= 4 && wd <= 4 {
             // Images of at most 4 x 4 (the deepest levels): a whole image per invocation.
             IMAGE4
         } else if tile == ROWS_SUBGROUP && (wd % 8 != 0 || ox % 4 != 0) {
+            // The subgroup kernel loads rows as vec4s: whole 8-pixel tiles from a vec4
+            // boundary.
             ROWS
         } else {
             tile
