@@ -472,24 +472,12 @@ fn row_taps(o: Row4, w: W9, u: vec4<f32>, m: vec4<f32>, d: vec4<f32>) -> Row4 {
     return s;
 }
 
-// Channel co's pixels of one output row from element i on: those inside the row.
-fn store_px4(i: u32, co: u32, v0: f32, v1: f32, v2: f32, v3: f32) {
-    let with_bias = (p.flags & 1u) != 0u;
-    var b = 0.0;
-    if (with_bias) { b = bias[co]; }
-    store1(i, v0, b, with_bias);
-    if (p.w > 1u) { store1(i + 1u, v1, b, with_bias); }
-    if (p.w > 2u) { store1(i + 2u, v2, b, with_bias); }
-    if (p.w > 3u) { store1(i + 3u, v3, b, with_bias); }
-}
-
-// One output row (element yb: channel co0, column 0) for the 4 channels inside Cout.
+// One output row (element yb: channel co0, column 0) for the 4 channels inside Cout:
+// conv3x3_rows' epilogue, whose pixels past the row (here columns 4 to 7, and any past W)
+// are not stored.
 fn store_row4(yb: u32, co0: u32, s: Row4) {
-    let hw = p.h * p.w;
-    store_px4(yb, co0, s.c0.x, s.c1.x, s.c2.x, s.c3.x);
-    if (co0 + 1u < p.cout) { store_px4(yb + hw, co0 + 1u, s.c0.y, s.c1.y, s.c2.y, s.c3.y); }
-    if (co0 + 2u < p.cout) { store_px4(yb + 2u * hw, co0 + 2u, s.c0.z, s.c1.z, s.c2.z, s.c3.z); }
-    if (co0 + 3u < p.cout) { store_px4(yb + 3u * hw, co0 + 3u, s.c0.w, s.c1.w, s.c2.w, s.c3.w); }
+    let z = vec4<f32>(0.0);
+    store_rows(yb, co0, 0u, s.c0, s.c1, s.c2, s.c3, z, z, z, z);
 }
 
 @compute @workgroup_size(64)
