@@ -1,7 +1,7 @@
 //! The segmentation network end to end on the GPU: it learns the phantom (Dice on held-out
 //! patients far above the untrained network's), checkpoints reload bit for bit, a resumed
-//! training equals an uninterrupted one, cross-validation resumes, and the command line
-//! turns bad input into one clear message.
+//! training equals an uninterrupted one, cross-validation resumes and gives the same bits
+//! with folds trained at once, and the command line turns bad input into one clear message.
 
 mod common;
 use common::{gpu, run_cli, scratch};
@@ -226,7 +226,7 @@ fn cross_validation_splits_by_patient_and_resumes() {
     let ds = phantom(16, 4);
     let dir = scratch("seg_cv");
     let o = opts(2, 16, 1, 2, 3);
-    let md = cv::run(&gpu, &ds, &[2], 2, &o, &dir).unwrap();
+    let md = cv::run(&gpu, &ds, &[2], 2, &o, &dir, 1).unwrap();
     assert!(
         md.starts_with("| n | RA | LA | RV | LV | Myo | mean |"),
         "{md}"
@@ -240,12 +240,28 @@ fn cross_validation_splits_by_patient_and_resumes() {
         "{csv}"
     );
     // Run again: nothing is retrained, the same table comes out.
-    let md2 = cv::run(&gpu, &ds, &[2], 2, &o, &dir).unwrap();
+    let md2 = cv::run(&gpu, &ds, &[2], 2, &o, &dir, 1).unwrap();
     assert_eq!(md, md2);
     assert_eq!(
         std::fs::read_to_string(dir.join("cv.jsonl")).unwrap(),
         jsonl
     );
+
+    // Both folds at once, each on a device of its own: the same lines (in the order the
+    // folds finished) and the same tables, bit for bit.
+    let par = scratch("seg_cv_jobs");
+    let md3 = cv::run(&gpu, &ds, &[2], 2, &o, &par, 2).unwrap();
+    assert_eq!(md, md3);
+    let sorted = |text: &str| {
+        let mut v: Vec<String> = text.lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(&std::fs::read_to_string(par.join("cv.jsonl")).unwrap()),
+        sorted(&jsonl)
+    );
+    assert_eq!(std::fs::read_to_string(par.join("cv.csv")).unwrap(), csv);
 }
 
 #[test]

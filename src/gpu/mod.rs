@@ -1,8 +1,10 @@
 //! The GPU: adapter choice and limits (`device`), the buffer pool (`pool`), the one registry
-//! of shader sources with its pipeline cache and the dispatch helper (`kernels`).
+//! of shader sources with its pipeline cache and the dispatch helper (`kernels`), and
+//! independent trainings run several at a time on devices of their own (`jobs`).
 
 pub mod ceilings;
 pub mod device;
+pub mod jobs;
 pub mod kernels;
 pub mod pool;
 

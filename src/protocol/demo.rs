@@ -84,7 +84,7 @@ impl DemoPlan {
 }
 
 /// Run the demo into `out`, training `jobs` classifiers at a time (see
-/// [`experiment::default_jobs`]); returns the report's Markdown.
+/// [`crate::gpu::jobs::default_jobs`]); returns the report's Markdown.
 pub fn run(gpu: &Gpu, plan: &DemoPlan, out: &Path, jobs: usize, progress: bool) -> Result<String> {
     let t0 = Instant::now();
     let stage = |what: &str| {

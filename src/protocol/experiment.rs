@@ -18,7 +18,6 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -26,6 +25,7 @@ use rand::seq::SliceRandom;
 use serde_json::{json, Value};
 
 use crate::data::{Dataset, Group};
+use crate::gpu::jobs;
 use crate::nn::checkpoint::{write_atomic, SegMeta};
 use crate::nn::init::rng;
 use crate::nn::{Unet, VggConfig};
@@ -340,7 +340,7 @@ pub struct Execution {
     /// Only this shard's runs.
     pub shard: Option<Shard>,
     /// Runs trained at once, each on a device of its own opened on a thread of its own
-    /// (see [`default_jobs`]). Each run's result is the same bits whatever the number.
+    /// (see [`jobs::default_jobs`]). Each run's result is the same bits whatever the number.
     pub jobs: usize,
     /// Progress bars on stderr.
     pub progress: bool,
@@ -353,20 +353,6 @@ impl Default for Execution {
             jobs: 1,
             progress: false,
         }
-    }
-}
-
-/// Runs to train at once on `gpu` unless told otherwise: 2 on a CPU adapter with at least
-/// 2 cores, else 1. A run of the quick classifier on lavapipe keeps the CPU waiting on
-/// hundreds of small dispatches (one at a time, each short of work for two cores), so on
-/// 2 cores two runs at once each go as fast as one alone (BENCHMARKS.md); a GPU's runs are
-/// large enough to fill it.
-pub fn default_jobs(gpu: &Gpu) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if gpu.is_cpu() && cores >= 2 {
-        2
-    } else {
-        1
     }
 }
 
@@ -481,52 +467,10 @@ pub fn run(
         });
         report::write(&[out.to_path_buf()], out).map(drop)
     };
-    // Each worker takes the next run in the fixed order until none is left or one fails.
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let work = |gpu: &Gpu| -> Result<()> {
-        while !stop.load(Ordering::Relaxed) {
-            let Some(r) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
-            let done =
-                one_run(gpu, &cohort, &bank, p, r, &bar).and_then(|(rec, what)| record(rec, what));
-            if done.is_err() {
-                stop.store(true, Ordering::Relaxed);
-                return done;
-            }
-        }
-        Ok(())
-    };
-    if jobs == 1 {
-        work(gpu)?;
-    } else {
-        let spec = gpu.spec();
-        std::thread::scope(|scope| -> Result<()> {
-            let others: Vec<_> = (1..jobs)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let gpu = spec.open().map_err(|e| {
-                            stop.store(true, Ordering::Relaxed);
-                            Error(format!(
-                                "could not open another device for {jobs} runs at a time (use --jobs 1): {}",
-                                e.0
-                            ))
-                        })?;
-                        work(&gpu)
-                    })
-                })
-                .collect();
-            // This thread is a worker too, on the device it was given.
-            let mine = work(gpu);
-            let theirs = others.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error("a worker thread panicked".into())))
-            });
-            // The first error, this thread's first.
-            theirs.fold(mine, |acc, r| acc.and(r))
-        })?;
-    }
+    jobs::for_each(gpu, jobs, &todo, "runs", |gpu, r| {
+        let (rec, what) = one_run(gpu, &cohort, &bank, p, r, &bar)?;
+        record(rec, what)
+    })?;
     bar.finish_and_clear();
     Ok(todo.len())
 }

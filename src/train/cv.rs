@@ -9,11 +9,13 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 
 use rand::seq::SliceRandom;
 
 use super::seg::{self, mean_std, DiceReport, SegTrainOptions};
 use crate::data::{Dataset, Group};
+use crate::gpu::jobs;
 use crate::nn::init::rng;
 use crate::{bail, Error, Gpu, Result};
 
@@ -37,7 +39,9 @@ pub fn folds(patients: &[String], k: usize, seed: u64) -> Result<Vec<Vec<String>
     Ok(out)
 }
 
-/// Run (or finish) the cross-validation; returns the Markdown table.
+/// Run (or finish) the cross-validation, training `jobs` folds at a time (each on a device
+/// of its own, see [`jobs::for_each`]; a fold's result is the same bits whatever the
+/// number); returns the Markdown table.
 pub fn run(
     gpu: &Gpu,
     data: &Dataset,
@@ -45,58 +49,87 @@ pub fn run(
     k: usize,
     opts: &SegTrainOptions,
     out: &Path,
+    jobs: usize,
 ) -> Result<String> {
     let normals = data.select(None, &[Group::Normal])?;
     let fold_patients = folds(&normals.patients(), k, opts.seed)?;
     std::fs::create_dir_all(out)
         .map_err(|e| Error(format!("cannot create {}: {e}", out.display())))?;
     let jsonl = out.join("cv.jsonl");
-    let mut done = read_done(&jsonl)?;
+    let done = read_done(&jsonl)?;
+    let mut todo = Vec::new();
     for &n in channels {
-        for (f, test) in fold_patients.iter().enumerate() {
+        for f in 0..k {
             if done.iter().any(|(dn, df, _)| *dn == n && *df == f) {
                 eprintln!("n={n} fold {}/{k}: already in {}", f + 1, jsonl.display());
-                continue;
+            } else {
+                todo.push((n, f));
             }
-            eprintln!(
-                "n={n} fold {}/{k}: testing on patients {}",
-                f + 1,
-                test.join(",")
-            );
-            let train_ids: Vec<String> = fold_patients
-                .iter()
-                .enumerate()
-                .filter(|(g, _)| *g != f)
-                .flat_map(|(_, p)| p.clone())
-                .collect();
-            let train = normals.select(Some(&train_ids), &[Group::Normal])?;
-            let test_set = normals.select(Some(test), &[Group::Normal])?;
-            let o = SegTrainOptions {
-                channels: n,
-                ..opts.clone()
-            };
-            let model = out.join(format!("n{n}_fold{}.safetensors", f + 1));
-            let (unet, _) = seg::train(gpu, &train, &o, &model, true)?;
-            let report = seg::evaluate(gpu, &unet, &test_set, opts.batch)?;
-            let line = serde_json::json!({
-                "channels": n,
-                "fold": f,
-                "test_patients": test,
-                "images": report.images,
-                "dice": report.dice,
-                "mean_dice": report.mean(),
-            });
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&jsonl)
-                .map_err(|e| Error(format!("cannot write {}: {e}", jsonl.display())))?;
-            writeln!(file, "{line}")
-                .map_err(|e| Error(format!("cannot write {}: {e}", jsonl.display())))?;
-            eprintln!("n={n} fold {}/{k}: mean Dice {:.3}", f + 1, report.mean());
-            done.push((n, f, report));
         }
     }
+    let jobs = jobs.clamp(1, todo.len().max(1));
+    if jobs > 1 {
+        eprintln!(
+            "{jobs} folds at a time, each on a device of its own (epoch lines name their model)"
+        );
+    }
+    // A finished fold: its JSONL line and log line, one fold at a time.
+    let done = Mutex::new(done);
+    let record = |n: usize, f: usize, test: &[String], report: DiceReport| -> Result<()> {
+        let mut done = done
+            .lock()
+            .map_err(|_| Error("a worker thread panicked while recording a fold".into()))?;
+        let line = serde_json::json!({
+            "channels": n,
+            "fold": f,
+            "test_patients": test,
+            "images": report.images,
+            "dice": report.dice,
+            "mean_dice": report.mean(),
+        });
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&jsonl)
+            .map_err(|e| Error(format!("cannot write {}: {e}", jsonl.display())))?;
+        writeln!(file, "{line}")
+            .map_err(|e| Error(format!("cannot write {}: {e}", jsonl.display())))?;
+        eprintln!("n={n} fold {}/{k}: mean Dice {:.3}", f + 1, report.mean());
+        done.push((n, f, report));
+        Ok(())
+    };
+    jobs::for_each(gpu, jobs, &todo, "folds", |gpu, &(n, f)| {
+        let test = &fold_patients[f];
+        eprintln!(
+            "n={n} fold {}/{k}: testing on patients {}",
+            f + 1,
+            test.join(",")
+        );
+        let train_ids: Vec<String> = fold_patients
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| *g != f)
+            .flat_map(|(_, p)| p.clone())
+            .collect();
+        let train = normals.select(Some(&train_ids), &[Group::Normal])?;
+        let test_set = normals.select(Some(test), &[Group::Normal])?;
+        let o = SegTrainOptions {
+            channels: n,
+            // Several folds' bars would overwrite each other; their epoch lines remain.
+            progress: opts.progress && jobs == 1,
+            ..opts.clone()
+        };
+        let model = out.join(format!("n{n}_fold{}.safetensors", f + 1));
+        let (unet, _) = seg::train(gpu, &train, &o, &model, true)?;
+        let report = seg::evaluate(gpu, &unet, &test_set, opts.batch)?;
+        record(n, f, test, report)
+    })?;
+    // Folds finish in any order (and resumed ones come first): the tables take them in
+    // (n, fold) order, so the same folds always give the same bits.
+    let mut done = done
+        .into_inner()
+        .map_err(|_| Error("a worker thread panicked while recording a fold".into()))?;
+    done.sort_by_key(|(n, f, _)| (*n, *f));
     let (md, csv) = tables(&done, channels, &data.label_names);
     for (name, text) in [("cv.md", &md), ("cv.csv", &csv)] {
         let p = out.join(name);
