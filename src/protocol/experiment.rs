@@ -15,7 +15,7 @@
 //! experiment loses at most the run in progress. `experiment.json` pins the settings that
 //! determine a run's result; starting again with other settings is refused.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -467,22 +467,35 @@ pub fn run(
         });
         report::write(&[out.to_path_buf()], out).map(drop)
     };
+    // The bar's message: the step and loss of every run in progress, by name.
+    let live = Mutex::new(BTreeMap::<String, String>::new());
+    let show = |what: &str, msg: Option<String>| {
+        if let Ok(mut live) = live.lock() {
+            match msg {
+                Some(m) => live.insert(what.to_string(), m),
+                None => live.remove(what),
+            };
+            bar.set_message(live.values().cloned().collect::<Vec<_>>().join(" | "));
+        }
+    };
     jobs::for_each(gpu, jobs, &todo, "runs", |gpu, r| {
-        let (rec, what) = one_run(gpu, &cohort, &bank, p, r, &bar)?;
+        let (rec, what) = one_run(gpu, &cohort, &bank, p, r, &show)?;
+        show(&what, None);
         record(rec, what)
     })?;
     bar.finish_and_clear();
     Ok(todo.len())
 }
 
-/// Train and test one run's classifier: its record, and what to call it in the log.
+/// Train and test one run's classifier, telling `show` its progress: its record, and what
+/// to call it in the log.
 fn one_run(
     gpu: &Gpu,
     cohort: &Cohort,
     bank: &FeatureBank,
     p: &Protocol,
     r: &RunId,
-    bar: &indicatif::ProgressBar,
+    show: &dyn Fn(&str, Option<String>),
 ) -> Result<(RunRecord, String)> {
     let t0 = Instant::now();
     let steps = p.train.epochs * p.train.batches_per_epoch;
@@ -508,7 +521,10 @@ fn one_run(
         init_seed,
         |s, loss| {
             last_loss = loss;
-            bar.set_message(format!("{what}: step {s}/{steps}, loss {loss:.4}"));
+            show(
+                &what,
+                Some(format!("{what}: step {s}/{steps}, loss {loss:.4}")),
+            );
         },
     )?;
     let probs = cls::predict(gpu, &cls, bank, &test, 10)?;
@@ -541,7 +557,8 @@ fn progress_bar(progress: bool, len: usize, what: &str) -> indicatif::ProgressBa
         progress,
         len,
         what.to_string(),
-        "{prefix} [{bar:30}] {pos}/{len}  {msg}  (left {eta})",
+        // The time left before the message, which is cut to the terminal's width.
+        "{prefix} [{bar:30}] {pos}/{len} (left {eta})  {wide_msg}",
     )
 }
 
