@@ -67,6 +67,56 @@ fn conv3x3_tilings_agree_bit_for_bit() {
     }
 }
 
+#[test]
+fn conv3x3_weight_gradient_subgroup_sharing_is_bit_for_bit() {
+    // The CPU tiles' weight gradients take the same shares, so the subgroup kernel, which
+    // shares dy loads between aligned groups of 8, 4 or 2 lanes (Cin a multiple of 32; 16
+    // or 48; 8 or 24), must give the four-input-channel kernel's bits: here with 8, 4 and
+    // 2 lanes to a group, none (12 input channels: 3 quads), a partial second group of
+    // output channels (12), none at all (4), and a single pixel column.
+    let gpu = gpu();
+    if !gpu.has_subgroups() {
+        eprintln!("this adapter has no subgroups, hence no subgroup tile to compare");
+        return;
+    }
+    for (i, &(n, cin, cout, h, w)) in [
+        (2, 32, 12, 5, 8),
+        (2, 16, 16, 9, 7),
+        (3, 48, 4, 6, 5),
+        (2, 8, 12, 7, 9),
+        (2, 24, 16, 5, 6),
+        (2, 12, 8, 6, 6),
+        (1, 16, 20, 11, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut g = rng(90 + i as u64);
+        let x = up(&gpu, &[n, cin, h, w], &rand_vec(&mut g, n * cin * h * w));
+        let dy = up(&gpu, &[n, cout, h, w], &rand_vec(&mut g, n * cout * h * w));
+        let grads = |tiling| {
+            gpu.set_conv_tiling(tiling).unwrap();
+            let dw = Tensor::zeros(&gpu, &[cout, cin, 3, 3]).unwrap();
+            let db = Tensor::zeros(&gpu, &[cout]).unwrap();
+            ops::conv3x3::backward_weight_bias(&gpu, &dy, &x, &dw, Some(&db)).unwrap();
+            let bits = |t: &Tensor| {
+                t.to_vec(&gpu)
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            (bits(&dw), bits(&db))
+        };
+        let quad = grads(ConvTiling::Channels4Pixels8);
+        let shared = grads(ConvTiling::Channels4Pixels8Subgroup);
+        assert!(
+            quad == shared,
+            "weight or bias gradient differs between 4x8 and 4x8sg at (N, Cin, Cout, H, W) = {:?}",
+            (n, cin, cout, h, w)
+        );
+    }
+}
+
 fn tilings_agree(gpu: &segfeat::Gpu, n: usize, cin: usize, cout: usize, h: usize, w: usize) {
     let mut g = rng(7);
     let x = up(gpu, &[n, cin, h, w], &rand_vec(&mut g, n * cin * h * w));

@@ -161,14 +161,18 @@ fn row_of(q: u32, has_left: bool, has_right: bool, left_lane: bool, right_lane: 
 }
 
 // ---- conv3x3_backward_weight_quad_subgroup: 1 dy, 2 x (as xin), 4 partial ----
-// conv3x3_backward_weight_quad with the dy loads shared across the subgroup: the 8 lanes
-// of a subgroup own 8 input-channel quads of the same 8 output channels and share of
-// rows (every subgroup where Cin is a multiple of 32), so they need the same 8 dy values
-// at each pixel; lane k loads output channel 8g + k and subgroupBroadcast hands every
-// lane all eight: 1 dy load per pixel instead of 8 (with the 12 input loads, 13 instead
-// of 20). Subgroups whose lanes differ in channel group or share load dy lane by lane.
-// Same sums in the same order as the quad kernel. Invocations past p.total run the last
-// one's walk and store nothing, so that every lane reaches the broadcasts.
+// conv3x3_backward_weight_quad with the dy loads shared between lanes. Invocation i owns
+// input-channel quad i % quads of (channel group, share) i / quads, so an aligned group
+// of m lanes, m the largest power of two dividing the number of quads (at most the
+// subgroup's 8), owns the same 8 output channels and rows and needs the same 8 dy values
+// at each pixel: each lane loads 8 / m of them and the group's shuffles hand every lane
+// all eight. Per pixel 1 dy load instead of 8 where Cin is a multiple of 32 (m = 8; with
+// the 12 input loads, 13 instead of 20), 2 where Cin is 16 or 48 (m = 4), 4 where Cin is
+// 8 or 24 (m = 2); none shared where the number of quads is odd. Groups whose lanes
+// differ in (channel group, share) load dy lane by lane. Same sums in the same order as
+// the quad kernel. Invocations past p.total (whole groups of them, p.total being a
+// multiple of the quads) run the last one's walk and store nothing, so that every lane
+// reaches the shuffles.
 @compute @workgroup_size(64)
 fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                                          @builtin(num_workgroups) nwg: vec3<u32>,
@@ -187,9 +191,11 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let s = gs / cq2;
     let co = g * 8u;
     let has_b = 2u * g + 1u < p.cq;
-    let same = subgroupAll(subgroupBroadcast(gs, 0u) == gs);
-    let share = sg_size == 8u && same;
-    let my_co = co + min(lane, 7u); // the output channel this lane loads for the subgroup
+    let m = min(quads & (~quads + 1u), 8u); // the lowest set bit of quads
+    let j = lane & (m - 1u); // this lane's place in its group
+    let first = lane - j; // the group's first lane
+    let same = subgroupAll(subgroupShuffle(gs, first) == gs);
+    let share = sg_size == 8u && m >= 2u && same;
     var acc = zero_quad();
     for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
         let n = q / p.h;
@@ -207,12 +213,26 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
             w2 = slide(w2, x2, c); w3 = slide(w3, x3, c);
             var d: vec4<f32>;
             var e: vec4<f32>;
-            if (share) {
-                let mine = ldy(yb + c, my_co);
+            if (share && m == 8u) {
+                // Lane j loads output channel co + j.
+                let mine = ldy(yb + c, co + min(lane, 7u));
                 d = vec4(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
                          subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
                 e = vec4(subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
                          subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
+            } else if (share && m == 4u) {
+                // Lane j loads output channels co + 2j and co + 2j + 1.
+                let u0 = ldy(yb + c, co + 2u * j);
+                let u1 = ldy(yb + c, co + 2u * j + 1u);
+                d = vec4(subgroupShuffle(u0, first), subgroupShuffle(u1, first),
+                         subgroupShuffle(u0, first + 1u), subgroupShuffle(u1, first + 1u));
+                e = vec4(subgroupShuffle(u0, first + 2u), subgroupShuffle(u1, first + 2u),
+                         subgroupShuffle(u0, first + 3u), subgroupShuffle(u1, first + 3u));
+            } else if (share) {
+                // m = 2: lane j loads output channels co + 4j .. co + 4j + 3.
+                let u = ldy4(yb + c, co + 4u * j);
+                d = subgroupShuffle(u, first);
+                e = subgroupShuffle(u, first + 1u);
             } else {
                 d = ldy4(yb + c, co);
                 e = ldy4_b(yb + c, co + 4u, has_b);
