@@ -1,7 +1,8 @@
 //! The segmentation network end to end on the GPU: it learns the phantom (Dice on held-out
 //! patients far above the untrained network's), checkpoints reload bit for bit, a resumed
-//! training equals an uninterrupted one, cross-validation resumes and gives the same bits
-//! with folds trained at once, and the command line turns bad input into one clear message.
+//! training equals an uninterrupted one, cross-validation resumes (past a torn last line)
+//! and gives the same bits with folds trained at once, and the command line turns bad
+//! input into one clear message.
 
 mod common;
 use common::{gpu, run_cli, scratch};
@@ -242,6 +243,20 @@ fn cross_validation_splits_by_patient_and_resumes() {
     // Run again: nothing is retrained, the same table comes out.
     let md2 = cv::run(&gpu, &ds, &[2], 2, &o, &dir, 1).unwrap();
     assert_eq!(md, md2);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cv.jsonl")).unwrap(),
+        jsonl
+    );
+    // Killed while writing the second fold's line: the partial line is dropped and that
+    // fold evaluated again (its model is finished), which writes the same line.
+    let lines: Vec<&str> = jsonl.lines().collect();
+    std::fs::write(
+        dir.join("cv.jsonl"),
+        format!("{}\n{}", lines[0], &lines[1][..25]),
+    )
+    .unwrap();
+    let md_torn = cv::run(&gpu, &ds, &[2], 2, &o, &dir, 1).unwrap();
+    assert_eq!(md, md_torn);
     assert_eq!(
         std::fs::read_to_string(dir.join("cv.jsonl")).unwrap(),
         jsonl

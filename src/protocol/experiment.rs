@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::data::{Dataset, Group};
 use crate::gpu::jobs;
-use crate::nn::checkpoint::{write_atomic, SegMeta};
+use crate::nn::checkpoint::{repair_tail, write_atomic, SegMeta};
 use crate::nn::init::rng;
 use crate::nn::{Unet, VggConfig};
 use crate::protocol::metrics::Confusion;
@@ -435,7 +435,7 @@ pub fn run(
     );
 
     let path = runs_file(out, exec.shard);
-    repair_tail(&path)?;
+    repair_tail(&path, "run")?;
     let bar = progress_bar(exec.progress, todo.len(), "runs");
     let started = Instant::now();
     let jobs = exec.jobs.clamp(1, todo.len());
@@ -610,28 +610,6 @@ fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
             at.to_string()
         }),
     }
-}
-
-/// A process killed while appending can leave a last line without its newline: cut it,
-/// so the next line starts clean (that run is simply done again).
-fn repair_tail(path: &Path) -> Result<()> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok(());
-    };
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
-        return Ok(());
-    }
-    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    eprintln!(
-        "note: {} ended in a partial line (a run was interrupted while writing); it is dropped and that run done again",
-        path.display()
-    );
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| Error(format!("cannot open {}: {e}", path.display())))?;
-    f.set_len(keep as u64)
-        .map_err(|e| Error(format!("cannot truncate {}: {e}", path.display())))
 }
 
 fn append_line(path: &Path, v: &Value) -> Result<()> {

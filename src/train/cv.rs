@@ -3,8 +3,9 @@
 //! the others and the Dice of every held-out image is kept.
 //!
 //! Results go to `OUT/cv.jsonl` as each fold finishes (one line per n and fold, with the
-//! per-image Dice); run again with the same folder, finished folds are skipped and an
-//! interrupted fold resumes from its last epoch (`OUT/n{n}_fold{f}.safetensors`).
+//! per-image Dice); run again with the same folder, finished folds are skipped, an
+//! interrupted fold resumes from its last epoch (`OUT/n{n}_fold{f}.safetensors`), and a
+//! line cut short by a kill is dropped (that fold is evaluated again).
 //! `OUT/cv.md` and `OUT/cv.csv` give Dice mean +- std per label over all held-out images.
 
 use std::io::Write;
@@ -16,6 +17,7 @@ use rand::seq::SliceRandom;
 use super::seg::{self, mean_std, DiceReport, SegTrainOptions};
 use crate::data::{Dataset, Group};
 use crate::gpu::jobs;
+use crate::nn::checkpoint::repair_tail;
 use crate::nn::init::rng;
 use crate::{bail, Error, Gpu, Result};
 
@@ -56,6 +58,7 @@ pub fn run(
     std::fs::create_dir_all(out)
         .map_err(|e| Error(format!("cannot create {}: {e}", out.display())))?;
     let jsonl = out.join("cv.jsonl");
+    repair_tail(&jsonl, "fold")?;
     let done = read_done(&jsonl)?;
     let mut todo = Vec::new();
     for &n in channels {
