@@ -22,6 +22,7 @@ fn ops_split_across_bindings_match_reference() {
     check_activations(&gpu, &[3, 1000], 103);
     check_pool_upsample(&gpu, 4, 3, 8, 6, true, 104);
     check_concat(&gpu, 4, 3, 2, 5, 6, 105);
+    check_concat(&gpu, 4, 3, 2, 8, 6, 110); // vec4 where a chunk's offsets allow
     check_softmax_ce(&gpu, 5, 6, Some((5, 7)), 106);
     check_softmax_ce(&gpu, 300, 2, None, 107);
     // A parameter too large for one binding paired with a small one: one split update each.

@@ -64,7 +64,7 @@ fn every_shader_parses_and_validates() {
     // conv3x3_subgroup holds conv3x3's 11 entry points as well as its own 2.
     assert_eq!(
         entry_points.len(),
-        60,
+        62,
         "entry points validated: {entry_points:?}"
     );
 }

@@ -58,3 +58,45 @@ fn concat_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         dst[p.off_b + r.x + k] += src[p.off_a + r.y + k];
     }
 }
+
+// concat_forward4 / concat_backward4: the same on vec4s, for planes of a multiple of 4
+// elements and offsets that are multiples of 4 (the launcher checks); p.hw, p.off_* and
+// p.total count vec4s, and a run is up to RUN4 vec4s. On lavapipe a vec4 load costs about
+// half of four scalar ones, and a run's division is shared by 16 elements as before.
+const RUN4: u32 = 4u;
+
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+
+fn run4_of(i: u32) -> vec3<u32> {
+    let runs = (p.hw + RUN4 - 1u) / RUN4;
+    let plane = i / runs;
+    let q = (i % runs) * RUN4;
+    let n = plane / p.cs;
+    let c = plane % p.cs;
+    return vec3<u32>(plane * p.hw + q, (n * p.cd + p.c0 + c) * p.hw + q, min(RUN4, p.hw - q));
+}
+
+// concat_forward4: 1 src4, 2 dst4
+@compute @workgroup_size(64)
+fn concat_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let r = run4_of(i);
+    for (var k = 0u; k < r.z; k++) {
+        dst4[p.off_b + r.y + k] = src4[p.off_a + r.x + k];
+    }
+}
+
+// concat_backward4: 1 ddst (as src4), 2 dsrc (as dst4)
+@compute @workgroup_size(64)
+fn concat_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let r = run4_of(i);
+    for (var k = 0u; k < r.z; k++) {
+        dst4[p.off_b + r.x + k] += src4[p.off_a + r.y + k];
+    }
+}

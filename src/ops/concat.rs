@@ -9,6 +9,8 @@ use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
 const FORWARD: Kernel = k("concat", "concat_forward");
 const BACKWARD: Kernel = k("concat", "concat_backward");
+const FORWARD4: Kernel = k("concat", "concat_forward4");
+const BACKWARD4: Kernel = k("concat", "concat_backward4");
 
 /// Copy src (N, Cs, H, W) into channels c0 .. c0+Cs of dst (N, Cd, H, W).
 pub fn copy_into(gpu: &Gpu, src: &Tensor, dst: &Tensor, c0: usize) -> Result<()> {
@@ -35,12 +37,21 @@ fn slice_op(gpu: &Gpu, kernel: Kernel, small: &Tensor, big: &Tensor, c0: usize) 
     for (n0, nb) in gpu.chunks(n, &[cs * hw, cd * hw])? {
         let (bs, os) = gpu.bind(small, n0 * cs * hw, nb * cs * hw);
         let (bb, ob) = gpu.bind(big, n0 * cd * hw, nb * cd * hw);
-        // One invocation per run of 16 elements of a plane (RUN in shaders/concat.wgsl).
-        let total = nb * cs * hw.div_ceil(16);
-        let params = [u(total), u(cs), u(cd), u(c0), u(hw)];
+        // On vec4s where the planes and both offsets allow (every U-Net level), the plane
+        // size, offsets and runs counting vec4s; else on scalars. One invocation per run of
+        // 16 elements of a plane (RUN, and RUN4 vec4s, in shaders/concat.wgsl).
+        let forward = kernel == FORWARD;
+        let (kernel, q, os, ob, run) = if hw % 4 == 0 && os % 4 == 0 && ob % 4 == 0 {
+            let k4 = if forward { FORWARD4 } else { BACKWARD4 };
+            (k4, hw / 4, os / 4, ob / 4, 4)
+        } else {
+            (kernel, hw, os, ob, 16)
+        };
+        let total = nb * cs * q.div_ceil(run);
+        let params = [u(total), u(cs), u(cd), u(c0), u(q)];
         // Forward reads the input (binding 1) and writes the concat (2); backward reads the
         // concat's gradient (1) and adds into the input's gradient (2).
-        let (params, bufs) = if kernel == FORWARD {
+        let (params, bufs) = if forward {
             ([&params[..], &[os, ob, 0]].concat(), [(1, bs), (2, bb)])
         } else {
             ([&params[..], &[ob, os, 0]].concat(), [(1, bb), (2, bs)])
