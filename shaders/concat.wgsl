@@ -25,14 +25,14 @@ struct Params {
 // adapter). p.total counts runs: N Cs ceil(hw / RUN).
 const RUN: u32 = 16u;
 
-// (element of src where run i starts, its offset in dst, its length).
-fn run_of(i: u32) -> vec3<u32> {
-    let runs = (p.hw + RUN - 1u) / RUN;
+// (element of src where run i of `run` elements starts, its offset in dst, its length).
+fn run_of(i: u32, run: u32) -> vec3<u32> {
+    let runs = (p.hw + run - 1u) / run;
     let plane = i / runs; // n * Cs + c
-    let q = (i % runs) * RUN;
+    let q = (i % runs) * run;
     let n = plane / p.cs;
     let c = plane % p.cs;
-    return vec3<u32>(plane * p.hw + q, (n * p.cd + p.c0 + c) * p.hw + q, min(RUN, p.hw - q));
+    return vec3<u32>(plane * p.hw + q, (n * p.cd + p.c0 + c) * p.hw + q, min(run, p.hw - q));
 }
 
 // concat_forward: 1 src, 2 dst
@@ -41,7 +41,7 @@ fn concat_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let r = run_of(i);
+    let r = run_of(i, RUN);
     for (var k = 0u; k < r.z; k++) {
         dst[p.off_b + r.y + k] = src[p.off_a + r.x + k];
     }
@@ -53,7 +53,7 @@ fn concat_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let r = run_of(i);
+    let r = run_of(i, RUN);
     for (var k = 0u; k < r.z; k++) {
         dst[p.off_b + r.x + k] += src[p.off_a + r.y + k];
     }
@@ -68,22 +68,13 @@ const RUN4: u32 = 4u;
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
 
-fn run4_of(i: u32) -> vec3<u32> {
-    let runs = (p.hw + RUN4 - 1u) / RUN4;
-    let plane = i / runs;
-    let q = (i % runs) * RUN4;
-    let n = plane / p.cs;
-    let c = plane % p.cs;
-    return vec3<u32>(plane * p.hw + q, (n * p.cd + p.c0 + c) * p.hw + q, min(RUN4, p.hw - q));
-}
-
 // concat_forward4: 1 src4, 2 dst4
 @compute @workgroup_size(64)
 fn concat_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let r = run4_of(i);
+    let r = run_of(i, RUN4);
     for (var k = 0u; k < r.z; k++) {
         dst4[p.off_b + r.y + k] = src4[p.off_a + r.x + k];
     }
@@ -95,7 +86,7 @@ fn concat_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
                     @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
-    let r = run4_of(i);
+    let r = run_of(i, RUN4);
     for (var k = 0u; k < r.z; k++) {
         dst4[p.off_b + r.x + k] += src4[p.off_a + r.y + k];
     }
