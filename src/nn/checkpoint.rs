@@ -110,6 +110,20 @@ pub fn repair_tail(path: &Path, what: &str) -> Result<()> {
         .map_err(|e| Error(format!("cannot truncate {}: {e}", path.display())))
 }
 
+/// Append `v` as one line of the JSON Lines file at `path` (created if missing), and
+/// flush it to disk before returning: a result recorded is a result kept.
+pub fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error(format!("cannot open {}: {e}", path.display())))?;
+    writeln!(f, "{v}")
+        .and_then(|_| f.sync_data())
+        .map_err(|e| Error(format!("cannot append to {}: {e}", path.display())))
+}
+
 /// Read a safetensors file whose tensors are all f32.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path)

@@ -16,7 +16,6 @@
 //! determine a run's result; starting again with other settings is refused.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -26,7 +25,7 @@ use serde_json::{json, Value};
 
 use crate::data::{Dataset, Group};
 use crate::gpu::jobs;
-use crate::nn::checkpoint::{repair_tail, write_atomic, SegMeta};
+use crate::nn::checkpoint::{append_line, repair_tail, write_atomic, SegMeta};
 use crate::nn::init::rng;
 use crate::nn::{Unet, VggConfig};
 use crate::protocol::metrics::Confusion;
@@ -610,15 +609,4 @@ fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
             at.to_string()
         }),
     }
-}
-
-fn append_line(path: &Path, v: &Value) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error(format!("cannot open {}: {e}", path.display())))?;
-    writeln!(f, "{v}")
-        .and_then(|_| f.sync_data())
-        .map_err(|e| Error(format!("cannot append to {}: {e}", path.display())))
 }

@@ -8,7 +8,6 @@
 //! line cut short by a kill is dropped (that fold is evaluated again).
 //! `OUT/cv.md` and `OUT/cv.csv` give Dice mean +- std per label over all held-out images.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -17,7 +16,7 @@ use rand::seq::SliceRandom;
 use super::seg::{self, mean_std, DiceReport, SegTrainOptions};
 use crate::data::{Dataset, Group};
 use crate::gpu::jobs;
-use crate::nn::checkpoint::repair_tail;
+use crate::nn::checkpoint::{append_line, repair_tail};
 use crate::nn::init::rng;
 use crate::{bail, Error, Gpu, Result};
 
@@ -90,13 +89,7 @@ pub fn run(
             "dice": report.dice,
             "mean_dice": report.mean(),
         });
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&jsonl)
-            .map_err(|e| Error(format!("cannot write {}: {e}", jsonl.display())))?;
-        writeln!(file, "{line}")
-            .map_err(|e| Error(format!("cannot write {}: {e}", jsonl.display())))?;
+        append_line(&jsonl, &line)?;
         eprintln!("n={n} fold {}/{k}: mean Dice {:.3}", f + 1, report.mean());
         done.push((n, f, report));
         Ok(())
