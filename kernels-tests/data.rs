@@ -349,6 +349,26 @@ fn manifest_names_patients_and_groups() {
     assert_eq!(ds.samples[0].patient, "alice");
     assert_eq!(ds.samples[1].patient, "bob");
     assert_eq!(ds.samples[1].group, Group::Effusion);
+    assert!(ds.manifest_patients);
+    // Any disease name of letters, digits, '-' and '_' is a group of its own.
+    std::fs::write(
+        dir.join("manifest.csv"),
+        "name,patient,group\nx_1,alice,normal\ny_2,bob,Pneumothorax\n",
+    )
+    .unwrap();
+    let ds = folder::load(&dir, 4, &names(), None).unwrap();
+    assert_eq!(ds.samples[1].group, Group::parse("pneumothorax").unwrap());
+    assert_eq!(ds.samples[1].group.name(), "pneumothorax");
+    std::fs::write(
+        dir.join("manifest.csv"),
+        "name,patient,group\nx_1,alice,normal\ny_2,bob,flu?\n",
+    )
+    .unwrap();
+    let err = folder::load(&dir, 4, &names(), None).unwrap_err().0;
+    assert!(
+        err.contains("line 3: group 'flu?' must be normal or a disease name"),
+        "{err}"
+    );
     std::fs::write(dir.join("manifest.csv"), "name,patient\nx_1,alice\n").unwrap();
     let err = folder::load(&dir, 4, &names(), None).unwrap_err().0;
     assert!(err.contains("y_2.png: not listed in"), "{err}");

@@ -14,7 +14,7 @@ use segfeat::nn::checkpoint::{save_unet, SegMeta};
 use segfeat::nn::{Unet, Vgg, VggConfig};
 use segfeat::ops::{self, Adam};
 use segfeat::protocol::experiment::{self, Execution};
-use segfeat::protocol::metrics::mean_std;
+use segfeat::protocol::metrics::{auc, mean_std, Paired};
 use segfeat::protocol::report::{self, RunRecord};
 use segfeat::protocol::{Confusion, Protocol, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
@@ -97,6 +97,102 @@ fn metrics_on_hand_computed_confusion_matrices() {
 }
 
 #[test]
+fn auc_on_hand_computed_rankings() {
+    let t = |v: &[(bool, f64)]| auc(v.iter().copied());
+    assert_eq!(t(&[(true, 0.9), (false, 0.1), (false, 0.2)]), Some(1.0));
+    assert_eq!(t(&[(true, 0.05), (false, 0.1), (false, 0.2)]), Some(0.0));
+    // Ties count one half: every score equal gives 0.5.
+    assert_eq!(t(&[(true, 0.3), (true, 0.3), (false, 0.3)]), Some(0.5));
+    // Positives 0.8, 0.4; negatives 0.6, 0.4, 0.1: pairs above 1+1+1 + 0+0.5+1 = 4.5 of 6.
+    let v = [
+        (true, 0.8),
+        (true, 0.4),
+        (false, 0.6),
+        (false, 0.4),
+        (false, 0.1),
+    ];
+    assert!(close(t(&v), 0.75));
+    // Order of the input does not matter.
+    let mut r = v;
+    r.reverse();
+    assert_eq!(t(&r), t(&v));
+    assert_eq!(t(&[(true, 0.3), (true, 0.4)]), None);
+    assert_eq!(t(&[]), None);
+}
+
+#[test]
+fn paired_differences_have_exact_p_values_and_seeded_intervals() {
+    // Three positive differences: 2 of the 8 sign patterns are as far from 0 (all +, all -).
+    let a = Paired::of(&[0.1, 0.2, 0.3], 1).unwrap();
+    assert!((a.mean - 0.2).abs() < 1e-12);
+    assert!((a.p - 0.25).abs() < 1e-12, "{a:?}");
+    assert!(a.lo >= 0.1 - 1e-12 && a.hi <= 0.3 + 1e-12 && a.lo <= a.mean && a.mean <= a.hi);
+    // Ten positive differences: p = 2 / 1024.
+    let ten: Vec<f64> = (1..=10).map(|i| i as f64 / 100.0).collect();
+    assert!((Paired::of(&ten, 1).unwrap().p - 2.0 / 1024.0).abs() < 1e-12);
+    // Symmetric differences: the mean is 0 and every pattern is as far, p = 1.
+    let z = Paired::of(&[0.5, -0.5], 3).unwrap();
+    assert_eq!((z.mean, z.p), (0.0, 1.0));
+    // [+1, +1, -1, +1]: mean 0.5; patterns with |mean| >= 0.5 are those with at most one
+    // sign against the rest: 2 * (1 + 4) = 10 of 16.
+    let m = Paired::of(&[1.0, 1.0, -1.0, 1.0], 3).unwrap();
+    assert!((m.p - 10.0 / 16.0).abs() < 1e-12, "{m:?}");
+    // The same seed gives the same interval; the interval of a constant is that constant.
+    assert_eq!(Paired::of(&ten, 7), Paired::of(&ten, 7));
+    let c = Paired::of(&[0.3; 5], 9).unwrap();
+    assert!((c.lo - 0.3).abs() < 1e-12 && (c.hi - 0.3).abs() < 1e-12);
+    // Beyond 16 differences the p-value comes from random sign patterns: all positive
+    // differences give the smallest it can be.
+    let many: Vec<f64> = (0..20).map(|i| 1.0 + i as f64).collect();
+    let pm = Paired::of(&many, 1).unwrap();
+    assert!(pm.p > 0.0 && pm.p < 1e-4, "{pm:?}");
+    assert_eq!(Paired::of(&[], 1), None);
+}
+
+#[test]
+fn paired_table_pairs_runs_by_repetition() {
+    let rec = |features: &str, k: usize, rep: usize, tp: u64| RunRecord {
+        disease: "infarct".into(),
+        features: features.into(),
+        k,
+        rep,
+        split_seed: rep as u64,
+        init_seed: 0,
+        confusion: Confusion {
+            tp,
+            fn_: 10 - tp,
+            tn: 10,
+            fp: 0,
+        },
+        final_loss: 0.1,
+        seconds: 1.0,
+        test: Vec::new(),
+        test_y: Vec::new(),
+        probs: Vec::new(),
+    };
+    let mut runs = Vec::new();
+    for rep in 0..4 {
+        for k in [1, 3] {
+            runs.push(rec("img", k, rep, 2));
+            // CONCAT finds 3 more positives in every repetition at k = 1, as many at 3.
+            runs.push(rec("concat", k, rep, if k == 1 { 5 } else { 2 }));
+        }
+    }
+    let rows = report::paired(&runs, "img");
+    let at = |k: Option<usize>| rows.iter().find(|r| r.k == k).unwrap();
+    let k1 = at(Some(1));
+    assert_eq!(k1.features, "concat");
+    let tpr = k1.tpr.unwrap();
+    assert_eq!(tpr.n, 4);
+    assert!((tpr.mean - 0.3).abs() < 1e-12 && (tpr.p - 2.0 / 16.0).abs() < 1e-12);
+    assert_eq!(at(Some(3)).tpr.unwrap().mean, 0.0);
+    // Pooled over the few-positive k present (1 and 3): the mean of the two per repetition.
+    assert!((at(None).tpr.unwrap().mean - 0.15).abs() < 1e-12);
+    // No probabilities, no AUC.
+    assert!(k1.auc.is_none());
+}
+
+#[test]
 fn class_weights_follow_the_fourth_root_rule() {
     // 1 positive, 50 negatives: w = 1 - (f / sum)^(1/4).
     let mut labels = vec![1u8];
@@ -160,9 +256,14 @@ fn run_records_round_trip_and_a_torn_last_line_is_skipped() {
         },
         final_loss: 0.25,
         seconds: 1.5,
+        test: vec!["E001_0".into(), "N031_2".into(), "N031_3".into()],
+        test_y: vec![1, 0, 0],
+        probs: vec![0.75, 0.5, 0.875],
     };
     let v = rec.to_json();
     assert!(close(v["kappa"].as_f64(), 0.625), "{v}");
+    // One positive above one of two negatives.
+    assert!(close(v["auc"].as_f64(), 0.5), "{v}");
     assert!(close(v["tpr"].as_f64(), 0.8), "{v}");
     assert_eq!(RunRecord::from_json(&v).unwrap(), rec);
     let mut other = rec.clone();
@@ -361,7 +462,13 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
     for &i in &cohort.negatives {
         assert!(!meta.patients.contains(&data.samples[i].patient));
     }
-    let (train, ty, test, sy, _) = cohort.split(&p, &runs[0]);
+    let experiment::Split {
+        train,
+        train_y: ty,
+        test,
+        test_y: sy,
+        ..
+    } = cohort.split(&p, &runs[0]).unwrap();
     assert_eq!((train.len(), test.len()), (runs[0].k + 6, 3 + 5));
     assert_eq!(ty.iter().filter(|&&l| l == 1).count(), runs[0].k);
     assert_eq!(sy.iter().filter(|&&l| l == 1).count(), 3);
@@ -371,6 +478,45 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
         let g = data.samples[bank_images[b]].group;
         assert_eq!(l == 1, g == runs[0].disease, "label of {b}");
     }
+
+    // Split by patient: no patient on both sides, the same sizes, the pool's first
+    // images from different patients, and an impossible split refused when selecting.
+    let pp = Protocol {
+        split: experiment::SplitBy::Patient,
+        pool: 4,
+        ..p.clone()
+    };
+    let cohort_p = experiment::Cohort::select(&data, &meta, &pp).unwrap();
+    let patient = |b: usize| data.samples[bank_images[b]].patient.clone();
+    for r in &runs {
+        let r = experiment::RunId { k: 2, ..*r };
+        let sp = cohort_p.split(&pp, &r).unwrap();
+        assert_eq!((sp.train.len(), sp.test.len()), (2 + 6, 3 + 5));
+        assert_eq!(sp.train_y.iter().filter(|&&l| l == 1).count(), 2);
+        let train_pts: Vec<String> = sp.train.iter().map(|&b| patient(b)).collect();
+        for &b in &sp.test {
+            assert!(
+                !train_pts.contains(&patient(b)),
+                "{} on both sides",
+                patient(b)
+            );
+        }
+        // The pool of 4 comes from two patients of 3 slices, one image of each first.
+        assert_ne!(patient(sp.train[0]), patient(sp.train[1]));
+        for (&b, &l) in sp.train.iter().zip(&sp.train_y) {
+            assert_eq!(l == 1, data.samples[bank_images[b]].group == r.disease);
+        }
+    }
+    let too_many = Protocol {
+        split: experiment::SplitBy::Patient,
+        positives_test: 28,
+        ..p.clone()
+    };
+    let err = experiment::Cohort::select(&data, &meta, &too_many)
+        .err()
+        .expect("no room for 28 test positives after the pool's whole patients")
+        .0;
+    assert!(err.contains("splitting by patient"), "{err}");
 
     // One uninterrupted experiment.
     let full = root.join("full");
@@ -688,7 +834,7 @@ fn command_line_trains_and_applies_a_classifier() {
         ),
         (
             vec!["demo", "--preset", "huge"],
-            "--preset must be 'quick' or 'paper'",
+            "--preset must be 'quick', 'mid' or 'paper'",
         ),
     ];
     for (args, want) in cases {

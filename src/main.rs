@@ -8,7 +8,7 @@ use segfeat::data::{self, folder, phantom::PhantomSpec, Dataset, Group};
 use segfeat::gpu::jobs::default_jobs;
 use segfeat::nn::checkpoint::{self, ClsMeta};
 use segfeat::nn::{Preset, UnetConfig, VggConfig};
-use segfeat::protocol::experiment::{Cohort, Execution};
+use segfeat::protocol::experiment::{Cohort, Execution, SplitBy};
 use segfeat::protocol::{report as reports, Confusion, Protocol, RunId, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
 use segfeat::train::features::{Combo, FeatureBank};
@@ -201,7 +201,8 @@ enum Command {
         /// Output folder (resumable: run again to continue).
         #[arg(long, default_value = "segfeat-demo")]
         out: PathBuf,
-        /// quick: a reduced protocol that fits 2 CPU cores in 15 minutes; paper: the full one.
+        /// quick: a reduced protocol that fits 2 CPU cores in 15 minutes; mid: the full
+        /// protocol at 64x64 with patient splits, about an hour there; paper: the paper's scale.
         #[arg(long, default_value = "quick")]
         preset: String,
         /// Classifiers trained at once, as for `experiment`.
@@ -212,7 +213,8 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct ProtocolArgs {
-    /// Classifier size: quick (widths / 16, fully connected 32, 32x32) or paper (VGG-16, 4096, 256x256).
+    /// Classifier size: quick (widths / 16, fully connected 32, 32x32), mid (quick's widths at
+    /// 64x64, learning rate 1e-3, split by patient) or paper (VGG-16, 4096, 256x256).
     #[arg(long, default_value = "paper")]
     preset: String,
     /// Override the preset's width multiplier of VGG-16's block widths.
@@ -242,9 +244,15 @@ struct ProtocolArgs {
     batches_per_epoch: usize,
     #[arg(long, default_value_t = 10)]
     batch: usize,
-    /// Adam's learning rate for the classifier.
-    #[arg(long, default_value_t = segfeat::train::cls::DEFAULT_CLS_LR)]
-    lr: f32,
+    /// Adam's learning rate for the classifier (default: the preset's; 1e-4 for quick and
+    /// paper, 1e-3 for mid).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Split each repetition's images by image (the paper) or by patient (no patient on
+    /// both sides). Default: patient for a folder whose manifest names patients, and for
+    /// the mid preset; image otherwise.
+    #[arg(long)]
+    split: Option<String>,
     /// Seed of the splits, weights and batch order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -252,7 +260,8 @@ struct ProtocolArgs {
 
 impl ProtocolArgs {
     fn protocol(&self) -> Result<Protocol> {
-        let (width, fc, size) = Preset::parse(&self.preset)?.shape();
+        let preset = Preset::parse(&self.preset)?;
+        let (width, fc, size) = preset.shape();
         Ok(Protocol {
             negatives_train: self.negatives_train,
             negatives_test: self.negatives_test,
@@ -266,7 +275,12 @@ impl ProtocolArgs {
                 batch: self.batch,
                 batches_per_epoch: self.batches_per_epoch,
                 epochs: self.epochs,
-                lr: self.lr,
+                lr: self.lr.unwrap_or(preset.cls_lr()),
+            },
+            split: match &self.split {
+                Some(s) => SplitBy::parse(s)?,
+                None if preset == Preset::Mid => SplitBy::Patient,
+                None => SplitBy::Image,
             },
             ..Protocol::default()
         })
@@ -304,7 +318,9 @@ fn parse_diseases(s: &str) -> Result<Vec<Group>> {
                     out.push(g)
                 }
             }
-            _ => bail!("unknown disease '{d}' (choose from effusion, septal)"),
+            _ => bail!(
+                "unknown disease '{d}' (effusion, septal, or a group of the data's manifest: letters, digits, '-' and '_')"
+            ),
         }
     }
     Ok(out)
@@ -489,7 +505,7 @@ fn main() {
                 ..protocol.protocol()?
             };
             let shard = shard.as_deref().map(Shard::parse).transpose()?;
-            experiment(&seg, &data, &p, shard, jobs, &out)
+            experiment(&seg, &data, p, protocol.split.is_none(), shard, jobs, &out)
         })(),
         Command::Report { dirs, out } => report(&dirs, out.as_deref()),
         Command::Demo { out, preset, jobs } => demo(&out, &preset, jobs),
@@ -882,6 +898,13 @@ fn train_cls(
     p.validate()?;
     let gpu = Gpu::new()?;
     let (unet, meta, ds) = seg_and_data(&gpu, seg_path, data_args)?;
+    let mut p = p;
+    if args.split.is_none() && ds.manifest_patients && p.split == SplitBy::Image {
+        eprintln!(
+            "the manifest names patients: splitting by patient (--split image to split by image)"
+        );
+        p.split = SplitBy::Patient;
+    }
     let cohort = Cohort::select(&ds, &meta, &p)?;
     let bank_images = cohort.images();
     let images: Vec<&[f32]> = bank_images
@@ -895,7 +918,13 @@ fn train_cls(
         k,
         combo,
     };
-    let (train, train_y, test, test_y, split_seed) = cohort.split(&p, &run);
+    let segfeat::protocol::experiment::Split {
+        train,
+        train_y,
+        test,
+        test_y,
+        seed: split_seed,
+    } = cohort.split(&p, &run)?;
     let config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
     let (params, flops) = config.cost();
     eprintln!(
@@ -1029,10 +1058,13 @@ fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Run an experiment; `split_default`: no --split was given, so a folder whose manifest
+/// names patients is split by patient.
 fn experiment(
     seg_path: &Path,
     data_args: &DataArgs,
-    p: &Protocol,
+    mut p: Protocol,
+    split_default: bool,
     shard: Option<Shard>,
     jobs: Option<u32>,
     out: &Path,
@@ -1040,6 +1072,13 @@ fn experiment(
     p.validate()?;
     let gpu = Gpu::new()?;
     let (unet, meta, ds) = seg_and_data(&gpu, seg_path, data_args)?;
+    if split_default && ds.manifest_patients && p.split == SplitBy::Image {
+        eprintln!(
+            "the manifest names patients: splitting by patient (--split image to split by image)"
+        );
+        p.split = SplitBy::Patient;
+    }
+    let p = &p;
     let exec = Execution {
         shard,
         jobs: jobs.map_or_else(|| default_jobs(&gpu), |j| j as usize),

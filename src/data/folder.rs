@@ -5,8 +5,9 @@
 //! - Masks: label indices in an 8- or 16-bit grayscale PNG, or, with a palette, RGB colours
 //!   mapped through a CSV with header `r,g,b,label`.
 //! - Patients: the file name's prefix before the first `_`, unless `DIR/manifest.csv`
-//!   (header `name,patient[,group[,severity]]`) names them; `group` is normal, effusion or
-//!   septal.
+//!   (header `name,patient[,group[,severity]]`) names them; `group` is normal or a disease's
+//!   name (effusion and septal are the phantom's; any other name of letters, digits, `-`
+//!   and `_` is a disease of its own).
 //! - Images of another size are resized to the network's input: bilinear for images,
 //!   nearest for masks.
 //!
@@ -115,7 +116,7 @@ fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
             None => Group::Normal,
             Some(g) => Group::parse(g).ok_or_else(|| {
                 Error(format!(
-                    "{} line {}: group '{g}' is not one of normal, effusion, septal",
+                    "{} line {}: group '{g}' must be normal or a disease name of letters, digits, '-' and '_'",
                     path.display(),
                     i + 1
                 ))
@@ -241,6 +242,7 @@ pub fn load(
             .unwrap_or_else(|_| dir.to_path_buf())
             .display()
             .to_string(),
+        manifest_patients: manifest.is_some(),
         samples,
     })
 }

@@ -9,12 +9,16 @@ use crate::{bail, Result};
 /// The cardiac label scheme, in index order.
 pub const CARDIAC_LABELS: [&str; 6] = ["BG", "RA", "LA", "RV", "LV", "Myo"];
 
-/// What an image shows, for the disease-detection protocol.
+/// What an image shows, for the disease-detection protocol: normal, one of the phantom's
+/// two diseases, or any other disease a folder's manifest names (`infarct`,
+/// `pneumothorax`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Group {
     Normal,
     Effusion,
     Septal,
+    /// A disease named by a manifest: lower case letters, digits, `-` and `_`.
+    Named(&'static str),
 }
 
 impl Group {
@@ -23,16 +27,45 @@ impl Group {
             Group::Normal => "normal",
             Group::Effusion => "effusion",
             Group::Septal => "septal",
+            Group::Named(n) => n,
         }
     }
+
+    /// Parse a group name (case-insensitive; empty is normal). None when the name has
+    /// characters other than letters, digits, `-` and `_`.
     pub fn parse(s: &str) -> Option<Group> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
             "normal" | "" => Some(Group::Normal),
             "effusion" | "pericardial-effusion" => Some(Group::Effusion),
             "septal" | "septal-defect" => Some(Group::Septal),
+            _ if t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+            {
+                Some(Group::Named(intern(t)))
+            }
             _ => None,
         }
     }
+}
+
+/// One `&'static str` per distinct disease name, so that [`Group`] stays `Copy`. A process
+/// sees a handful of names, so the table never grows beyond them.
+fn intern(name: String) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&n) = names.get(name.as_str()) {
+        return n;
+    }
+    let n: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(n);
+    n
 }
 
 /// One image with its label map, both `size x size`, row-major.
@@ -60,6 +93,9 @@ pub struct Dataset {
     /// Where the samples came from (`phantom seed S`, or the folder's path), so that a
     /// model can tell whether a data set is the one it was trained on.
     pub source: String,
+    /// Whether a manifest named the patients (then the protocol splits by patient unless
+    /// told otherwise).
+    pub manifest_patients: bool,
     pub samples: Vec<Sample>,
 }
 
@@ -108,6 +144,7 @@ impl Dataset {
             label_names: self.label_names.clone(),
             normalisation: self.normalisation.clone(),
             source: self.source.clone(),
+            manifest_patients: self.manifest_patients,
             samples: Vec::new(),
         }
     }

@@ -149,6 +149,7 @@ impl PhantomSpec {
             label_names: CARDIAC_LABELS.iter().map(|s| s.to_string()).collect(),
             normalisation: NORMALISATION.into(),
             source: format!("phantom seed {}", self.seed),
+            manifest_patients: false,
             samples,
         })
     }
@@ -355,7 +356,8 @@ impl Disease {
     fn draw(spec: &PhantomSpec, group: Group, s: f64, r: &mut SeedRng) -> Disease {
         let lerp = |(a, b): (f64, f64)| a + (b - a) * s;
         match group {
-            Group::Normal => Disease::None,
+            // The phantom draws only its own two diseases.
+            Group::Normal | Group::Named(_) => Disease::None,
             Group::Effusion => Disease::Effusion {
                 thickness: lerp(spec.effusion_thickness),
                 centre: uniform(r, 0.0, std::f64::consts::TAU),

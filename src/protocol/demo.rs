@@ -9,7 +9,12 @@
 //! `quick` shrinks every stage so that it fits a 2-core machine with only the software
 //! adapter in 15 minutes: 64x64 images, a U-Net with n = 8 trained for 120 steps, the
 //! `quick` classifier at 32x32 trained for 100 steps (half the paper's), k in {1, 3, 10}
-//! and 2 repetitions (60 runs). `paper` is the paper's full scale (a GPU's job).
+//! and 2 repetitions (60 runs). `mid` is the largest scale that fits a few hours there: 45
+//! normal patients (30 for the segmentation network) and 45 images of each disease, a
+//! U-Net with n = 8 trained for 1,200 steps at 64x64, the classifier with quick's widths
+//! at 64x64 (no resizing of the feature maps) for the paper's 200 steps at Adam's default
+//! rate 1e-3, k in {1, 2, 3, 5, 7, 10}, 10 repetitions split by patient (600 runs).
+//! `paper` is the paper's full scale (a GPU's job).
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,6 +22,7 @@ use std::time::Instant;
 use crate::data::phantom::PhantomSpec;
 use crate::data::Group;
 use crate::nn::Preset;
+use crate::protocol::experiment::SplitBy;
 use crate::protocol::{experiment, report, Protocol};
 use crate::train::cls::ClsTrainOptions;
 use crate::train::{seg, SegTrainOptions};
@@ -39,7 +45,7 @@ impl DemoPlan {
         // the classifier's input.
         let seg_size = match preset {
             Preset::Paper => 256,
-            Preset::Quick => 64,
+            Preset::Quick | Preset::Mid => 64,
         };
         let phantom = PhantomSpec {
             size: seg_size,
@@ -76,6 +82,39 @@ impl DemoPlan {
                         epochs: 10,
                         ..ClsTrainOptions::default()
                     },
+                    ..Protocol::default()
+                },
+            },
+            // Split by patient, the protocol needs whole patients on each side: 15 normal
+            // patients outside the segmentation network's 30 (about 160 images for 50 + 50)
+            // and 15 patients of 3 slices per disease (a pool of 10 from 4 patients, 20
+            // test images from the next 7). The diseases themselves are the default ones.
+            Preset::Mid => DemoPlan {
+                phantom: PhantomSpec {
+                    normal_patients: 45,
+                    effusion_images: 45,
+                    septal_images: 45,
+                    ..phantom
+                },
+                seg_patients: 30,
+                seg: SegTrainOptions {
+                    channels: 8,
+                    size: seg_size,
+                    epochs: 40,
+                    batches_per_epoch: 30,
+                    ..SegTrainOptions::default()
+                },
+                protocol: Protocol {
+                    positives: vec![1, 2, 3, 5, 7, 10],
+                    reps: 10,
+                    width,
+                    fc,
+                    size,
+                    train: ClsTrainOptions {
+                        lr: preset.cls_lr(),
+                        ..ClsTrainOptions::default()
+                    },
+                    split: SplitBy::Patient,
                     ..Protocol::default()
                 },
             },

@@ -53,6 +53,37 @@ pub struct Protocol {
     pub fc: usize,
     pub size: usize,
     pub train: ClsTrainOptions,
+    /// How images are split between training and testing.
+    pub split: SplitBy,
+}
+
+/// How a repetition splits the images between training and testing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitBy {
+    /// Image by image, as the paper describes: neighbouring slices of one patient can sit
+    /// on both sides.
+    Image,
+    /// Patient by patient: no patient has images on both sides (negatives and each
+    /// disease's positives alike). The training pool takes one image of each of its
+    /// patients before a second of any, so the first k positives come from k patients where
+    /// the pool has them.
+    Patient,
+}
+
+impl SplitBy {
+    pub fn parse(s: &str) -> Result<SplitBy> {
+        match s {
+            "image" => Ok(SplitBy::Image),
+            "patient" => Ok(SplitBy::Patient),
+            _ => bail!("--split must be 'image' or 'patient', got '{s}'"),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitBy::Image => "image",
+            SplitBy::Patient => "patient",
+        }
+    }
 }
 
 impl Default for Protocol {
@@ -71,6 +102,7 @@ impl Default for Protocol {
             fc: 4096,
             size: 256,
             train: ClsTrainOptions::default(),
+            split: SplitBy::Image,
         }
     }
 }
@@ -138,13 +170,17 @@ fn disease_code(g: Group) -> u64 {
         Group::Normal => 0,
         Group::Effusion => 1,
         Group::Septal => 2,
+        // FNV-1a of the name: the same code in every process.
+        Group::Named(n) => n.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+        }),
     }
 }
 
 impl Protocol {
     pub fn validate(&self) -> Result<()> {
         if self.diseases.is_empty() || self.diseases.contains(&Group::Normal) {
-            bail!("--diseases must name at least one disease (effusion, septal)");
+            bail!("--diseases must name at least one disease (effusion, septal, or a group of the data's manifest)");
         }
         if self.combos.is_empty() {
             bail!("--features needs at least one combination");
@@ -191,7 +227,7 @@ impl Protocol {
     /// The settings a run's result depends on (beyond its id), as pinned in
     /// experiment.json.
     pub fn settings(&self, seg: &Unet, seg_meta: &SegMeta, data: &Dataset) -> Value {
-        json!({
+        let mut v = json!({
             "negatives_train": self.negatives_train,
             "negatives_test": self.negatives_test,
             "pool": self.pool,
@@ -214,7 +250,13 @@ impl Protocol {
                 "train_data": seg_meta.data,
             },
             "data": data.source,
-        })
+        });
+        // Written only when it is not the paper's, so that experiments pinned before the
+        // option existed (all split by image) still resume.
+        if self.split != SplitBy::Image {
+            v["split"] = json!(self.split.name());
+        }
+        v
     }
 }
 
@@ -229,6 +271,9 @@ pub struct Cohort {
     /// Whether the data is the segmentation network's own (its training patients were
     /// excluded); when false, no patient could be excluded.
     pub excluded_seg_patients: bool,
+    /// Name and patient of every image, in bank order (see [`Cohort::images`]).
+    pub names: Vec<String>,
+    pub patients: Vec<String>,
 }
 
 impl Cohort {
@@ -264,6 +309,23 @@ impl Cohort {
             let idx: Vec<usize> = (0..data.samples.len())
                 .filter(|&i| data.samples[i].group == d)
                 .collect();
+            if idx.is_empty() {
+                let mut groups: Vec<&str> = Vec::new();
+                for s in &data.samples {
+                    if s.group != Group::Normal && !groups.contains(&s.group.name()) {
+                        groups.push(s.group.name());
+                    }
+                }
+                bail!(
+                    "unknown disease '{}': no image of the data belongs to it (its diseases: {})",
+                    d.name(),
+                    if groups.is_empty() {
+                        "none".to_string()
+                    } else {
+                        groups.join(", ")
+                    }
+                );
+            }
             let need = p.pool + p.positives_test;
             if idx.len() < need {
                 bail!(
@@ -276,12 +338,33 @@ impl Cohort {
             }
             positives.push((d, idx));
         }
-        Ok(Cohort {
+        let mut cohort = Cohort {
             negatives,
             positives,
             negative_patients,
             excluded_seg_patients: same,
-        })
+            names: Vec::new(),
+            patients: Vec::new(),
+        };
+        for i in cohort.images() {
+            cohort.names.push(data.samples[i].name.clone());
+            cohort.patients.push(data.samples[i].patient.clone());
+        }
+        if p.split == SplitBy::Patient {
+            // Every repetition's split must be possible; find out now, not at run 500.
+            for rep in 0..p.reps {
+                for &disease in &p.diseases {
+                    let r = RunId {
+                        rep,
+                        disease,
+                        k: 1,
+                        combo: Combo::Img,
+                    };
+                    cohort.split(p, &r)?;
+                }
+            }
+        }
+        Ok(cohort)
     }
 
     /// Every image index, in bank order.
@@ -295,34 +378,150 @@ impl Cohort {
 
     /// Bank positions of (training images, their labels, test images, their labels) for
     /// run `r`, with the split seed.
-    pub fn split(
-        &self,
-        p: &Protocol,
-        r: &RunId,
-    ) -> (Vec<usize>, Vec<u8>, Vec<usize>, Vec<u8>, u64) {
+    pub fn split(&self, p: &Protocol, r: &RunId) -> Result<Split> {
         let split_seed = mix(&[p.seed, r.rep as u64]);
-        let mut neg: Vec<usize> = (0..self.negatives.len()).collect();
-        neg.shuffle(&mut rng(mix(&[split_seed, 0])));
+        let neg: Vec<usize> = (0..self.negatives.len()).collect();
         let mut offset = self.negatives.len();
         let mut pos = Vec::new();
+        let mut code = 0;
         for (d, idx) in &self.positives {
             if *d == r.disease {
                 pos = (offset..offset + idx.len()).collect();
-                pos.shuffle(&mut rng(mix(&[split_seed, disease_code(*d)])));
+                code = disease_code(*d);
                 break;
             }
             offset += idx.len();
         }
-        let mut train: Vec<usize> = pos[..r.k].to_vec();
+        let neg_rng = &mut rng(mix(&[split_seed, 0]));
+        let pos_rng = &mut rng(mix(&[split_seed, code]));
+        let (neg_train, neg_test, pool, pos_test) = match p.split {
+            SplitBy::Image => {
+                let (mut neg, mut pos) = (neg, pos);
+                neg.shuffle(neg_rng);
+                pos.shuffle(pos_rng);
+                (
+                    neg[..p.negatives_train].to_vec(),
+                    neg[p.negatives_train..p.negatives_train + p.negatives_test].to_vec(),
+                    pos[..p.pool].to_vec(),
+                    pos[p.pool..p.pool + p.positives_test].to_vec(),
+                )
+            }
+            SplitBy::Patient => {
+                let (neg_train, neg_test) = self.by_patient(
+                    &neg,
+                    neg_rng,
+                    (p.negatives_train, p.negatives_test),
+                    false,
+                    "normal",
+                    r.rep,
+                )?;
+                let (pool, pos_test) = self.by_patient(
+                    &pos,
+                    pos_rng,
+                    (p.pool, p.positives_test),
+                    true,
+                    r.disease.name(),
+                    r.rep,
+                )?;
+                (neg_train, neg_test, pool, pos_test)
+            }
+        };
+        let mut train: Vec<usize> = pool[..r.k].to_vec();
         let mut train_y = vec![1u8; r.k];
-        train.extend(&neg[..p.negatives_train]);
-        train_y.extend(std::iter::repeat_n(0u8, p.negatives_train));
-        let mut test: Vec<usize> = pos[p.pool..p.pool + p.positives_test].to_vec();
-        let mut test_y = vec![1u8; p.positives_test];
-        test.extend(&neg[p.negatives_train..p.negatives_train + p.negatives_test]);
-        test_y.extend(std::iter::repeat_n(0u8, p.negatives_test));
-        (train, train_y, test, test_y, split_seed)
+        train.extend(&neg_train);
+        train_y.extend(std::iter::repeat_n(0u8, neg_train.len()));
+        let mut test = pos_test;
+        let mut test_y = vec![1u8; test.len()];
+        test.extend(&neg_test);
+        test_y.extend(std::iter::repeat_n(0u8, neg_test.len()));
+        Ok(Split {
+            train,
+            train_y,
+            test,
+            test_y,
+            seed: split_seed,
+        })
     }
+
+    /// Split the bank positions `items` by patient: patients in a random order, whole
+    /// patients to the first side until it has `want.0` images, then whole patients to the
+    /// second until it has `want.1`; images of a patient beyond a side's count are used on
+    /// neither. With `interleave`, the first side lists one image of each of its patients
+    /// before a second image of any.
+    fn by_patient(
+        &self,
+        items: &[usize],
+        rng: &mut impl rand::Rng,
+        want: (usize, usize),
+        interleave: bool,
+        what: &str,
+        rep: usize,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut order: Vec<&str> = Vec::new();
+        for &i in items {
+            let pt = self.patients[i].as_str();
+            match order.iter().position(|&o| o == pt) {
+                Some(g) => groups[g].push(i),
+                None => {
+                    order.push(pt);
+                    groups.push(vec![i]);
+                }
+            }
+        }
+        groups.shuffle(rng);
+        for g in &mut groups {
+            g.shuffle(rng);
+        }
+        let mut next = 0;
+        let mut side = |n: usize| -> Option<Vec<Vec<usize>>> {
+            let mut taken = Vec::new();
+            let mut count = 0;
+            while count < n {
+                let g = groups.get(next)?;
+                count += g.len();
+                taken.push(g.clone());
+                next += 1;
+            }
+            Some(taken)
+        };
+        let short = |side: &str, n: usize| {
+            Error(format!(
+                "splitting by patient, repetition {} cannot find whole {what} patients for {n} {side} images ({} images from {} patients, {} + {} wanted): lower the counts, add patients, or use --split image",
+                rep + 1,
+                items.len(),
+                order.len(),
+                want.0,
+                want.1
+            ))
+        };
+        let first = side(want.0).ok_or_else(|| short("training", want.0))?;
+        let second = side(want.1).ok_or_else(|| short("test", want.1))?;
+        let flat = |gs: Vec<Vec<usize>>, n: usize, interleave: bool| -> Vec<usize> {
+            let mut out = Vec::new();
+            if interleave {
+                let longest = gs.iter().map(Vec::len).max().unwrap_or(0);
+                for j in 0..longest {
+                    out.extend(gs.iter().filter_map(|g| g.get(j)));
+                }
+            } else {
+                out = gs.concat();
+            }
+            out.truncate(n);
+            out
+        };
+        Ok((flat(first, want.0, interleave), flat(second, want.1, false)))
+    }
+}
+
+/// One run's images: bank positions and labels (1 = diseased) of the training and test
+/// images, and the repetition's split seed.
+pub struct Split {
+    pub train: Vec<usize>,
+    pub train_y: Vec<u8>,
+    pub test: Vec<usize>,
+    pub test_y: Vec<u8>,
+    pub seed: u64,
 }
 
 /// The JSONL file this process appends to.
@@ -498,7 +697,13 @@ fn one_run(
 ) -> Result<(RunRecord, String)> {
     let t0 = Instant::now();
     let steps = p.train.epochs * p.train.batches_per_epoch;
-    let (train, train_y, test, test_y, split_seed) = cohort.split(p, r);
+    let Split {
+        train,
+        train_y,
+        test,
+        test_y,
+        seed: split_seed,
+    } = cohort.split(p, r)?;
     let init_seed = init_seed(split_seed, r.k);
     let config = VggConfig::new(bank.channels(r.combo), p.size, p.width, p.fc)?;
     let what = format!(
@@ -533,6 +738,7 @@ fn one_run(
             .zip(&probs)
             .map(|(&t, &pr)| (t == 1, pr > 0.5)),
     );
+    let test_names = test.iter().map(|&i| cohort.names[i].clone()).collect();
     let rec = RunRecord {
         disease: r.disease.name().to_string(),
         features: r.combo.name().to_string(),
@@ -543,6 +749,9 @@ fn one_run(
         confusion,
         final_loss: last_loss as f64,
         seconds: t0.elapsed().as_secs_f64(),
+        test: test_names,
+        test_y,
+        probs,
     };
     Ok((rec, what))
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::nn::checkpoint::write_atomic;
-use crate::protocol::metrics::{mean_std, Confusion};
+use crate::protocol::metrics::{auc, mean_std, Confusion, Paired};
 use crate::protocol::plot;
 use crate::train::features::Combo;
 use crate::{bail, Error, Result};
@@ -26,9 +26,26 @@ pub struct RunRecord {
     pub confusion: Confusion,
     pub final_loss: f64,
     pub seconds: f64,
+    /// The test images by name, their truth (1 = diseased) and P(diseased) of each, in
+    /// the same order; empty in records written before they were kept.
+    pub test: Vec<String>,
+    pub test_y: Vec<u8>,
+    pub probs: Vec<f32>,
 }
 
 impl RunRecord {
+    /// Area under the ROC curve of the test probabilities (None without them).
+    pub fn auc(&self) -> Option<f64> {
+        if self.probs.is_empty() || self.probs.len() != self.test_y.len() {
+            return None;
+        }
+        auc(self
+            .test_y
+            .iter()
+            .zip(&self.probs)
+            .map(|(&t, &p)| (t == 1, p as f64)))
+    }
+
     pub fn key(&self) -> (String, String, usize, usize) {
         (
             self.disease.clone(),
@@ -54,8 +71,12 @@ impl RunRecord {
             "fn": c.fn_,
             "tn": c.tn,
             "fp": c.fp,
+            "auc": self.auc(),
             "final_loss": self.final_loss,
             "seconds": self.seconds,
+            "test": self.test,
+            "test_y": self.test_y,
+            "probs": self.probs,
         })
     }
 
@@ -88,6 +109,31 @@ impl RunRecord {
             },
             final_loss: f("final_loss"),
             seconds: f("seconds"),
+            test: match v.get("test") {
+                None => Vec::new(),
+                Some(t) => t
+                    .as_array()
+                    .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
+                    .ok_or("field 'test' must be a list of image names")?,
+            },
+            test_y: match v.get("test_y") {
+                None => Vec::new(),
+                Some(t) => t
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|x| x.as_u64().filter(|&y| y <= 1).map(|y| y as u8))
+                            .collect()
+                    })
+                    .ok_or("field 'test_y' must be a list of 0 and 1")?,
+            },
+            probs: match v.get("probs") {
+                None => Vec::new(),
+                Some(t) => t
+                    .as_array()
+                    .and_then(|a| a.iter().map(|x| x.as_f64().map(|p| p as f32)).collect())
+                    .ok_or("field 'probs' must be a list of numbers")?,
+            },
         })
     }
 }
@@ -156,6 +202,9 @@ pub struct Row {
     pub tpr: Option<(f64, f64, usize)>,
     pub tnr: Option<(f64, f64, usize)>,
     pub kappa: Option<(f64, f64, usize)>,
+    pub auc: Option<(f64, f64, usize)>,
+    /// Median final training loss over the repetitions.
+    pub loss: Option<f64>,
 }
 
 /// Order of combinations in tables and figures: the paper's, then any other name.
@@ -190,8 +239,124 @@ pub fn summarise(runs: &[RunRecord]) -> Vec<Row> {
             tpr: mean_std(rs.iter().map(|r| r.confusion.tpr())),
             tnr: mean_std(rs.iter().map(|r| r.confusion.tnr())),
             kappa: mean_std(rs.iter().map(|r| r.confusion.kappa())),
+            auc: mean_std(rs.iter().map(|r| r.auc())),
+            loss: median(rs.iter().map(|r| r.final_loss).filter(|l| l.is_finite())),
         })
         .collect()
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// One combination against a baseline at one (disease, k), paired by repetition.
+#[derive(Clone, Debug)]
+pub struct PairedRow {
+    pub disease: String,
+    pub features: String,
+    pub baseline: String,
+    /// The k, or None for the pool of every k in `pooled_ks` (per repetition, the mean
+    /// difference over those k).
+    pub k: Option<usize>,
+    pub kappa: Option<Paired>,
+    pub auc: Option<Paired>,
+    pub tpr: Option<Paired>,
+}
+
+/// The values of k pooled into the "few positives" row of the paired tables.
+pub const FEW: [usize; 4] = [1, 2, 3, 5];
+
+/// Every combination other than `baseline` against it, per disease and k and pooled over
+/// the k of [`FEW`] present, paired by repetition (only repetitions where both have a
+/// defined value count). Bootstrap seeds are fixed per cell, so the table is the same
+/// every time it is written.
+pub fn paired(runs: &[RunRecord], baseline: &str) -> Vec<PairedRow> {
+    type Key = (String, String, usize, usize);
+    let by: HashMap<Key, &RunRecord> = runs.iter().map(|r| (r.key(), r)).collect();
+    let rows = summarise(runs);
+    let mut out = Vec::new();
+    let mut diseases: Vec<String> = rows.iter().map(|r| r.disease.clone()).collect();
+    diseases.dedup();
+    for disease in &diseases {
+        let dr: Vec<&Row> = rows.iter().filter(|r| &r.disease == disease).collect();
+        let mut combos: Vec<String> = Vec::new();
+        let mut ks: Vec<usize> = Vec::new();
+        for r in &dr {
+            if !combos.contains(&r.features) {
+                combos.push(r.features.clone());
+            }
+            if !ks.contains(&r.k) {
+                ks.push(r.k);
+            }
+        }
+        ks.sort();
+        if !combos.iter().any(|c| c == baseline) {
+            continue;
+        }
+        let reps: Vec<usize> = {
+            let mut v: Vec<usize> = runs
+                .iter()
+                .filter(|r| &r.disease == disease)
+                .map(|r| r.rep)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        // d_r for one metric at the given k's (averaged over them within a repetition;
+        // a repetition counts only when every one of those k has both values).
+        let diffs = |c: &str, kk: &[usize], pick: fn(&RunRecord) -> Option<f64>| -> Vec<f64> {
+            reps.iter()
+                .filter_map(|&rep| {
+                    let mut sum = 0.0;
+                    for &k in kk {
+                        let key = |f: &str| (disease.clone(), f.to_string(), k, rep);
+                        let a = pick(by.get(&key(baseline))?)?;
+                        let b = pick(by.get(&key(c))?)?;
+                        sum += b - a;
+                    }
+                    Some(sum / kk.len() as f64)
+                })
+                .collect()
+        };
+        let few: Vec<usize> = FEW.iter().copied().filter(|k| ks.contains(k)).collect();
+        let mut cells: Vec<(Option<usize>, Vec<usize>)> =
+            ks.iter().map(|&k| (Some(k), vec![k])).collect();
+        if few.len() > 1 {
+            cells.push((None, few));
+        }
+        for c in combos.iter().filter(|c| *c != baseline) {
+            for (k, kk) in &cells {
+                let seed = |m: u64| {
+                    let mut h = m ^ (k.unwrap_or(0) as u64) << 8;
+                    for b in disease.bytes().chain(c.bytes()) {
+                        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+                    }
+                    h
+                };
+                out.push(PairedRow {
+                    disease: disease.clone(),
+                    features: c.clone(),
+                    baseline: baseline.to_string(),
+                    k: *k,
+                    kappa: Paired::of(&diffs(c, kk, |r| r.confusion.kappa()), seed(1)),
+                    auc: Paired::of(&diffs(c, kk, RunRecord::auc), seed(2)),
+                    tpr: Paired::of(&diffs(c, kk, |r| r.confusion.tpr()), seed(3)),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn csv_cell(v: Option<(f64, f64, usize)>) -> String {
@@ -204,7 +369,23 @@ fn md_cell(v: Option<(f64, f64, usize)>) -> String {
     })
 }
 
-/// Write summary.csv, report.md and the figures into `out` from the runs in `dirs`.
+fn paired_cell(v: Option<Paired>) -> String {
+    v.map_or("n/a".into(), |v| {
+        format!(
+            "{:+.0} [{:+.0}, {:+.0}], {}",
+            100.0 * v.mean,
+            100.0 * v.lo,
+            100.0 * v.hi,
+            if v.p < 0.001 {
+                "p<0.001".to_string()
+            } else {
+                format!("p={:.3}", v.p)
+            }
+        )
+    })
+}
+
+/// Write summary.csv, paired.csv, report.md and the figures into `out` from the runs in `dirs`.
 /// Returns the Markdown.
 pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
     let runs = read_runs(dirs)?;
@@ -213,26 +394,49 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
         .map_err(|e| Error(format!("cannot create folder {}: {e}", out.display())))?;
 
     let mut csv = String::from(
-        "disease,features,k,reps,tpr_mean,tpr_std,tnr_mean,tnr_std,kappa_mean,kappa_std\n",
+        "disease,features,k,reps,tpr_mean,tpr_std,tnr_mean,tnr_std,kappa_mean,kappa_std,auc_mean,auc_std,median_final_loss\n",
     );
     for r in &rows {
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             r.disease,
             r.features,
             r.k,
             r.reps,
             csv_cell(r.tpr),
             csv_cell(r.tnr),
-            csv_cell(r.kappa)
+            csv_cell(r.kappa),
+            csv_cell(r.auc),
+            r.loss.map_or(String::new(), |l| format!("{l:.4}"))
         ));
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
+    let pairs = paired(&runs, Combo::Img.name());
+    let mut pcsv = String::from("disease,features,baseline,k,metric,n,mean_diff,ci_lo,ci_hi,p\n");
+    for r in &pairs {
+        for (metric, v) in [("kappa", r.kappa), ("auc", r.auc), ("tpr", r.tpr)] {
+            if let Some(v) = v {
+                pcsv.push_str(&format!(
+                    "{},{},{},{},{metric},{},{:.4},{:.4},{:.4},{:.4}\n",
+                    r.disease,
+                    r.features,
+                    r.baseline,
+                    r.k.map_or("few".to_string(), |k| k.to_string()),
+                    v.n,
+                    v.mean,
+                    v.lo,
+                    v.hi,
+                    v.p
+                ));
+            }
+        }
+    }
+    write_atomic(&out.join("paired.csv"), pcsv.as_bytes())?;
 
     let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
     let mut md = String::from("# Disease detection from segmentation features\n\n");
     md.push_str(&format!(
-        "{} classifier runs from {} ({:.0} s of training and testing in all). Each cell is the mean ± standard deviation over repetitions, in percent; kappa is Cohen's. Columns are feature combinations, rows the number k of positive training images.\n",
+        "{} classifier runs from {} ({:.0} s of training and testing in all). Each cell is the mean ± standard deviation over repetitions, in percent; kappa is Cohen's (a test image is called diseased when P > 0.5); AUC is the area under the ROC curve of the test probabilities, free of that threshold. Columns are feature combinations, rows the number k of positive training images. The paired tables compare each combination with IMG run by run (same split, same initial-weight seed): the mean difference, its bootstrap 95% confidence interval and the exact sign-flip permutation p-value; `few` pools k = 1, 2, 3, 5 (per repetition, the mean difference over them).\n",
         runs.len(),
         dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
         seconds
@@ -260,10 +464,11 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             "\n## {disease}\n\n![{disease}](fig-{disease}.png)\n"
         ));
         type Pick = fn(&Row) -> Option<(f64, f64, usize)>;
-        let metrics: [(&str, Pick); 3] = [
+        let metrics: [(&str, Pick); 4] = [
             ("True-positive rate (%)", |r| r.tpr),
             ("True-negative rate (%)", |r| r.tnr),
             ("Cohen's kappa (%)", |r| r.kappa),
+            ("AUC (%)", |r| r.auc),
         ];
         for (title, pick) in metrics {
             md.push_str(&format!("\n{title}\n\n| k |"));
@@ -278,6 +483,60 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
                 for c in &combos {
                     let v = cell.get(&(c.as_str(), k)).and_then(|r| pick(r));
                     md.push_str(&format!(" {} |", md_cell(v)));
+                }
+                md.push('\n');
+            }
+        }
+        md.push_str("\nMedian final training loss\n\n| k |");
+        for c in &combos {
+            md.push_str(&format!(" {} |", c.to_ascii_uppercase()));
+        }
+        md.push_str("\n|---|");
+        md.push_str(&"---|".repeat(combos.len()));
+        md.push('\n');
+        for &k in &ks {
+            md.push_str(&format!("| {k} |"));
+            for c in &combos {
+                let v = cell.get(&(c.as_str(), k)).and_then(|r| r.loss);
+                md.push_str(&format!(
+                    " {} |",
+                    v.map_or("n/a".into(), |l| format!("{l:.3}"))
+                ));
+            }
+            md.push('\n');
+        }
+        let dp: Vec<&PairedRow> = pairs.iter().filter(|r| &r.disease == disease).collect();
+        type PickP = fn(&PairedRow) -> Option<Paired>;
+        let paired_metrics: [(&str, PickP); 2] = [("kappa", |r| r.kappa), ("AUC", |r| r.auc)];
+        for (title, pick) in paired_metrics {
+            if dp.iter().all(|r| pick(r).is_none()) {
+                continue;
+            }
+            md.push_str(&format!(
+                "\nPaired difference to IMG, {title} (percentage points: mean [95% CI], p)\n\n| k |"
+            ));
+            let others: Vec<&String> = combos.iter().filter(|c| c.as_str() != "img").collect();
+            for c in &others {
+                md.push_str(&format!(" {} |", c.to_ascii_uppercase()));
+            }
+            md.push_str("\n|---|");
+            md.push_str(&"---|".repeat(others.len()));
+            md.push('\n');
+            let mut kk: Vec<Option<usize>> = ks.iter().map(|&k| Some(k)).collect();
+            if dp.iter().any(|r| r.k.is_none()) {
+                kk.push(None);
+            }
+            for k in kk {
+                md.push_str(&format!(
+                    "| {} |",
+                    k.map_or("few".to_string(), |k| k.to_string())
+                ));
+                for c in &others {
+                    let v = dp
+                        .iter()
+                        .find(|r| &&r.features == c && r.k == k)
+                        .and_then(|r| pick(r));
+                    md.push_str(&format!(" {} |", paired_cell(v)));
                 }
                 md.push('\n');
             }
@@ -315,6 +574,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             &[
                 ("true-positive rate", series(|r| r.tpr)),
                 ("Cohen's kappa", series(|r| r.kappa)),
+                ("AUC", series(|r| r.auc)),
             ],
             "positive training images (k)",
         );
