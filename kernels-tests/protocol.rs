@@ -436,6 +436,7 @@ fn tiny_protocol() -> Protocol {
             batches_per_epoch: 2,
             epochs: 2,
             lr: 1e-3,
+            ..ClsTrainOptions::default()
         },
         ..Protocol::default()
     }

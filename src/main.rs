@@ -208,7 +208,34 @@ enum Command {
         /// Classifiers trained at once, as for `experiment`.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
         jobs: Option<u32>,
+        #[command(flatten)]
+        overrides: DemoOverrides,
     },
+}
+
+/// Changes to a demo preset's plan, for ablations (each one is recorded in the experiment's
+/// settings or the segmentation model's metadata, so folders of different plans are never
+/// mixed).
+#[derive(Args, Clone)]
+struct DemoOverrides {
+    /// The classifier's learning rate.
+    #[arg(long)]
+    cls_lr: Option<f32>,
+    /// Values of k: a range A..B or a comma-separated list.
+    #[arg(long)]
+    positives: Option<String>,
+    /// Repetitions.
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Feature combinations, comma-separated.
+    #[arg(long)]
+    features: Option<String>,
+    /// Epochs of the segmentation network's training.
+    #[arg(long)]
+    seg_epochs: Option<usize>,
+    /// Feed the classifier its inputs as they are, without standardising each channel.
+    #[arg(long)]
+    no_standardise: bool,
 }
 
 #[derive(Args, Clone)]
@@ -276,6 +303,7 @@ impl ProtocolArgs {
                 batches_per_epoch: self.batches_per_epoch,
                 epochs: self.epochs,
                 lr: self.lr.unwrap_or(preset.cls_lr()),
+                ..ClsTrainOptions::default()
             },
             split: match &self.split {
                 Some(s) => SplitBy::parse(s)?,
@@ -508,7 +536,12 @@ fn main() {
             experiment(&seg, &data, p, protocol.split.is_none(), shard, jobs, &out)
         })(),
         Command::Report { dirs, out } => report(&dirs, out.as_deref()),
-        Command::Demo { out, preset, jobs } => demo(&out, &preset, jobs),
+        Command::Demo {
+            out,
+            preset,
+            jobs,
+            overrides,
+        } => demo(&out, &preset, jobs, &overrides),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -704,10 +737,14 @@ fn eval_seg(
     args.label_names = meta.label_names.join(",");
     let all = load_data(&args, unet.config.size)?;
     let list = patients.map(data::parse_list);
-    let ds = all.select(
-        list.as_deref(),
-        &[Group::Normal, Group::Effusion, Group::Septal],
-    )?;
+    // Every group, diseases a manifest names included.
+    let mut groups: Vec<Group> = Vec::new();
+    for s in &all.samples {
+        if !groups.contains(&s.group) {
+            groups.push(s.group);
+        }
+    }
+    let ds = all.select(list.as_deref(), &groups)?;
     let seen: Vec<String> = ds
         .patients()
         .into_iter()
@@ -1099,8 +1136,31 @@ fn report(dirs: &[PathBuf], out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn demo(out: &Path, preset: &str, jobs: Option<u32>) -> Result<()> {
-    let plan = segfeat::protocol::demo::DemoPlan::new(Preset::parse(preset)?);
+fn demo(out: &Path, preset: &str, jobs: Option<u32>, o: &DemoOverrides) -> Result<()> {
+    let mut plan = segfeat::protocol::demo::DemoPlan::new(Preset::parse(preset)?);
+    let p = &mut plan.protocol;
+    if let Some(lr) = o.cls_lr {
+        p.train.lr = lr;
+    }
+    if let Some(k) = &o.positives {
+        p.positives = parse_counts(k, "positives")?;
+    }
+    if let Some(r) = o.reps {
+        p.reps = r;
+    }
+    if let Some(f) = &o.features {
+        p.combos = Combo::parse_list(f)?;
+    }
+    if o.no_standardise {
+        p.train.standardise = false;
+    }
+    if let Some(e) = o.seg_epochs {
+        if e == 0 {
+            bail!("--seg-epochs must be at least 1");
+        }
+        plan.seg.epochs = e;
+    }
+    plan.protocol.validate()?;
     let gpu = Gpu::new()?;
     let jobs = jobs.map_or_else(|| default_jobs(&gpu), |j| j as usize);
     let md = segfeat::protocol::demo::run(&gpu, &plan, out, jobs, true)?;

@@ -251,10 +251,13 @@ impl Protocol {
             },
             "data": data.source,
         });
-        // Written only when it is not the paper's, so that experiments pinned before the
-        // option existed (all split by image) still resume.
+        // Written only when they are not the defaults, so that experiments pinned before
+        // the options existed (split by image, standardised inputs) still resume.
         if self.split != SplitBy::Image {
             v["split"] = json!(self.split.name());
+        }
+        if !self.train.standardise {
+            v["classifier"]["standardise"] = json!(false);
         }
         v
     }

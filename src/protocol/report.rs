@@ -338,7 +338,7 @@ pub fn paired(runs: &[RunRecord], baseline: &str) -> Vec<PairedRow> {
         for c in combos.iter().filter(|c| *c != baseline) {
             for (k, kk) in &cells {
                 let seed = |m: u64| {
-                    let mut h = m ^ (k.unwrap_or(0) as u64) << 8;
+                    let mut h = m ^ ((k.unwrap_or(0) as u64) << 8);
                     for b in disease.bytes().chain(c.bytes()) {
                         h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
                     }

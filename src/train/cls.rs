@@ -21,6 +21,9 @@ pub struct ClsTrainOptions {
     pub batches_per_epoch: usize,
     pub epochs: usize,
     pub lr: f32,
+    /// Standardise every input channel by its mean and standard deviation over the run's
+    /// training images (the default); off, the inputs go in as they are (an ablation).
+    pub standardise: bool,
 }
 
 /// Adam's step size for the classifier. The paper gives none; on the demo's phantom 1e-3
@@ -35,6 +38,7 @@ impl Default for ClsTrainOptions {
             batches_per_epoch: 10,
             epochs: 20,
             lr: DEFAULT_CLS_LR,
+            standardise: true,
         }
     }
 }
@@ -110,7 +114,11 @@ pub fn train(
         );
     }
     let vgg = Vgg::init(gpu, config.clone(), seed)?;
-    let stats = ChannelStats::compute(bank, combo, idx)?;
+    let stats = if opts.standardise {
+        ChannelStats::compute(bank, combo, idx)?
+    } else {
+        ChannelStats::identity(bank.channels(combo))
+    };
     let cw = class_weights(labels);
     let class_w = Tensor::from_slice(gpu, &[2], &cw)?;
     let tensors: Vec<&Tensor> = vgg.params.iter().map(|(_, t)| t).collect();

@@ -274,6 +274,14 @@ impl ChannelStats {
         Ok(ChannelStats { mean, std })
     }
 
+    /// Statistics that leave `channels` channels as they are.
+    pub fn identity(channels: usize) -> ChannelStats {
+        ChannelStats {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+
     /// Standardise one input (C x S x S) in place.
     pub fn apply(&self, x: &mut [f32]) {
         let px = x.len() / self.mean.len().max(1);
