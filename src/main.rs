@@ -202,7 +202,7 @@ enum Command {
         #[arg(long, default_value = "segfeat-demo")]
         out: PathBuf,
         /// quick: a reduced protocol that fits 2 CPU cores in 15 minutes; mid: the full
-        /// protocol at 64x64 with patient splits, about an hour there; paper: the paper's scale.
+        /// protocol at 64x64 with patient splits, an hour or more there; paper: the paper's scale.
         #[arg(long, default_value = "quick")]
         preset: String,
         /// Classifiers trained at once, as for `experiment`.

@@ -47,7 +47,7 @@ pub enum Preset {
     Quick,
     /// Quick's widths at 64x64, the segmentation network's own size in `segfeat demo
     /// --preset mid`, so feature maps are used at native resolution: the whole protocol
-    /// (600 runs of 200 steps, 8.5 s each on lavapipe) fits 2 CPU cores in about an hour.
+    /// (600 runs of 200 steps, 8.5 s each on lavapipe) fits 2 CPU cores in an hour or two.
     Mid,
 }
 
