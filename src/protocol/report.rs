@@ -259,6 +259,23 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     })
 }
 
+/// A disease's rows, its combinations in table order and its k in increasing order.
+fn layout<'a>(rows: &'a [Row], disease: &str) -> (Vec<&'a Row>, Vec<String>, Vec<usize>) {
+    let dr: Vec<&Row> = rows.iter().filter(|r| r.disease == disease).collect();
+    let mut combos: Vec<String> = Vec::new();
+    let mut ks: Vec<usize> = Vec::new();
+    for r in &dr {
+        if !combos.contains(&r.features) {
+            combos.push(r.features.clone());
+        }
+        if !ks.contains(&r.k) {
+            ks.push(r.k);
+        }
+    }
+    ks.sort();
+    (dr, combos, ks)
+}
+
 /// One combination against a baseline at one (disease, k), paired by repetition.
 #[derive(Clone, Debug)]
 pub struct PairedRow {
@@ -288,18 +305,7 @@ pub fn paired(runs: &[RunRecord], baseline: &str) -> Vec<PairedRow> {
     let mut diseases: Vec<String> = rows.iter().map(|r| r.disease.clone()).collect();
     diseases.dedup();
     for disease in &diseases {
-        let dr: Vec<&Row> = rows.iter().filter(|r| &r.disease == disease).collect();
-        let mut combos: Vec<String> = Vec::new();
-        let mut ks: Vec<usize> = Vec::new();
-        for r in &dr {
-            if !combos.contains(&r.features) {
-                combos.push(r.features.clone());
-            }
-            if !ks.contains(&r.k) {
-                ks.push(r.k);
-            }
-        }
-        ks.sort();
+        let (_, combos, ks) = layout(&rows, disease);
         if !combos.iter().any(|c| c == baseline) {
             continue;
         }
@@ -444,18 +450,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
     let mut diseases: Vec<String> = rows.iter().map(|r| r.disease.clone()).collect();
     diseases.dedup();
     for disease in &diseases {
-        let dr: Vec<&Row> = rows.iter().filter(|r| &r.disease == disease).collect();
-        let mut combos: Vec<String> = Vec::new();
-        let mut ks: Vec<usize> = Vec::new();
-        for r in &dr {
-            if !combos.contains(&r.features) {
-                combos.push(r.features.clone());
-            }
-            if !ks.contains(&r.k) {
-                ks.push(r.k);
-            }
-        }
-        ks.sort();
+        let (dr, combos, ks) = layout(&rows, disease);
         let cell: HashMap<(&str, usize), &Row> = dr
             .iter()
             .map(|r| ((r.features.as_str(), r.k), *r))
