@@ -375,6 +375,17 @@ fn md_cell(v: Option<(f64, f64, usize)>) -> String {
     })
 }
 
+/// A Markdown table's title, header row (k, then one column per combination) and rule.
+fn table_head(md: &mut String, title: &str, combos: &[String]) {
+    md.push_str(&format!("\n{title}\n\n| k |"));
+    for c in combos {
+        md.push_str(&format!(" {} |", c.to_ascii_uppercase()));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(combos.len()));
+    md.push('\n');
+}
+
 fn paired_cell(v: Option<Paired>) -> String {
     v.map_or("n/a".into(), |v| {
         format!(
@@ -466,13 +477,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             ("AUC (%)", |r| r.auc),
         ];
         for (title, pick) in metrics {
-            md.push_str(&format!("\n{title}\n\n| k |"));
-            for c in &combos {
-                md.push_str(&format!(" {} |", c.to_ascii_uppercase()));
-            }
-            md.push_str("\n|---|");
-            md.push_str(&"---|".repeat(combos.len()));
-            md.push('\n');
+            table_head(&mut md, title, &combos);
             for &k in &ks {
                 md.push_str(&format!("| {k} |"));
                 for c in &combos {
@@ -482,13 +487,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
                 md.push('\n');
             }
         }
-        md.push_str("\nMedian final training loss\n\n| k |");
-        for c in &combos {
-            md.push_str(&format!(" {} |", c.to_ascii_uppercase()));
-        }
-        md.push_str("\n|---|");
-        md.push_str(&"---|".repeat(combos.len()));
-        md.push('\n');
+        table_head(&mut md, "Median final training loss", &combos);
         for &k in &ks {
             md.push_str(&format!("| {k} |"));
             for c in &combos {
@@ -507,16 +506,16 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             if dp.iter().all(|r| pick(r).is_none()) {
                 continue;
             }
-            md.push_str(&format!(
-                "\nPaired difference to IMG, {title} (percentage points: mean [95% CI], p)\n\n| k |"
-            ));
-            let others: Vec<&String> = combos.iter().filter(|c| c.as_str() != "img").collect();
-            for c in &others {
-                md.push_str(&format!(" {} |", c.to_ascii_uppercase()));
-            }
-            md.push_str("\n|---|");
-            md.push_str(&"---|".repeat(others.len()));
-            md.push('\n');
+            let others: Vec<String> = combos
+                .iter()
+                .filter(|c| c.as_str() != "img")
+                .cloned()
+                .collect();
+            table_head(
+                &mut md,
+                &format!("Paired difference to IMG, {title} (percentage points: mean [95% CI], p)"),
+                &others,
+            );
             let mut kk: Vec<Option<usize>> = ks.iter().map(|&k| Some(k)).collect();
             if dp.iter().any(|r| r.k.is_none()) {
                 kk.push(None);
@@ -529,7 +528,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
                 for c in &others {
                     let v = dp
                         .iter()
-                        .find(|r| &&r.features == c && r.k == k)
+                        .find(|r| &r.features == c && r.k == k)
                         .and_then(|r| pick(r));
                     md.push_str(&format!(" {} |", paired_cell(v)));
                 }
