@@ -93,7 +93,7 @@ fn main() -> Result<()> {
         for rep in 0..=reps {
             let (d0, r0) = (gpu.dispatch_count(), gpu.record_seconds());
             let t0 = Instant::now();
-            seg::step(&gpu, &unet, &mut adam, &data, &idx, &class_w)?;
+            seg::step(&gpu, &unet, &mut adam, &data, &idx, &class_w, None)?;
             let secs = t0.elapsed().as_secs_f64();
             if rep == 0 {
                 first = secs;

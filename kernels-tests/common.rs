@@ -144,6 +144,7 @@ pub fn check_conv3x3(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: 
     for (act, want) in [
         (Activation::Elu, r::elu(&want)),
         (Activation::Relu, r::relu(&want)),
+        (Activation::Leaky(0.1), r::leaky_relu(&want, 0.1)),
     ] {
         let y = ops::conv3x3::forward_act(gpu, &tx, &tw, &tb, act).unwrap();
         check(
@@ -791,4 +792,278 @@ impl Composite {
         let logits = r::conv1x1(&cat, &p[4], &p[5], n, a + b, c, h * w);
         r::softmax_ce(&logits, labels, cw, n, c, h * w)
     }
+}
+
+/// leaky ReLU, dropout and global average pooling: forward and backward.
+pub fn check_regularisers(gpu: &Gpu, shape: &[usize], seed: u64) {
+    use ops::dropout::DropoutKey;
+    let numel: usize = shape.iter().product();
+    let mut g = rng(seed);
+    let x: Vec<f32> = rand_vec(&mut g, numel).iter().map(|v| 3.0 * v).collect();
+    let dy = rand_vec(&mut g, numel);
+    let prior = rand_vec(&mut g, numel);
+    let (tx, tdy) = (up(gpu, shape, &x), up(gpu, shape, &dy));
+    let tag = format!("{shape:?}");
+    for a in [0.0f32, 0.01, 0.3] {
+        let y = ops::leaky_relu::forward(gpu, &tx, a).unwrap();
+        let want = r::leaky_relu(&f64s(&x), a as f64);
+        check(
+            &format!("leaky_relu_forward a={a} {tag}"),
+            &y.to_vec(gpu),
+            &want,
+            atol(1),
+            RTOL,
+        );
+        let want_dx = plus(
+            &prior,
+            &r::leaky_relu_backward(&f64s(&x), &f64s(&dy), a as f64),
+        );
+        for (what, from) in [("x", &tx), ("the output", &y)] {
+            let tdx = up(gpu, shape, &prior);
+            ops::leaky_relu::backward(gpu, from, &tdy, &tdx, a).unwrap();
+            check(
+                &format!("leaky_relu_backward from {what} a={a} {tag}"),
+                &tdx.to_vec(gpu),
+                &want_dx,
+                atol(1),
+                RTOL,
+            );
+        }
+    }
+    for p in [0.0f32, 0.25, 0.5] {
+        let key = DropoutKey {
+            seed: seed + 7,
+            step: 3,
+            layer: 1,
+        };
+        let y = ops::dropout::forward(gpu, &tx, p, key).unwrap();
+        let keep: Vec<bool> = (0..numel as u32)
+            .map(|i| ops::dropout::keeps(key, p, i))
+            .collect();
+        let want = r::dropout(&f64s(&x), &keep, p as f64);
+        check(
+            &format!("dropout_forward p={p} {tag}"),
+            &y.to_vec(gpu),
+            &want,
+            atol(1),
+            RTOL,
+        );
+        let tdx = up(gpu, shape, &prior);
+        ops::dropout::backward(gpu, &tdy, &tdx, p, key).unwrap();
+        let want_dx = plus(&prior, &r::dropout(&f64s(&dy), &keep, p as f64));
+        check(
+            &format!("dropout_backward p={p} {tag}"),
+            &tdx.to_vec(gpu),
+            &want_dx,
+            atol(1),
+            RTOL,
+        );
+        // The same key gives the same bits; another step another mask.
+        let again = ops::dropout::forward(gpu, &tx, p, key).unwrap().to_vec(gpu);
+        assert_eq!(
+            again,
+            y.to_vec(gpu),
+            "dropout p={p} {tag}: not deterministic"
+        );
+        if p > 0.0 && numel >= 64 {
+            let other = DropoutKey { step: 4, ..key };
+            let o = ops::dropout::forward(gpu, &tx, p, other)
+                .unwrap()
+                .to_vec(gpu);
+            assert_ne!(
+                o,
+                y.to_vec(gpu),
+                "dropout p={p} {tag}: step 4 drew step 3's mask"
+            );
+            let dropped = keep.iter().filter(|k| !**k).count() as f64 / numel as f64;
+            assert!(
+                (dropped - p as f64).abs()
+                    < 4.0 * (p as f64 * (1.0 - p as f64) / numel as f64).sqrt() + 1e-9,
+                "dropout p={p} {tag}: dropped a fraction {dropped}"
+            );
+        }
+    }
+    if shape.len() == 4 {
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        let y = ops::gap::forward(gpu, &tx).unwrap();
+        check(
+            &format!("gap_forward {tag}"),
+            &y.to_vec(gpu),
+            &r::gap(&f64s(&x), n * c, h * w),
+            atol(h * w) / (h * w) as f64,
+            RTOL,
+        );
+        let gdy = rand_vec(&mut g, n * c);
+        let tdx = up(gpu, shape, &prior);
+        ops::gap::backward(gpu, &up(gpu, &[n, c], &gdy), &tdx).unwrap();
+        let want = plus(&prior, &r::gap_backward(&f64s(&gdy), n * c, h * w));
+        check(
+            &format!("gap_backward {tag}"),
+            &tdx.to_vec(gpu),
+            &want,
+            atol(1),
+            RTOL,
+        );
+    }
+}
+
+/// Batch normalisation on `shape` ((N, C, H, W) or (N, C)): training and inference
+/// forwards, the running statistics, and both backwards.
+pub fn check_batchnorm(gpu: &Gpu, shape: &[usize], seed: u64) {
+    let (n, c) = (shape[0], shape[1]);
+    let hw: usize = shape[2..].iter().product();
+    let numel = n * c * hw;
+    let mut g = rng(seed);
+    // An offset and a scale per channel, so that normalising has work to do.
+    let x: Vec<f32> = rand_vec(&mut g, numel)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let ch = (i / hw) % c;
+            3.0 + ch as f32 + (1.0 + ch as f32 * 0.5) * v
+        })
+        .collect();
+    let gamma: Vec<f32> = rand_vec(&mut g, c).iter().map(|v| 1.0 + 0.5 * v).collect();
+    let beta = rand_vec(&mut g, c);
+    let run0: Vec<f32> = rand_vec(&mut g, 2 * c)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i < c { *v } else { 1.5 + v })
+        .collect();
+    let dy = rand_vec(&mut g, numel);
+    let tag = format!("batchnorm {shape:?}");
+    let (tx, tg, tb, tdy) = (
+        up(gpu, shape, &x),
+        up(gpu, &[c], &gamma),
+        up(gpu, &[c], &beta),
+        up(gpu, shape, &dy),
+    );
+    let xf = f64s(&x);
+    let (gf, bf) = (f64s(&gamma), f64s(&beta));
+    // Training: batch statistics, running averages moved by MOMENTUM.
+    let run = up(gpu, &[2, c], &run0);
+    let (y, stats) = ops::batchnorm::forward_train(gpu, &tx, &tg, &tb, &run).unwrap();
+    let (want, mean, var) = r::batchnorm(&xf, &gf, &bf, n, c, hw, None);
+    // (x - mean) / std is O(1) after normalisation; its error is that of the M-term sums.
+    check(
+        &format!("{tag} forward (training)"),
+        &y.to_vec(gpu),
+        &want,
+        atol(n * hw) * 4.0,
+        RTOL * 10.0,
+    );
+    let m = ops::batchnorm::MOMENTUM as f64;
+    let count = (n * hw) as f64;
+    let want_run: Vec<f64> = (0..2 * c)
+        .map(|i| {
+            let (old, batch) = if i < c {
+                (run0[i] as f64, mean[i])
+            } else {
+                (run0[i] as f64, var[i - c] * count / (count - 1.0).max(1.0))
+            };
+            (1.0 - m) * old + m * batch
+        })
+        .collect();
+    check(
+        &format!("{tag} running statistics"),
+        &run.to_vec(gpu),
+        &want_run,
+        atol(n * hw) * 10.0,
+        RTOL * 10.0,
+    );
+    // Backward (training).
+    let (dx, dgamma, dbeta) = r::batchnorm_backward(&xf, &f64s(&dy), &gf, n, c, hw);
+    let (px, pg, pb) = (
+        rand_vec(&mut g, numel),
+        rand_vec(&mut g, c),
+        rand_vec(&mut g, c),
+    );
+    let (tdx, tdg, tdb) = (up(gpu, shape, &px), up(gpu, &[c], &pg), up(gpu, &[c], &pb));
+    ops::batchnorm::backward(
+        gpu,
+        &tx,
+        &tdy,
+        &tg,
+        &stats,
+        false,
+        Some(&tdx),
+        Some((&tdg, &tdb)),
+    )
+    .unwrap();
+    check(
+        &format!("{tag} backward dx"),
+        &tdx.to_vec(gpu),
+        &plus(&px, &dx),
+        atol(n * hw) * 10.0,
+        RTOL * 10.0,
+    );
+    check(
+        &format!("{tag} backward dgamma"),
+        &tdg.to_vec(gpu),
+        &plus(&pg, &dgamma),
+        atol(n * hw) * 10.0,
+        RTOL * 10.0,
+    );
+    check(
+        &format!("{tag} backward dbeta"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &dbeta),
+        atol(n * hw),
+        RTOL,
+    );
+    // Inference: the running statistics, which stay as they are; the frozen backward.
+    let run = up(gpu, &[2, c], &run0);
+    let (y, stats) = ops::batchnorm::forward_inference(gpu, &tx, &tg, &tb, &run).unwrap();
+    let frozen = Some((
+        run0[..c].iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        run0[c..].iter().map(|&v| v as f64).collect::<Vec<_>>(),
+    ));
+    let (want, _, _) = r::batchnorm(&xf, &gf, &bf, n, c, hw, frozen.clone());
+    check(
+        &format!("{tag} forward (inference)"),
+        &y.to_vec(gpu),
+        &want,
+        atol(1) * 10.0,
+        RTOL * 10.0,
+    );
+    assert_eq!(
+        run.to_vec(gpu),
+        run0,
+        "{tag}: inference moved the running statistics"
+    );
+    let (dx, dgamma, dbeta) =
+        r::batchnorm_backward_frozen(&xf, &f64s(&dy), &gf, frozen.as_ref().unwrap(), n, c, hw);
+    let (tdx, tdg, tdb) = (up(gpu, shape, &px), up(gpu, &[c], &pg), up(gpu, &[c], &pb));
+    ops::batchnorm::backward(
+        gpu,
+        &tx,
+        &tdy,
+        &tg,
+        &stats,
+        true,
+        Some(&tdx),
+        Some((&tdg, &tdb)),
+    )
+    .unwrap();
+    check(
+        &format!("{tag} frozen backward dx"),
+        &tdx.to_vec(gpu),
+        &plus(&px, &dx),
+        atol(1) * 10.0,
+        RTOL * 10.0,
+    );
+    check(
+        &format!("{tag} frozen backward dgamma"),
+        &tdg.to_vec(gpu),
+        &plus(&pg, &dgamma),
+        atol(n * hw) * 10.0,
+        RTOL * 10.0,
+    );
+    check(
+        &format!("{tag} frozen backward dbeta"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &dbeta),
+        atol(n * hw),
+        RTOL,
+    );
 }

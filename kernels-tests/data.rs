@@ -416,3 +416,144 @@ fn summary_counts_parameters_and_flops() {
         assert!(UnetConfig::new(n, 6, size).is_err());
     }
 }
+
+// ---- augmentation (src/data/augment.rs) ----
+
+use segfeat::data::augment::{Augment, Transform};
+
+/// A size x size image that is 1 on the square [x0, x0 + w) x [y0, y0 + w), and its label
+/// map (label 3 there, 0 elsewhere).
+fn square(size: usize, x0: usize, y0: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+    let mut img = vec![0.0f32; size * size];
+    let mut lab = vec![0u8; size * size];
+    for y in y0..y0 + w {
+        for x in x0..x0 + w {
+            img[y * size + x] = 1.0;
+            lab[y * size + x] = 3;
+        }
+    }
+    (img, lab)
+}
+
+/// The centroid of the pixels where `on` holds.
+fn centroid(size: usize, on: impl Fn(usize) -> bool) -> (f64, f64, usize) {
+    let (mut sx, mut sy, mut n) = (0.0, 0.0, 0);
+    for i in (0..size * size).filter(|&i| on(i)) {
+        sx += (i % size) as f64;
+        sy += (i / size) as f64;
+        n += 1;
+    }
+    (sx / n as f64, sy / n as f64, n)
+}
+
+#[test]
+fn augmentation_moves_image_and_labels_together() {
+    let size = 48;
+    let (img, lab) = square(size, 14, 18, 8); // centre (17.5, 21.5)
+    let ranges = Augment {
+        rotate: 30.0,
+        scale: 0.2,
+        stretch: 0.1,
+        shear: 8.0,
+        translate: 0.1,
+        flip_h: true,
+        flip_v: true,
+        crop: 0.2,
+        ..Augment::default()
+    };
+    for step in 0..12u64 {
+        let t = ranges.draw([7, step, 0], size);
+        let (im2, lab2) = t.apply(&img, &lab);
+        let want = t.forward((17.5, 21.5));
+        let (lx, ly, ln) = centroid(size, |i| lab2[i] == 3);
+        let (ix, iy, _) = centroid(size, |i| im2[i] >= 0.5);
+        // The labelled square lands where the transform sends its centre (within the
+        // rounding of a few dozen pixels), and the image's square with it.
+        assert!(
+            ln > 20,
+            "step {step}: the square left the image ({ln} pixels)"
+        );
+        for (what, (x, y)) in [("labels", (lx, ly)), ("image", (ix, iy))] {
+            assert!(
+                (x - want.0).abs() < 1.0 && (y - want.1).abs() < 1.0,
+                "step {step}: {what} centroid ({x:.2}, {y:.2}), transform sends the centre to ({:.2}, {:.2})",
+                want.0,
+                want.1
+            );
+        }
+        // The image (bilinear) and the labels (nearest) agree on almost every pixel.
+        let disagree = (0..size * size)
+            .filter(|&i| (im2[i] >= 0.5) != (lab2[i] == 3))
+            .count();
+        assert!(
+            disagree * 10 < ln,
+            "step {step}: {disagree} pixels disagree of {ln}"
+        );
+        // Forward and inverse are inverses.
+        let back = t.inverse(want);
+        assert!((back.0 - 17.5).abs() < 1e-9 && (back.1 - 21.5).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn augmentation_translation_and_identity_are_exact() {
+    let size = 16;
+    let (img, lab) = square(size, 3, 5, 4);
+    // Identity parameters through the sampling path give the input back, bit for bit.
+    let id = Transform::identity(size);
+    assert_eq!(id.apply(&img, &lab), (img.clone(), lab.clone()));
+    let zero_ranges = Augment {
+        flip_h: false,
+        ..Augment::default()
+    };
+    assert_eq!(
+        zero_ranges.draw([1, 2, 3], size).apply(&img, &lab),
+        (img.clone(), lab.clone())
+    );
+    // A whole-pixel translation shifts both maps by that many pixels.
+    let t = Transform {
+        t: [2.0, -1.0],
+        ..Transform::identity(size)
+    };
+    let (im2, lab2) = t.apply(&img, &lab);
+    let (want_img, want_lab) = square(size, 5, 4, 4);
+    assert_eq!(im2, want_img);
+    assert_eq!(lab2, want_lab);
+}
+
+#[test]
+fn augmentation_is_seeded_and_ranges_are_independent() {
+    let size = 32;
+    let mut g = 0u32;
+    let img: Vec<f32> = (0..size * size)
+        .map(|_| {
+            g = g.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (g >> 8) as f32 / (1u32 << 24) as f32
+        })
+        .collect();
+    let lab: Vec<u8> = img.iter().map(|&v| (v * 5.0) as u8).collect();
+    let all = Augment::recommended();
+    let a = all.draw([3, 10, 1], size).apply(&img, &lab);
+    let b = all.draw([3, 10, 1], size).apply(&img, &lab);
+    assert_eq!(a, b, "the same key gives the same bits");
+    let c = all.draw([3, 11, 1], size).apply(&img, &lab);
+    assert_ne!(a.0, c.0, "another step draws another transform");
+    // Turning a transform off leaves the others' draws unchanged.
+    let rot_only = Augment {
+        rotate: all.rotate,
+        ..Augment::default()
+    };
+    let (t_all, t_rot) = (all.draw([3, 10, 1], size), rot_only.draw([3, 10, 1], size));
+    let angle = |t: &Transform| t.a[1][0].atan2(t.a[0][0]);
+    assert!((angle(&t_all) - angle(&t_rot)).abs() < 1e-12);
+    // Intensities stay in [0, 1]; labels keep their set of values.
+    assert!(a.0.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(a.1.iter().all(|&l| l < 5));
+    // describe and parse round-trip; bad ranges are one sentence.
+    assert_eq!(Augment::parse(&all.describe()).unwrap(), all);
+    assert_eq!(Augment::parse("none").unwrap(), Augment::default());
+    for bad in ["rotate=-1", "crop=1", "zoom=2", "gamma=x", "rotate"] {
+        let e = Augment::parse(bad).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{bad}: {e}");
+    }
+}

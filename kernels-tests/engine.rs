@@ -28,6 +28,8 @@ fn ops_split_across_bindings_match_reference() {
     // A parameter too large for one binding paired with a small one: one split update each.
     check_adam(&gpu, &[3000, 5], 108);
     check_small_ops(&gpu, 5000, 109);
+    check_regularisers(&gpu, &[3, 4, 11, 13], 111);
+    check_batchnorm(&gpu, &[5, 3, 9, 7], 112);
 }
 
 #[test]

@@ -185,3 +185,79 @@ fn softmax_ce_backward_matches_finite_differences() {
         );
     }
 }
+
+#[test]
+fn leaky_relu_dropout_and_gap_backward_match_finite_differences() {
+    // Inputs away from 0, where the leaky ReLU has its kink.
+    let x: Vec<f64> = rv(40, 30).iter().map(|v| v + v.signum() * 0.1).collect();
+    let dy = rv(41, 30);
+    for a in [0.0, 0.01, 0.3] {
+        check_fd(
+            &format!("leaky_relu a={a}"),
+            &r::leaky_relu_backward(&x, &dy, a),
+            &|x| r::dot(&dy, &r::leaky_relu(x, a)),
+            &x,
+        );
+    }
+    let keep: Vec<bool> = (0..30).map(|i| i % 3 != 1).collect();
+    check_fd(
+        "dropout",
+        &r::dropout(&dy, &keep, 0.4),
+        &|x| r::dot(&dy, &r::dropout(x, &keep, 0.4)),
+        &x,
+    );
+    let gdy = rv(42, 5);
+    check_fd(
+        "gap",
+        &r::gap_backward(&gdy, 5, 6),
+        &|x| r::dot(&gdy, &r::gap(x, 5, 6)),
+        &x,
+    );
+}
+
+#[test]
+fn batchnorm_backward_matches_finite_differences() {
+    for (n, c, hw) in [(3, 2, 4), (5, 3, 1), (1, 2, 6)] {
+        let x = rv(50, n * c * hw);
+        let gamma: Vec<f64> = rv(51, c).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let beta = rv(52, c);
+        let dy = rv(53, n * c * hw);
+        let f =
+            |x: &[f64], g: &[f64], b: &[f64]| r::dot(&dy, &r::batchnorm(x, g, b, n, c, hw, None).0);
+        let (dx, dg, db) = r::batchnorm_backward(&x, &dy, &gamma, n, c, hw);
+        let tag = format!("batchnorm n{n} c{c} hw{hw}");
+        check_fd(&format!("{tag} dx"), &dx, &|x| f(x, &gamma, &beta), &x);
+        check_fd(&format!("{tag} dgamma"), &dg, &|g| f(&x, g, &beta), &gamma);
+        check_fd(&format!("{tag} dbeta"), &db, &|b| f(&x, &gamma, b), &beta);
+        // With frozen statistics the mean and variance are constants.
+        let frozen = (
+            rv(54, c),
+            rv(55, c).iter().map(|v| 1.5 + v).collect::<Vec<_>>(),
+        );
+        let ff = |x: &[f64], g: &[f64], b: &[f64]| {
+            r::dot(
+                &dy,
+                &r::batchnorm(x, g, b, n, c, hw, Some(frozen.clone())).0,
+            )
+        };
+        let (dx, dg, db) = r::batchnorm_backward_frozen(&x, &dy, &gamma, &frozen, n, c, hw);
+        check_fd(
+            &format!("{tag} frozen dx"),
+            &dx,
+            &|x| ff(x, &gamma, &beta),
+            &x,
+        );
+        check_fd(
+            &format!("{tag} frozen dgamma"),
+            &dg,
+            &|g| ff(&x, g, &beta),
+            &gamma,
+        );
+        check_fd(
+            &format!("{tag} frozen dbeta"),
+            &db,
+            &|b| ff(&x, &gamma, b),
+            &beta,
+        );
+    }
+}

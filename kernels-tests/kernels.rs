@@ -219,6 +219,39 @@ fn elu_and_relu() {
 }
 
 #[test]
+fn leaky_relu_dropout_and_gap() {
+    let gpu = gpu();
+    for (i, shape) in [
+        vec![1, 1, 1, 1],
+        vec![1, 3, 5, 7],
+        vec![2, 5, 6, 13],
+        vec![3, 65],
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_regularisers(&gpu, shape, 60 + i as u64);
+    }
+}
+
+#[test]
+fn batchnorm_training_and_inference() {
+    let gpu = gpu();
+    for (i, shape) in [
+        vec![2, 3, 4, 5],
+        vec![5, 1, 3, 3],
+        vec![10, 7],
+        vec![3, 4, 1, 1],
+        vec![4, 2, 9, 11],
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_batchnorm(&gpu, shape, 70 + i as u64);
+    }
+}
+
+#[test]
 fn maxpool2_and_upsample2() {
     let gpu = gpu();
     for (i, &(n, c, h, w, ties)) in [

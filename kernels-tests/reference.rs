@@ -210,6 +210,134 @@ pub fn relu_backward(x: &[f64], dy: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+pub fn leaky_relu(x: &[f64], a: f64) -> Vec<f64> {
+    x.iter().map(|&v| if v > 0.0 { v } else { a * v }).collect()
+}
+
+pub fn leaky_relu_backward(x: &[f64], dy: &[f64], a: f64) -> Vec<f64> {
+    x.iter()
+        .zip(dy)
+        .map(|(&v, &g)| if v > 0.0 { g } else { a * g })
+        .collect()
+}
+
+/// y = keep ? x / (1 - p) : 0, for a given mask (the same function serves the backward).
+pub fn dropout(x: &[f64], keep: &[bool], p: f64) -> Vec<f64> {
+    x.iter()
+        .zip(keep)
+        .map(|(&v, &k)| if k { v / (1.0 - p) } else { 0.0 })
+        .collect()
+}
+
+/// Mean of each of `planes` planes of `hw` values.
+pub fn gap(x: &[f64], planes: usize, hw: usize) -> Vec<f64> {
+    (0..planes)
+        .map(|q| x[q * hw..(q + 1) * hw].iter().sum::<f64>() / hw as f64)
+        .collect()
+}
+
+pub fn gap_backward(dy: &[f64], planes: usize, hw: usize) -> Vec<f64> {
+    (0..planes * hw).map(|i| dy[i / hw] / hw as f64).collect()
+}
+
+const BN_EPS: f64 = 1e-5;
+
+/// Batch normalisation of x (n, c, hw): y, and the batch's mean and biased variance per
+/// channel; with `frozen` (mean, var) those are used instead of the batch's.
+#[allow(clippy::type_complexity)]
+pub fn batchnorm(
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    n: usize,
+    c: usize,
+    hw: usize,
+    frozen: Option<(Vec<f64>, Vec<f64>)>,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let m = (n * hw) as f64;
+    let at = |i: usize, ch: usize, j: usize| x[(i * c + ch) * hw + j];
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for ch in 0..c {
+        let mut s = 0.0;
+        for i in 0..n {
+            for j in 0..hw {
+                s += at(i, ch, j);
+            }
+        }
+        mean[ch] = s / m;
+        let mut v = 0.0;
+        for i in 0..n {
+            for j in 0..hw {
+                v += (at(i, ch, j) - mean[ch]).powi(2);
+            }
+        }
+        var[ch] = v / m;
+    }
+    let (um, uv) = frozen.unwrap_or((mean.clone(), var.clone()));
+    let y = (0..n * c * hw)
+        .map(|k| {
+            let ch = (k / hw) % c;
+            gamma[ch] * (x[k] - um[ch]) / (uv[ch] + BN_EPS).sqrt() + beta[ch]
+        })
+        .collect();
+    (y, mean, var)
+}
+
+/// Training-mode backward: (dx, dgamma, dbeta).
+pub fn batchnorm_backward(
+    x: &[f64],
+    dy: &[f64],
+    gamma: &[f64],
+    n: usize,
+    c: usize,
+    hw: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (_, mean, var) = batchnorm(x, gamma, gamma, n, c, hw, None);
+    let m = (n * hw) as f64;
+    let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
+    let xhat = |k: usize| {
+        let ch = (k / hw) % c;
+        (x[k] - mean[ch]) * inv[ch]
+    };
+    let (mut s1, mut s2) = (vec![0.0; c], vec![0.0; c]);
+    for k in 0..x.len() {
+        let ch = (k / hw) % c;
+        s1[ch] += dy[k];
+        s2[ch] += dy[k] * xhat(k);
+    }
+    let dx = (0..x.len())
+        .map(|k| {
+            let ch = (k / hw) % c;
+            gamma[ch] * inv[ch] * (dy[k] - s1[ch] / m - xhat(k) * s2[ch] / m)
+        })
+        .collect();
+    (dx, s2, s1)
+}
+
+/// Backward with the statistics (mean, var) held constant: (dx, dgamma, dbeta).
+pub fn batchnorm_backward_frozen(
+    x: &[f64],
+    dy: &[f64],
+    gamma: &[f64],
+    (mean, var): &(Vec<f64>, Vec<f64>),
+    _n: usize,
+    c: usize,
+    hw: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
+    let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+    let dx = (0..x.len())
+        .map(|k| {
+            let ch = (k / hw) % c;
+            dg[ch] += dy[k] * (x[k] - mean[ch]) * inv[ch];
+            db[ch] += dy[k];
+            gamma[ch] * inv[ch] * dy[k]
+        })
+        .collect();
+    (dx, dg, db)
+}
+
 /// x (planes, h, w) -> y (planes, h/2, w/2): the max of each 2x2 block.
 pub fn maxpool2(x: &[f64], planes: usize, h: usize, w: usize) -> Vec<f64> {
     let mut y = Vec::with_capacity(planes * h * w / 4);

@@ -35,10 +35,12 @@ struct Params {
     cq: u32,    // conv3x3_tiled: output channels / 4, rounded up (vec4 groups)
     wq: u32,    // pixel groups per row: columns / 4 (conv3x3_tiled) or / 8 (conv3x3_rows)
     flags: u32, // tiled/rows: bit 0 add bias and overwrite; else add into the output;
-                //   with bit 0, bits 1-2 the fused activation (0 none, 1 ELU, 2 ReLU)
+                //   with bit 0, bits 1-2 the fused activation (0 none, 1 ELU, 2 ReLU,
+                //   3 leaky ReLU with p.slope)
                 // conv3x3_pack: bit 0 flip and transpose (for the backward to the input);
                 // conv3x3_pack_both: cq and wq are the two packings' group counts
     bias_grad: u32, // backward_weight and its sum: 1 to compute the bias gradient as well
+    slope: f32,     // tiled/rows: the leaky ReLU's slope (activation 3)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -106,6 +108,7 @@ fn epilogue(v: f32) -> f32 {
     switch ((p.flags >> 1u) & 3u) {
         case 1u: { return select(exp(v) - 1.0, v, v > 0.0); }
         case 2u: { return max(v, 0.0); }
+        case 3u: { return select(p.slope * v, v, v > 0.0); }
         default: { return v; }
     }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use segfeat::data::augment::Augment;
 use segfeat::data::{self, folder, phantom::PhantomSpec, Dataset, Group};
 use segfeat::gpu::jobs::default_jobs;
 use segfeat::nn::checkpoint::{self, ClsMeta};
@@ -387,11 +388,87 @@ struct TrainArgs {
     /// Seed of the weights and the batch order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    augment: AugmentArgs,
+}
+
+/// Augmentation ranges (all off by default, as in the paper); see src/data/augment.rs.
+#[derive(Args, Clone)]
+struct AugmentArgs {
+    /// A whole set at once: `recommended` (the README's), `none`, or KEY=VALUE,... with
+    /// the keys below; a flag below overrides its key.
+    #[arg(long, default_value = "none")]
+    augment: String,
+    /// Rotation range in degrees (uniform in [-R, R]).
+    #[arg(long)]
+    rotate: Option<f64>,
+    /// Zoom range: a factor log-uniform in [1/(1+S), 1+S].
+    #[arg(long)]
+    scale: Option<f64>,
+    /// Stretch range: x by e, y by 1/e, e log-uniform in [1/(1+S), 1+S].
+    #[arg(long)]
+    stretch: Option<f64>,
+    /// Shear range in degrees.
+    #[arg(long)]
+    shear: Option<f64>,
+    /// Translation range, a fraction of the size in each axis.
+    #[arg(long)]
+    translate: Option<f64>,
+    /// Mirror with probability 1/2: h (left-right), v (top-bottom), hv (both) or none.
+    #[arg(long)]
+    flip: Option<String>,
+    /// Crop-and-resize: crop side uniform in [1-C, 1] of the size, resized back.
+    #[arg(long)]
+    crop: Option<f64>,
+    /// Contrast range: a factor in [1-C, 1+C] about the image's mean.
+    #[arg(long)]
+    contrast: Option<f64>,
+    /// Brightness range: an offset in [-B, B].
+    #[arg(long)]
+    brightness: Option<f64>,
+    /// Gamma range: log-uniform in [exp(-G), exp(G)].
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Noise: Gaussian with standard deviation uniform in [0, N].
+    #[arg(long)]
+    noise: Option<f64>,
+}
+
+impl AugmentArgs {
+    fn augment(&self) -> Result<Augment> {
+        let mut a = Augment::parse(&self.augment)?;
+        let set = |slot: &mut f64, v: Option<f64>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut a.rotate, self.rotate);
+        set(&mut a.scale, self.scale);
+        set(&mut a.stretch, self.stretch);
+        set(&mut a.shear, self.shear);
+        set(&mut a.translate, self.translate);
+        set(&mut a.crop, self.crop);
+        set(&mut a.contrast, self.contrast);
+        set(&mut a.brightness, self.brightness);
+        set(&mut a.gamma, self.gamma);
+        set(&mut a.noise, self.noise);
+        if let Some(f) = &self.flip {
+            (a.flip_h, a.flip_v) = match f.as_str() {
+                "h" => (true, false),
+                "v" => (false, true),
+                "hv" | "vh" => (true, true),
+                "none" => (false, false),
+                _ => bail!("--flip must be h, v, hv or none, got '{f}'"),
+            };
+        }
+        a.validate()?;
+        Ok(a)
+    }
 }
 
 impl TrainArgs {
-    fn options(&self, channels: usize) -> SegTrainOptions {
-        SegTrainOptions {
+    fn options(&self, channels: usize) -> Result<SegTrainOptions> {
+        Ok(SegTrainOptions {
             channels,
             size: self.size,
             epochs: self.epochs,
@@ -399,8 +476,9 @@ impl TrainArgs {
             batch: self.batch,
             lr: self.lr,
             seed: self.seed,
+            augment: self.augment.augment()?,
             progress: true,
-        }
+        })
     }
 }
 
@@ -473,13 +551,9 @@ fn main() {
             patients,
             out,
             resume,
-        } => train_seg(
-            &data,
-            &train.options(channels),
-            patients.as_deref(),
-            &out,
-            resume,
-        ),
+        } => train
+            .options(channels)
+            .and_then(|o| train_seg(&data, &o, patients.as_deref(), &out, resume)),
         Command::EvalSeg {
             model,
             data,
@@ -808,7 +882,7 @@ fn cv_seg(
                 "--channels must be a comma-separated list of positive numbers, got '{channel_list}'"
             ))
         })?;
-    let opts = train.options(channels[0]);
+    let opts = train.options(channels[0])?;
     UnetConfig::new(1, 2, opts.size)?;
     let ds = load_data(data_args, opts.size)?;
     let gpu = Gpu::new()?;

@@ -1,6 +1,7 @@
 //! Data on the CPU: the phantom generator, folders of PNG images, patient splits and
 //! batches. Nothing here touches the GPU: a batch leaves as plain `Vec<f32>`s.
 
+pub mod augment;
 pub mod folder;
 pub mod phantom;
 

@@ -35,6 +35,7 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 /// Every shader file in `shaders/`, by name.
 pub static SHADERS: &[(&str, &str)] = &[
     ("adam", include_str!("../../shaders/adam.wgsl")),
+    ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
     ("ceilings", include_str!("../../shaders/ceilings.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv1x1", include_str!("../../shaders/conv1x1.wgsl")),
@@ -47,7 +48,10 @@ pub static SHADERS: &[(&str, &str)] = &[
         "elementwise",
         include_str!("../../shaders/elementwise.wgsl"),
     ),
+    ("dropout", include_str!("../../shaders/dropout.wgsl")),
     ("elu", include_str!("../../shaders/elu.wgsl")),
+    ("gap", include_str!("../../shaders/gap.wgsl")),
+    ("leaky_relu", include_str!("../../shaders/leaky_relu.wgsl")),
     ("linear", include_str!("../../shaders/linear.wgsl")),
     ("maxpool2", include_str!("../../shaders/maxpool2.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),

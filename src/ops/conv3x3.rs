@@ -17,7 +17,7 @@ use crate::gpu::ConvTiling;
 use crate::{Gpu, Result, Tape, Tensor, Var};
 
 /// The activation fused into the convolution's epilogue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     /// y = conv + b
     None,
@@ -25,6 +25,9 @@ pub enum Activation {
     Elu,
     /// y = max(conv + b, 0)
     Relu,
+    /// y = conv + b where positive, else a (conv + b); the slope a >= 0 goes in the
+    /// uniform's `slope`
+    Leaky(f32),
 }
 
 impl Activation {
@@ -34,6 +37,15 @@ impl Activation {
             Activation::None => 0,
             Activation::Elu => 1 << 1,
             Activation::Relu => 2 << 1,
+            Activation::Leaky(_) => 3 << 1,
+        }
+    }
+
+    /// The uniform's `slope` (used by `Leaky` only).
+    fn slope(self) -> f32 {
+        match self {
+            Activation::Leaky(a) => a,
+            _ => 0.0,
         }
     }
 }
@@ -76,7 +88,7 @@ fn params(
     w: usize,
     off: (u32, u32),
     flags: u32,
-) -> [u32; 12] {
+) -> [u32; 13] {
     [
         u(total),
         u(n),
@@ -89,6 +101,7 @@ fn params(
         u(cout.div_ceil(4)),
         u(w.div_ceil(4)),
         flags,
+        0,
         0,
     ]
 }
@@ -193,6 +206,7 @@ fn tiled(
         let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), flags);
         prm[8] = u(2 * cout.div_ceil(8));
         prm[9] = u(wd.div_ceil(pixels));
+        prm[12] = bias.map_or(0.0, |(_, act)| act.slope()).to_bits();
         let bufs = [
             (1, bx),
             (2, gpu.whole(packed, "conv3x3 packed weight")?),
@@ -252,6 +266,8 @@ pub fn activation_backward(
         Activation::Elu => super::elu::backward_from_output(gpu, y, dy, dz),
         // relu'(z) = (z > 0) = (y > 0): the ReLU backward works on y as it is.
         Activation::Relu => super::relu::backward(gpu, y, dy, dz),
+        // The same for a slope a >= 0: y > 0 exactly when z > 0.
+        Activation::Leaky(a) => super::leaky_relu::backward(gpu, y, dy, dz, a),
     }
 }
 

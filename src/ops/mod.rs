@@ -7,11 +7,15 @@
 //! into, as the kernels do.
 
 pub mod adam;
+pub mod batchnorm;
 pub mod concat;
 pub mod conv1x1;
 pub mod conv3x3;
+pub mod dropout;
 pub mod elementwise;
 pub mod elu;
+pub mod gap;
+pub mod leaky_relu;
 pub mod linear;
 pub mod maxpool2;
 pub mod reduce;
@@ -20,11 +24,15 @@ pub mod softmax_ce;
 pub mod upsample2;
 
 pub use adam::Adam;
+pub use batchnorm::batchnorm;
 pub use concat::concat;
 pub use conv1x1::conv1x1;
 pub use conv3x3::{conv3x3, conv3x3_elu, conv3x3_relu};
+pub use dropout::{dropout, DropoutKey};
 pub use elementwise::reshape;
 pub use elu::elu;
+pub use gap::gap;
+pub use leaky_relu::leaky_relu;
 pub use linear::linear;
 pub use maxpool2::maxpool2;
 pub use relu::relu;

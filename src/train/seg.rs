@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use rand::seq::SliceRandom;
 
+use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::nn::checkpoint::{self, save_unet, SegMeta};
 use crate::nn::init::rng;
@@ -30,6 +31,9 @@ pub struct SegTrainOptions {
     pub batch: usize,
     pub lr: f32,
     pub seed: u64,
+    /// Augmentation of every training image and its label map (none by default, as in
+    /// the paper), drawn from (seed, step, position in the batch).
+    pub augment: Augment,
     /// Draw progress bars (on a terminal).
     pub progress: bool,
 }
@@ -44,6 +48,7 @@ impl Default for SegTrainOptions {
             batch: 10,
             lr: DEFAULT_LR,
             seed: 1,
+            augment: Augment::default(),
             progress: true,
         }
     }
@@ -56,8 +61,13 @@ pub const DEFAULT_LR: f32 = 1e-3;
 impl SegTrainOptions {
     fn describe(&self) -> String {
         format!(
-            "seed={} lr={} batch={} batches_per_epoch={} epochs={}",
-            self.seed, self.lr, self.batch, self.batches_per_epoch, self.epochs
+            "seed={} lr={} batch={} batches_per_epoch={} epochs={} augment={}",
+            self.seed,
+            self.lr,
+            self.batch,
+            self.batches_per_epoch,
+            self.epochs,
+            self.augment.describe()
         )
     }
 }
@@ -95,6 +105,7 @@ pub fn train(
             opts.size
         );
     }
+    opts.augment.validate()?;
     if opts.batch == 0 || opts.batches_per_epoch == 0 || opts.epochs == 0 {
         bail!("batch, batches per epoch and epochs must all be at least 1");
     }
@@ -154,7 +165,8 @@ pub fn train(
         );
         let mut loss_sum = 0.0f64;
         for (i, idx) in order.chunks(opts.batch).enumerate() {
-            let loss = step(gpu, &unet, &mut adam, data, idx, &class_w)?;
+            let aug = (!opts.augment.is_identity()).then(|| (&opts.augment, opts.seed));
+            let loss = step(gpu, &unet, &mut adam, data, idx, &class_w, aug)?;
             if !loss.is_finite() {
                 bail!(
                     "the loss became {loss} at epoch {} batch {}: lower --lr",
@@ -214,6 +226,9 @@ pub fn epoch_order(n: usize, opts: &SegTrainOptions, epoch: usize) -> Vec<usize>
 }
 
 /// One training step: forward, weighted cross-entropy, backward, Adam. Returns the loss.
+/// With `augment` (ranges, seed), each image and its label map are first moved by a
+/// transform drawn from (seed, Adam's step, position in the batch), so that a resumed
+/// training draws the same transforms.
 pub fn step(
     gpu: &Gpu,
     unet: &Unet,
@@ -221,9 +236,22 @@ pub fn step(
     data: &Dataset,
     idx: &[usize],
     class_w: &Tensor,
+    augment: Option<(&Augment, u64)>,
 ) -> Result<f32> {
     let s = data.size;
-    let (xs, ys) = data.batch(idx);
+    let (xs, ys) = match augment {
+        None => data.batch(idx),
+        Some((aug, seed)) => {
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            for (j, &i) in idx.iter().enumerate() {
+                let t = aug.draw([seed, adam.t, j as u64], s);
+                let (img, lab) = t.apply(&data.samples[i].image, &data.samples[i].label);
+                xs.extend(img);
+                ys.extend(lab.iter().map(|&l| l as f32));
+            }
+            (xs, ys)
+        }
+    };
     let tape = Tape::new(gpu);
     let x = tape.constant(&Tensor::from_slice(gpu, &[idx.len(), 1, s, s], &xs)?);
     let y = Tensor::from_slice(gpu, &[idx.len(), s, s], &ys)?;
