@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use segfeat::data::phantom::PhantomSpec;
 use segfeat::data::{Dataset, Group};
 use segfeat::nn::checkpoint::{save_unet, SegMeta};
+use segfeat::nn::vgg::Pass;
 use segfeat::nn::{Unet, Vgg, VggConfig};
 use segfeat::ops::{self, Adam};
 use segfeat::protocol::experiment::{self, Execution};
@@ -154,6 +155,7 @@ fn paired_table_pairs_runs_by_repetition() {
     let rec = |features: &str, k: usize, rep: usize, tp: u64| RunRecord {
         disease: "infarct".into(),
         features: features.into(),
+        classifier: "vgg".into(),
         k,
         rep,
         split_seed: rep as u64,
@@ -244,6 +246,7 @@ fn run_records_round_trip_and_a_torn_last_line_is_skipped() {
     let rec = RunRecord {
         disease: "effusion".into(),
         features: "concat".into(),
+        classifier: "vgg".into(),
         k: 3,
         rep: 1,
         split_seed: u64::MAX - 5,
@@ -306,7 +309,9 @@ fn vgg_shapes_counts_and_gradient() {
     let loss_at = |vgg: &Vgg| -> f64 {
         let tape = Tape::new(&gpu);
         let xv = tape.constant(&x);
-        let (z, _) = tape.no_grad(|| vgg.forward(&tape, &xv, false)).unwrap();
+        let (z, _) = tape
+            .no_grad(|| vgg.forward(&tape, &xv, Pass::Eval))
+            .unwrap();
         assert_eq!(z.shape(), &[2, 2]);
         let l = ops::softmax_ce::forward(&gpu, &z.value, &y, &w).unwrap().0;
         l.item(&gpu) as f64
@@ -314,7 +319,9 @@ fn vgg_shapes_counts_and_gradient() {
     // Analytic gradient of the last fully connected weight (through the tape).
     let tape = Tape::new(&gpu);
     let xv = tape.constant(&x);
-    let (z, params) = vgg.forward(&tape, &xv, true).unwrap();
+    let (z, params) = vgg
+        .forward(&tape, &xv, Pass::Train { seed: 0, step: 0 })
+        .unwrap();
     let loss = ops::softmax_ce(&tape, &z, &y, &w).unwrap();
     let grads = tape.backward(&loss).unwrap();
     let (fc3, fc3_var) = (&vgg.params[vgg.params.len() - 2], &params[params.len() - 2]);
@@ -379,14 +386,30 @@ fn classifier_learns_a_separable_toy_problem() {
     let x = Tensor::from_slice(&gpu, &[16, 1, 32, 32], &xs).unwrap();
     let y = Tensor::from_slice(&gpu, &[16], &labels).unwrap();
     let w = Tensor::from_slice(&gpu, &[2], &[0.5, 0.5]).unwrap();
-    let first = cls::step(&gpu, &vgg, &mut adam, &x, &y, &w)
-        .unwrap()
-        .item(&gpu);
+    let first = cls::step(
+        &gpu,
+        &vgg,
+        &mut adam,
+        &x,
+        &y,
+        &w,
+        Pass::Train { seed: 0, step: 0 },
+    )
+    .unwrap()
+    .item(&gpu);
     let mut last = first;
     for _ in 0..40 {
-        last = cls::step(&gpu, &vgg, &mut adam, &x, &y, &w)
-            .unwrap()
-            .item(&gpu);
+        last = cls::step(
+            &gpu,
+            &vgg,
+            &mut adam,
+            &x,
+            &y,
+            &w,
+            Pass::Train { seed: 0, step: 1 },
+        )
+        .unwrap()
+        .item(&gpu);
     }
     assert!(last < 0.5 * first, "loss {first} -> {last}");
 }
@@ -852,4 +875,213 @@ fn command_line_trains_and_applies_a_classifier() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn regularised_vgg_trains_saves_and_reloads() {
+    use segfeat::nn::checkpoint::{load_classifier, save_classifier, ClsMeta};
+    use segfeat::nn::vgg::Regularisation;
+    use segfeat::train::features::ChannelStats;
+    let gpu = gpu();
+    let dir = scratch("vgg_reg");
+    let mut config = VggConfig::new(2, 32, 1.0 / 16.0, 8).unwrap();
+    let plain = config.param_shapes();
+    config.reg = Regularisation {
+        bn: true,
+        dropout: 0.5,
+        leaky: 0.01,
+        gap: true,
+    };
+    // Batch norm adds gamma and beta per convolution and hidden layer, one running
+    // statistics buffer each; the weights keep their He draws (same seed, same bits).
+    assert_eq!(config.param_shapes().len(), plain.len() + 2 * 15);
+    assert_eq!(config.buffer_shapes().len(), 15);
+    assert_eq!(config.flat(), config.widths[4]);
+    let vgg = Vgg::init(&gpu, config.clone(), 3).unwrap();
+    assert_eq!(vgg.param_count() as u64, config.cost().0);
+    let base = Vgg::init(&gpu, VggConfig::new(2, 32, 1.0 / 16.0, 8).unwrap(), 3).unwrap();
+    let w = |v: &Vgg, name: &str| {
+        v.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .to_vec(&gpu)
+    };
+    assert_eq!(
+        w(&vgg, "block2.conv1.weight"),
+        w(&base, "block2.conv1.weight")
+    );
+    assert!(w(&vgg, "block1.conv1.bn.gamma").iter().all(|&g| g == 1.0));
+
+    // Separable inputs: the inference loss goes down; the running statistics move.
+    let mut r = segfeat::nn::init::rng(4);
+    let labels: Vec<f32> = (0..8).map(|i| (i % 2) as f32).collect();
+    let xs: Vec<f32> = (0..8 * 2 * 32 * 32)
+        .map(|i| {
+            let sample = i / (2 * 32 * 32);
+            segfeat::nn::init::normal(&mut r) as f32 + 2.0 * labels[sample]
+        })
+        .collect();
+    let x = Tensor::from_slice(&gpu, &[8, 2, 32, 32], &xs).unwrap();
+    let y = Tensor::from_slice(&gpu, &[8], &labels).unwrap();
+    let cw = Tensor::from_slice(&gpu, &[2], &[0.5, 0.5]).unwrap();
+    let tensors: Vec<&Tensor> = vgg.params.iter().map(|(_, t)| t).collect();
+    let mut adam = Adam::new(&gpu, &tensors, 1e-3).unwrap();
+    let run0 = vgg.buffers[0].1.to_vec(&gpu);
+    let eval = |v: &Vgg| {
+        let tape = Tape::new(&gpu);
+        let xv = tape.constant(&x);
+        let (z, _) = tape.no_grad(|| v.forward(&tape, &xv, Pass::Eval)).unwrap();
+        z.value.to_vec(&gpu)
+    };
+    let eval_loss = |v: &Vgg| {
+        let z = Tensor::from_slice(&gpu, &[8, 2], &eval(v)).unwrap();
+        ops::softmax_ce::forward(&gpu, &z, &y, &cw)
+            .unwrap()
+            .0
+            .item(&gpu)
+    };
+    let first = eval_loss(&vgg);
+    for step in 0..60 {
+        let pass = Pass::Train { seed: 9, step };
+        cls::step(&gpu, &vgg, &mut adam, &x, &y, &cw, pass).unwrap();
+    }
+    let last = eval_loss(&vgg);
+    assert!(last < 0.5 * first, "inference loss {first} -> {last}");
+    assert_ne!(vgg.buffers[0].1.to_vec(&gpu), run0);
+
+    // Inference is deterministic (no dropout, running statistics) and survives a save.
+    let before = eval(&vgg);
+    assert_eq!(eval(&vgg), before);
+    let meta = ClsMeta {
+        features: Combo::Img,
+        stats: ChannelStats::identity(2),
+        class_weights: [0.5, 0.5],
+        disease: "effusion".into(),
+        seg: (2, 6, 32),
+        training: "test".into(),
+    };
+    let path = dir.join("cls.safetensors");
+    save_classifier(&gpu, &path, &vgg, &meta).unwrap();
+    let (back, _) = load_classifier(&gpu, &path).unwrap();
+    assert_eq!(back.config, config);
+    assert_eq!(eval(&back), before);
+}
+
+#[test]
+fn linear_svm_separates_and_chooses_c_by_cross_validation() {
+    use segfeat::train::svm;
+    // Two features, the first separating the classes with a margin, the second noise.
+    let mut r = segfeat::nn::init::rng(5);
+    let labels: Vec<u8> = (0..40).map(|i| u8::from(i % 4 == 0)).collect();
+    let raw: Vec<Vec<f64>> = labels
+        .iter()
+        .map(|&l| {
+            let n = segfeat::nn::init::normal(&mut r);
+            vec![
+                if l == 1 { 2.0 } else { -2.0 } + 0.3 * n,
+                segfeat::nn::init::normal(&mut r),
+            ]
+        })
+        .collect();
+    for c in svm::C_GRID {
+        let m = svm::fit(&raw, &labels, c).unwrap();
+        // The optimum: the primal gradient vanishes (Newton converged), checked on w.
+        let cw = segfeat::train::cls::class_weights(&labels);
+        let mut g = m.w.clone();
+        for (x, &l) in raw.iter().zip(&labels) {
+            let xs: Vec<f64> = (0..2).map(|j| (x[j] - m.mean[j]) / m.std[j]).collect();
+            let y = if l == 1 { 1.0 } else { -1.0 };
+            let f = m.w[0] * xs[0] + m.w[1] * xs[1] + m.b;
+            if y * f < 1.0 {
+                for j in 0..2 {
+                    g[j] += 2.0 * c * cw[l as usize] as f64 * (f - y) * xs[j];
+                }
+            }
+        }
+        assert!(
+            g.iter().all(|v| v.abs() < 1e-6 * (1.0 + c)),
+            "C={c}: gradient {g:?}"
+        );
+        // Larger C, larger weights.
+        assert!(m.w[0] > 0.0);
+    }
+    let c = svm::choose_c(&raw, &labels, 3);
+    assert_eq!(c, svm::choose_c(&raw, &labels, 3), "seeded");
+    let m = svm::fit(&raw, &labels, c).unwrap();
+    let correct = raw
+        .iter()
+        .zip(&labels)
+        .filter(|(x, &l)| {
+            let f = m.w[0] * (x[0] - m.mean[0]) / m.std[0]
+                + m.w[1] * (x[1] - m.mean[1]) / m.std[1]
+                + m.b;
+            (f > 0.0) == (l == 1)
+        })
+        .count();
+    assert_eq!(correct, 40, "C = {c}");
+    // Stratified folds: 10 positives, 2 per fold.
+    let folds = svm::folds(&labels, 1);
+    for f in 0..svm::FOLDS {
+        let pos = (0..40).filter(|&i| folds[i] == f && labels[i] == 1).count();
+        assert_eq!(pos, 2);
+    }
+}
+
+#[test]
+fn experiment_compares_classifier_kinds() {
+    use experiment::ClassifierKind;
+    let gpu = gpu();
+    let root = scratch("proto_kinds");
+    let (data, unet, meta, _) = tiny_seg(&gpu, &root);
+    let p = Protocol {
+        positives: vec![1],
+        reps: 2,
+        classifiers: ClassifierKind::ALL.to_vec(),
+        ..tiny_protocol()
+    };
+    assert_eq!(p.runs().len(), 2 * 2 * 2 * 3);
+    let out = root.join("exp");
+    let exec = Execution {
+        shard: None,
+        jobs: 1,
+        progress: false,
+    };
+    experiment::run(&gpu, &unet, &meta, &data, &p, &out, exec).unwrap();
+    let runs = report::read_runs(std::slice::from_ref(&out)).unwrap();
+    assert_eq!(runs.len(), 24);
+    for kind in ["vgg", "vgg-reg", "svm"] {
+        assert_eq!(
+            runs.iter().filter(|r| r.classifier == kind).count(),
+            8,
+            "{kind}"
+        );
+    }
+    // The settings pin what vgg-reg and the SVM are.
+    let settings = file(&out, "experiment.json");
+    assert!(
+        settings.contains("\"vgg_reg\"") && settings.contains("\"c_grid\""),
+        "{settings}"
+    );
+    // The report compares each kind's CONCAT with its own IMG, and each kind with the
+    // paper's VGG on the same features.
+    let md = file(&out, "report.md");
+    for want in [
+        "IMG+CONCAT:VGG-REG",
+        "IMG:SVM",
+        "Paired difference to IMG:SVM",
+        "Paired difference to the paper's VGG on the same features",
+    ] {
+        assert!(md.contains(want), "report.md lacks {want}");
+    }
+    let pairs = report::paired_kinds(&runs);
+    assert!(pairs
+        .iter()
+        .any(|r| r.features == "img:svm" && r.baseline == "img"));
+    // Run again: nothing left to do.
+    assert_eq!(
+        experiment::run(&gpu, &unet, &meta, &data, &p, &out, exec).unwrap(),
+        0
+    );
 }

@@ -286,3 +286,124 @@ fn backward_releases_intermediates() {
 fn segfeat_bucket(numel: usize) -> u64 {
     ((numel as u64 * 4).max(4)).div_ceil(256) * 256
 }
+
+/// The regularised classifier's head on the tape: conv3x3 -> batch norm (training) ->
+/// leaky ReLU -> global average pooling -> linear -> batch norm -> leaky ReLU -> dropout
+/// -> linear -> weighted cross-entropy; every parameter's gradient against finite
+/// differences of the f64 reference chain (with the GPU's dropout mask).
+#[test]
+fn regularised_head_gradients_match_finite_differences() {
+    use segfeat::ops::DropoutKey;
+    let (n, cin, c1, h, w, f, classes) = (4, 2, 3, 5, 6, 5, 2);
+    let slope = 0.1;
+    let p_drop = 0.3f32;
+    let key = DropoutKey {
+        seed: 5,
+        step: 2,
+        layer: 0,
+    };
+    let gpu = gpu();
+    let mut g = rng(11);
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![c1, cin, 3, 3],
+        vec![c1],
+        vec![c1], // bn1 gamma
+        vec![c1], // bn1 beta
+        vec![f, c1],
+        vec![f],
+        vec![f], // bn2 gamma
+        vec![f], // bn2 beta
+        vec![classes, f],
+        vec![classes],
+    ];
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let v = rand_vec(&mut g, s.iter().product());
+            // gammas near 1
+            if k == 2 || k == 6 {
+                v.iter().map(|x| 1.0 + 0.3 * x).collect()
+            } else {
+                v
+            }
+        })
+        .collect();
+    let image = rand_vec(&mut g, n * cin * h * w);
+    let labels: Vec<usize> = vec![0, 1, 1, 0];
+    let cw = [0.4f32, 0.6];
+    let keep: Vec<bool> = (0..(n * f) as u32)
+        .map(|i| ops::dropout::keeps(key, p_drop, i))
+        .collect();
+
+    let tensors: Vec<_> = shapes
+        .iter()
+        .zip(&params)
+        .map(|(s, p)| up(&gpu, s, p))
+        .collect();
+    let tape = Tape::new(&gpu);
+    let v: Vec<_> = tensors.iter().map(|t| tape.param(t)).collect();
+    let x = tape.constant(&up(&gpu, &[n, cin, h, w], &image));
+    let run1 = up(&gpu, &[2, c1], &ops::batchnorm::running_init(c1));
+    let run2 = up(&gpu, &[2, f], &ops::batchnorm::running_init(f));
+    let z = ops::conv3x3(&tape, &x, &v[0], &v[1]).unwrap();
+    let z = ops::batchnorm(&tape, &z, &v[2], &v[3], &run1, true).unwrap();
+    let z = ops::leaky_relu(&tape, &z, slope).unwrap();
+    let z = ops::gap(&tape, &z).unwrap();
+    let z = ops::linear(&tape, &z, &v[4], &v[5]).unwrap();
+    let z = ops::batchnorm(&tape, &z, &v[6], &v[7], &run2, true).unwrap();
+    let z = ops::leaky_relu(&tape, &z, slope).unwrap();
+    let z = ops::dropout(&tape, &z, p_drop, Some(key)).unwrap();
+    let z = ops::linear(&tape, &z, &v[8], &v[9]).unwrap();
+    let ys: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    let loss = ops::softmax_ce(&tape, &z, &up(&gpu, &[n], &ys), &up(&gpu, &[2], &cw)).unwrap();
+    let grads = tape.backward(&loss).unwrap();
+
+    let img64 = f64s(&image);
+    let cw64 = f64s(&cw);
+    let reference = |p: &[Vec<f64>]| -> f64 {
+        let a = r::conv3x3(&img64, &p[0], &p[1], n, cin, c1, h, w);
+        let a = r::batchnorm(&a, &p[2], &p[3], n, c1, h * w, None).0;
+        let a = r::leaky_relu(&a, slope as f64);
+        let a = r::gap(&a, n * c1, h * w);
+        let a = r::linear(&a, &p[4], &p[5], n, c1, f);
+        let a = r::batchnorm(&a, &p[6], &p[7], n, f, 1, None).0;
+        let a = r::leaky_relu(&a, slope as f64);
+        let a = r::dropout(&a, &keep, p_drop as f64);
+        let a = r::linear(&a, &p[8], &p[9], n, f, classes);
+        r::softmax_ce(&a, &labels, &cw64, n, classes, 1)
+    };
+    let p64: Vec<Vec<f64>> = params.iter().map(|p| f64s(p)).collect();
+    check(
+        "regularised head loss",
+        &loss.value.to_vec(&gpu),
+        &[reference(&p64)],
+        1e-6,
+        1e-5,
+    );
+    let names = [
+        "conv w",
+        "conv b",
+        "bn1 gamma",
+        "bn1 beta",
+        "fc1 w",
+        "fc1 b",
+        "bn2 gamma",
+        "bn2 beta",
+        "fc2 w",
+        "fc2 b",
+    ];
+    for (k, var) in v.iter().enumerate() {
+        let fk = |xk: &[f64]| {
+            let mut p = p64.clone();
+            p[k] = xk.to_vec();
+            reference(&p)
+        };
+        let fd = r::finite_diff(&fk, &p64[k], 1e-6);
+        let got = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient reached {}", names[k]))
+            .to_vec(&gpu);
+        check(&format!("d loss / d {}", names[k]), &got, &fd, 2e-6, 1e-4);
+    }
+}

@@ -8,8 +8,9 @@ use segfeat::data::augment::Augment;
 use segfeat::data::{self, folder, phantom::PhantomSpec, Dataset, Group};
 use segfeat::gpu::jobs::default_jobs;
 use segfeat::nn::checkpoint::{self, ClsMeta};
+use segfeat::nn::vgg::Regularisation;
 use segfeat::nn::{Preset, UnetConfig, VggConfig};
-use segfeat::protocol::experiment::{Cohort, Execution, SplitBy};
+use segfeat::protocol::experiment::{ClassifierKind, Cohort, Execution, Regularised, SplitBy};
 use segfeat::protocol::{report as reports, Confusion, Protocol, RunId, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
 use segfeat::train::features::{Combo, FeatureBank};
@@ -184,6 +185,10 @@ enum Command {
         /// adapter with 2 or more cores, else 1). Results are the same bits either way.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
         jobs: Option<u32>,
+        /// Classifiers run on every combination: vgg (the paper's), vgg-reg (with the
+        /// regularisation and augmentation flags below) and svm (linear, on pooled features).
+        #[arg(long, default_value = "vgg")]
+        classifiers: String,
         /// Output folder: runs.jsonl (as runs finish), summary.csv, report.md, figures.
         #[arg(long)]
         out: PathBuf,
@@ -237,6 +242,10 @@ struct DemoOverrides {
     /// Feed the classifier its inputs as they are, without standardising each channel.
     #[arg(long)]
     no_standardise: bool,
+    /// Classifiers run on every combination: vgg, vgg-reg, svm (as for `experiment`,
+    /// vgg-reg with its default settings).
+    #[arg(long)]
+    classifiers: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -284,6 +293,54 @@ struct ProtocolArgs {
     /// Seed of the splits, weights and batch order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    reg: RegArgs,
+}
+
+/// The VGG's regularisation and the classifier's augmentation. For `train-cls` they apply
+/// to its classifier (default: none, the paper's); for `experiment` they set the `vgg-reg`
+/// classifier (default: batch norm, dropout 0.5, leaky 0.01 and the recommended
+/// augmentation; giving any of these flags replaces that whole set).
+#[derive(Args, Clone)]
+struct RegArgs {
+    /// Batch normalisation after every convolution and hidden fully connected layer.
+    #[arg(long)]
+    bn: bool,
+    /// Dropout probability after fc1 and fc2.
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Leaky ReLU slope for every activation (0: ReLU).
+    #[arg(long)]
+    leaky: Option<f32>,
+    /// Global average pooling in place of flattening before fc1.
+    #[arg(long)]
+    gap: bool,
+    #[command(flatten)]
+    augment: AugmentArgs,
+}
+
+impl RegArgs {
+    fn regularised(&self, default: Regularised) -> Result<Regularised> {
+        let given = self.bn
+            || self.gap
+            || self.dropout.is_some()
+            || self.leaky.is_some()
+            || self.augment.given();
+        if !given {
+            return Ok(default);
+        }
+        let reg = Regularisation {
+            bn: self.bn,
+            dropout: self.dropout.unwrap_or(0.0),
+            leaky: self.leaky.unwrap_or(0.0),
+            gap: self.gap,
+        };
+        reg.validate()?;
+        Ok(Regularised {
+            reg,
+            augment: self.augment.augment()?,
+        })
+    }
 }
 
 impl ProtocolArgs {
@@ -396,9 +453,9 @@ struct TrainArgs {
 #[derive(Args, Clone)]
 struct AugmentArgs {
     /// A whole set at once: `recommended` (the README's), `none`, or KEY=VALUE,... with
-    /// the keys below; a flag below overrides its key.
-    #[arg(long, default_value = "none")]
-    augment: String,
+    /// the keys below; a flag below overrides its key. Default: none.
+    #[arg(long)]
+    augment: Option<String>,
     /// Rotation range in degrees (uniform in [-R, R]).
     #[arg(long)]
     rotate: Option<f64>,
@@ -435,8 +492,28 @@ struct AugmentArgs {
 }
 
 impl AugmentArgs {
+    /// Whether any augmentation flag was given.
+    fn given(&self) -> bool {
+        self.augment.is_some()
+            || [
+                self.rotate,
+                self.scale,
+                self.stretch,
+                self.shear,
+                self.translate,
+                self.crop,
+                self.contrast,
+                self.brightness,
+                self.gamma,
+                self.noise,
+            ]
+            .iter()
+            .any(Option::is_some)
+            || self.flip.is_some()
+    }
+
     fn augment(&self) -> Result<Augment> {
-        let mut a = Augment::parse(&self.augment)?;
+        let mut a = Augment::parse(self.augment.as_deref().unwrap_or("none"))?;
         let set = |slot: &mut f64, v: Option<f64>| {
             if let Some(v) = v {
                 *slot = v;
@@ -597,6 +674,7 @@ fn main() {
             protocol,
             shard,
             jobs,
+            classifiers,
             out,
         } => (|| {
             let p = Protocol {
@@ -604,6 +682,8 @@ fn main() {
                 combos: Combo::parse_list(&features)?,
                 positives: parse_counts(&positives, "positives")?,
                 reps,
+                classifiers: ClassifierKind::parse_list(&classifiers)?,
+                regularised: protocol.reg.regularised(Regularised::default())?,
                 ..protocol.protocol()?
             };
             let shard = shard.as_deref().map(Shard::parse).transpose()?;
@@ -1028,6 +1108,7 @@ fn train_cls(
         disease,
         k,
         combo,
+        kind: ClassifierKind::Vgg,
     };
     let segfeat::protocol::experiment::Split {
         train,
@@ -1036,7 +1117,14 @@ fn train_cls(
         test_y,
         seed: split_seed,
     } = cohort.split(&p, &run)?;
-    let config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
+    let mut config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
+    let chosen = args.reg.regularised(Regularised {
+        reg: Regularisation::default(),
+        augment: Augment::default(),
+    })?;
+    config.reg = chosen.reg;
+    let mut p = p;
+    p.train.augment = chosen.augment;
     let (params, flops) = config.cost();
     eprintln!(
         "training a {} classifier on {} features ({}x{}x{}; {params} parameters, {:.3} GFLOP per image) with {k} positives and {} negatives",
@@ -1096,12 +1184,13 @@ fn train_cls(
         disease: disease.name().into(),
         seg: (unet.config.channels, unet.config.labels, unet.config.size),
         training: format!(
-            "seed={} rep={rep} lr={} batch={} batches_per_epoch={} epochs={} seg={} images={}",
+            "seed={} rep={rep} lr={} batch={} batches_per_epoch={} epochs={} augment={} seg={} images={}",
             p.seed,
             p.train.lr,
             p.train.batch,
             p.train.batches_per_epoch,
             p.train.epochs,
+            p.train.augment.describe(),
             seg_path.display(),
             names.join(",")
         ),
@@ -1227,6 +1316,9 @@ fn demo(out: &Path, preset: &str, jobs: Option<u32>, o: &DemoOverrides) -> Resul
     }
     if o.no_standardise {
         p.train.standardise = false;
+    }
+    if let Some(c) = &o.classifiers {
+        p.classifiers = ClassifierKind::parse_list(c)?;
     }
     if let Some(e) = o.seg_epochs {
         if e == 0 {

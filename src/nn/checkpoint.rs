@@ -13,6 +13,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::nn::vgg::Regularisation;
 use crate::nn::{Unet, UnetConfig, Vgg, VggConfig};
 use crate::train::features::{ChannelStats, Combo};
 use crate::{bail, Error, Gpu, Result};
@@ -308,6 +309,7 @@ pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Res
     let tensors: Vec<_> = vgg
         .params
         .iter()
+        .chain(&vgg.buffers)
         .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.to_vec(gpu)))
         .collect();
     let widths: Vec<String> = c.widths.iter().map(|w| w.to_string()).collect();
@@ -318,6 +320,7 @@ pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Res
     m.insert("widths".into(), widths.join(","));
     m.insert("fc".into(), c.fc.to_string());
     m.insert("classes".into(), c.classes.to_string());
+    m.insert("regularisation".into(), c.reg.describe());
     m.insert("features".into(), meta.features.name().into());
     m.insert("channel_mean".into(), floats(&meta.stats.mean));
     m.insert("channel_std".into(), floats(&meta.stats.std));
@@ -354,6 +357,13 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
         widths,
         fc: ck.meta_usize("fc", path)?,
         classes: ck.meta_usize("classes", path)?,
+        // Absent from files written before the option existed: the paper's network.
+        reg: match ck.metadata.get("regularisation") {
+            Some(r) => {
+                Regularisation::parse(r).map_err(|e| Error(format!("{}: {e}", path.display())))?
+            }
+            None => Regularisation::default(),
+        },
     };
     let vgg = Vgg::from_arrays(gpu, config.clone(), |name| ck.tensors.get(name).cloned())
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;

@@ -11,11 +11,18 @@
 //!
 //! The widths above are the `paper` preset (at 256x256); `width` scales the five block
 //! widths and `fc` sets the hidden fully connected width, so that the same network fits a
-//! software adapter (`quick`). VGG-16's dropout is left out: the paper does not mention it,
-//! and with 200 steps of training it would mostly add noise to the comparison.
+//! software adapter (`quick`). VGG-16's dropout is left out by default: the paper does not
+//! mention it, and the paper's network is the default.
+//!
+//! [`Regularisation`] adds what Menkovski et al.'s network trained from scratch had
+//! (batch normalisation, dropout, leaky ReLU), and global average pooling:
+//!   conv -> [batch norm] -> ReLU or leaky ReLU          (fused into the conv without bn)
+//!   [global average pooling in place of flattening]
+//!   fc1 -> [batch norm] -> act -> [dropout]; fc2 the same; fc3
 
 use crate::nn::init::{he_params, params_from_arrays};
 use crate::ops;
+use crate::ops::conv3x3::Activation;
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
 /// VGG-16's block widths and convolutions per block.
@@ -35,6 +42,84 @@ pub struct VggConfig {
     pub fc: usize,
     /// Output classes (2: normal, diseased).
     pub classes: usize,
+    /// Batch normalisation, dropout, leaky ReLU, global average pooling (all off: the
+    /// paper's network).
+    pub reg: Regularisation,
+}
+
+/// The classifier's regularisation options (`--bn`, `--dropout P`, `--leaky A`, `--gap`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Regularisation {
+    /// Batch normalisation after every convolution and after fc1 and fc2, before the
+    /// activation.
+    pub bn: bool,
+    /// Dropout probability after fc1's and fc2's activations (VGG-16's places); 0 is none.
+    pub dropout: f32,
+    /// The leaky ReLU's slope for every activation; 0 is ReLU.
+    pub leaky: f32,
+    /// Global average pooling of the last block in place of flattening it.
+    pub gap: bool,
+}
+
+impl Regularisation {
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("--dropout must be in [0, 1), got {}", self.dropout);
+        }
+        if !(self.leaky >= 0.0 && self.leaky < 1.0) {
+            bail!("--leaky must be in [0, 1), got {}", self.leaky);
+        }
+        Ok(())
+    }
+
+    /// `bn=1,dropout=0.5,leaky=0.01,gap=0` (as in a checkpoint's metadata).
+    pub fn describe(&self) -> String {
+        format!(
+            "bn={},dropout={},leaky={},gap={}",
+            self.bn as u8, self.dropout, self.leaky, self.gap as u8
+        )
+    }
+
+    /// Parse [`Regularisation::describe`]'s text.
+    pub fn parse(s: &str) -> Result<Regularisation> {
+        let mut r = Regularisation::default();
+        for item in s.split(',').filter(|i| !i.trim().is_empty()) {
+            let (k, v) = item.split_once('=').unwrap_or((item, ""));
+            let v = v.trim();
+            let num = |v: &str| {
+                v.parse::<f32>()
+                    .map_err(|_| crate::Error(format!("regularisation {k}: '{v}' is not a number")))
+            };
+            match k.trim() {
+                "bn" => r.bn = num(v)? != 0.0,
+                "dropout" => r.dropout = num(v)?,
+                "leaky" => r.leaky = num(v)?,
+                "gap" => r.gap = num(v)? != 0.0,
+                other => bail!("unknown regularisation '{other}' (bn, dropout, leaky, gap)"),
+            }
+        }
+        r.validate()?;
+        Ok(r)
+    }
+
+    fn activation(&self) -> Activation {
+        if self.leaky > 0.0 {
+            Activation::Leaky(self.leaky)
+        } else {
+            Activation::Relu
+        }
+    }
+}
+
+/// How a forward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Training: the parameters require gradients, batch normalisation uses the batch's
+    /// statistics (and moves the running ones), dropout drops with the mask of
+    /// (seed, step).
+    Train { seed: u64, step: u64 },
+    /// Inference: running statistics, no dropout.
+    Eval,
 }
 
 /// A named classifier size.
@@ -100,6 +185,7 @@ impl VggConfig {
             widths,
             fc,
             classes: 2,
+            reg: Regularisation::default(),
         };
         c.validate()?;
         Ok(c)
@@ -118,12 +204,13 @@ impl VggConfig {
         if self.classes < 2 {
             bail!("a classifier needs at least 2 classes");
         }
-        Ok(())
+        self.reg.validate()
     }
 
-    /// Inputs of fc1: the last block's channels times (S/32)^2.
+    /// Inputs of fc1: the last block's channels times (S/32)^2, or its channels alone
+    /// after global average pooling.
     pub fn flat(&self) -> usize {
-        let s = self.size / 32;
+        let s = if self.reg.gap { 1 } else { self.size / 32 };
         self.widths[4] * s * s
     }
 
@@ -135,6 +222,10 @@ impl VggConfig {
             for i in 1..=n {
                 out.push((format!("block{}.conv{i}.weight", b + 1), vec![w, c, 3, 3]));
                 out.push((format!("block{}.conv{i}.bias", b + 1), vec![w]));
+                if self.reg.bn {
+                    out.push((format!("block{}.conv{i}.bn.gamma", b + 1), vec![w]));
+                    out.push((format!("block{}.conv{i}.bn.beta", b + 1), vec![w]));
+                }
                 c = w;
             }
         }
@@ -146,8 +237,24 @@ impl VggConfig {
         for (i, (fan_in, out_n)) in fcs.into_iter().enumerate() {
             out.push((format!("fc{}.weight", i + 1), vec![out_n, fan_in]));
             out.push((format!("fc{}.bias", i + 1), vec![out_n]));
+            if self.reg.bn && i < 2 {
+                out.push((format!("fc{}.bn.gamma", i + 1), vec![out_n]));
+                out.push((format!("fc{}.bn.beta", i + 1), vec![out_n]));
+            }
         }
         out
+    }
+
+    /// (name, shape) of every buffer: the running statistics (2, C) of each batch
+    /// normalisation (row 0 the mean, row 1 the variance); none without `bn`.
+    pub fn buffer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.param_shapes()
+            .into_iter()
+            .filter_map(|(n, s)| {
+                n.strip_suffix(".bn.gamma")
+                    .map(|l| (format!("{l}.bn.running"), vec![2, s[0]]))
+            })
+            .collect()
     }
 
     /// Parameter count and forward FLOPs per image (2 per multiply-add, 1 per bias add
@@ -161,6 +268,10 @@ impl VggConfig {
                 let w = w as u64;
                 params += w * c * 9 + w;
                 flops += hw * hw * w * (18 * c + 2);
+                if self.reg.bn {
+                    params += 2 * w;
+                    flops += hw * hw * w * 2;
+                }
                 c = w;
             }
             hw /= 2;
@@ -170,9 +281,12 @@ impl VggConfig {
             (self.fc, self.fc),
             (self.fc, self.classes),
         ];
-        for (i, o) in fcs {
+        for (k, (i, o)) in fcs.into_iter().enumerate() {
             params += (i * o + o) as u64;
             flops += (o * (2 * i + 2)) as u64;
+            if self.reg.bn && k < 2 {
+                params += 2 * o as u64;
+            }
         }
         (params, flops)
     }
@@ -183,6 +297,9 @@ pub struct Vgg {
     pub config: VggConfig,
     /// (name, tensor) in the order of [`VggConfig::param_shapes`].
     pub params: Vec<(String, Tensor)>,
+    /// (name, tensor) in the order of [`VggConfig::buffer_shapes`]: state that training
+    /// changes but Adam does not (the running statistics).
+    pub buffers: Vec<(String, Tensor)>,
 }
 
 impl Vgg {
@@ -190,8 +307,29 @@ impl Vgg {
     /// the fully connected layers), zero biases, all drawn from `seed`.
     pub fn init(gpu: &Gpu, config: VggConfig, seed: u64) -> Result<Vgg> {
         config.validate()?;
-        let params = he_params(gpu, config.param_shapes(), seed)?;
-        Ok(Vgg { config, params })
+        // Batch normalisation's gamma starts at 1 (he_params makes every 1-D tensor 0
+        // and draws nothing for it, so the weights are those of the network without it).
+        let mut params = he_params(gpu, config.param_shapes(), seed)?;
+        for (name, t) in params.iter_mut() {
+            if name.ends_with(".bn.gamma") {
+                *t = Tensor::from_slice(gpu, t.shape(), &vec![1.0; t.numel()])?;
+            }
+        }
+        let buffers = config
+            .buffer_shapes()
+            .into_iter()
+            .map(|(n, s)| {
+                Ok((
+                    n,
+                    Tensor::from_slice(gpu, &s, &ops::batchnorm::running_init(s[1]))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Vgg {
+            config,
+            params,
+            buffers,
+        })
     }
 
     /// Rebuild from named host arrays (a checkpoint): every parameter must be present with
@@ -202,8 +340,13 @@ impl Vgg {
         get: impl Fn(&str) -> Option<(Vec<usize>, Vec<f32>)>,
     ) -> Result<Vgg> {
         config.validate()?;
-        let params = params_from_arrays(gpu, config.param_shapes(), get)?;
-        Ok(Vgg { config, params })
+        let params = params_from_arrays(gpu, config.param_shapes(), &get)?;
+        let buffers = params_from_arrays(gpu, config.buffer_shapes(), &get)?;
+        Ok(Vgg {
+            config,
+            params,
+            buffers,
+        })
     }
 
     pub fn param_count(&self) -> usize {
@@ -211,8 +354,8 @@ impl Vgg {
     }
 
     /// Forward pass of a batch `x` (B, C, S, S) to the class logits (B, classes), and the
-    /// parameter variables (leaves that require gradients when `trainable`).
-    pub fn forward(&self, tape: &Tape, x: &Var, trainable: bool) -> Result<(Var, Vec<Var>)> {
+    /// parameter variables (leaves that require gradients in training).
+    pub fn forward(&self, tape: &Tape, x: &Var, pass: Pass) -> Result<(Var, Vec<Var>)> {
         let c = &self.config;
         let shape = x.shape();
         if shape.len() != 4 || shape[1..] != [c.in_channels, c.size, c.size] {
@@ -224,26 +367,85 @@ impl Vgg {
                 shape
             );
         }
-        let params = tape.leaves(self.params.iter().map(|(_, t)| t), trainable);
-        let mut p = params.chunks(2);
+        let training = matches!(pass, Pass::Train { .. });
+        let params = tape.leaves(self.params.iter().map(|(_, t)| t), training);
+        // Parameters and running statistics are taken in the order of param_shapes and
+        // buffer_shapes.
+        let mut at = Cursor {
+            params: &params,
+            next: 0,
+            running: self.buffers.iter().map(|(_, t)| t).collect(),
+            next_running: 0,
+        };
+        let act = c.reg.activation();
         let mut h = x.clone();
         for &n in &VGG16_CONVS {
             for _ in 0..n {
-                let wb = p.next().expect("param_shapes lists every convolution");
-                h = ops::conv3x3_relu(tape, &h, &wb[0], &wb[1])?;
+                let (w, b) = (at.param(), at.param());
+                h = if c.reg.bn {
+                    let z = ops::conv3x3(tape, &h, w, b)?;
+                    self.norm_act(tape, &z, &mut at, training)?
+                } else {
+                    ops::conv3x3::conv3x3_act(tape, &h, w, b, act)?
+                };
             }
             h = ops::maxpool2(tape, &h)?;
         }
-        h = ops::reshape(tape, &h, &[shape[0], c.flat()])?;
-        for i in 0..3 {
-            let wb = p
-                .next()
-                .expect("param_shapes lists every fully connected layer");
-            h = ops::linear(tape, &h, &wb[0], &wb[1])?;
+        h = if c.reg.gap {
+            ops::gap(tape, &h)?
+        } else {
+            ops::reshape(tape, &h, &[shape[0], c.flat()])?
+        };
+        for i in 0..3u32 {
+            let (w, b) = (at.param(), at.param());
+            h = ops::linear(tape, &h, w, b)?;
             if i < 2 {
-                h = ops::relu(tape, &h)?;
+                h = self.norm_act(tape, &h, &mut at, training)?;
+                let key = match pass {
+                    Pass::Train { seed, step } => Some(ops::DropoutKey {
+                        seed,
+                        step,
+                        layer: i,
+                    }),
+                    Pass::Eval => None,
+                };
+                h = ops::dropout(tape, &h, c.reg.dropout, key)?;
             }
         }
         Ok((h, params))
+    }
+
+    /// Batch normalisation (when on), then the activation.
+    fn norm_act(&self, tape: &Tape, h: &Var, at: &mut Cursor, training: bool) -> Result<Var> {
+        let reg = &self.config.reg;
+        let h = if reg.bn {
+            let (g, b) = (at.param(), at.param());
+            ops::batchnorm(tape, h, g, b, at.running(), training)?
+        } else {
+            h.clone()
+        };
+        match reg.activation() {
+            Activation::Leaky(a) => ops::leaky_relu(tape, &h, a),
+            _ => ops::relu(tape, &h),
+        }
+    }
+}
+
+/// The forward's place in the parameter and running-statistics lists.
+struct Cursor<'a> {
+    params: &'a [Var],
+    next: usize,
+    running: Vec<&'a Tensor>,
+    next_running: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn param(&mut self) -> &'a Var {
+        self.next += 1;
+        &self.params[self.next - 1]
+    }
+    fn running(&mut self) -> &'a Tensor {
+        self.next_running += 1;
+        self.running[self.next_running - 1]
     }
 }

@@ -19,6 +19,9 @@ use crate::{bail, Error, Result};
 pub struct RunRecord {
     pub disease: String,
     pub features: String,
+    /// The classifier kind: `vgg` (the paper's), `vgg-reg` or `svm`; `vgg` in records
+    /// written before kinds existed.
+    pub classifier: String,
     pub k: usize,
     pub rep: usize,
     pub split_seed: u64,
@@ -46,13 +49,14 @@ impl RunRecord {
             .map(|(&t, &p)| (t == 1, p as f64)))
     }
 
+    /// The series of tables and figures: the combination for the paper's VGG, else
+    /// `combination:kind` (`concat:svm`).
+    pub fn series(&self) -> String {
+        series_name(&self.features, &self.classifier)
+    }
+
     pub fn key(&self) -> (String, String, usize, usize) {
-        (
-            self.disease.clone(),
-            self.features.clone(),
-            self.k,
-            self.rep,
-        )
+        (self.disease.clone(), self.series(), self.k, self.rep)
     }
 
     pub fn to_json(&self) -> Value {
@@ -60,6 +64,7 @@ impl RunRecord {
         json!({
             "disease": self.disease,
             "features": self.features,
+            "classifier": self.classifier,
             "k": self.k,
             "rep": self.rep,
             "split_seed": self.split_seed,
@@ -97,6 +102,13 @@ impl RunRecord {
         Ok(RunRecord {
             disease: s("disease")?,
             features: s("features")?,
+            classifier: match v.get("classifier") {
+                None => "vgg".to_string(),
+                Some(c) => c
+                    .as_str()
+                    .ok_or("field 'classifier' must be text")?
+                    .to_string(),
+            },
             k: n("k")? as usize,
             rep: n("rep")? as usize,
             split_seed: n("split_seed")?,
@@ -207,25 +219,42 @@ pub struct Row {
     pub loss: Option<f64>,
 }
 
-/// Order of combinations in tables and figures: the paper's, then any other name.
-fn combo_rank(name: &str) -> usize {
-    Combo::ALL
+/// The classifier kinds in table order (`vgg` is the paper's).
+pub const KINDS: [&str; 3] = ["vgg", "vgg-reg", "svm"];
+
+/// A series' name: the combination for the paper's VGG, else `combination:kind`.
+pub fn series_name(features: &str, classifier: &str) -> String {
+    if classifier == "vgg" {
+        features.to_string()
+    } else {
+        format!("{features}:{classifier}")
+    }
+}
+
+/// (combination, kind) of a series name.
+fn split_series(series: &str) -> (&str, &str) {
+    series.split_once(':').unwrap_or((series, "vgg"))
+}
+
+/// Order of series in tables and figures: by kind (the paper's first), then the paper's
+/// order of combinations, then any other name.
+fn combo_rank(series: &str) -> usize {
+    let (combo, kind) = split_series(series);
+    let c = Combo::ALL
         .iter()
-        .position(|c| c.name() == name)
-        .unwrap_or(Combo::ALL.len())
+        .position(|c| c.name() == combo)
+        .unwrap_or(Combo::ALL.len());
+    let k = KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len());
+    k * (Combo::ALL.len() + 1) + c
 }
 
 /// The runs grouped by (disease, combination, k), in a stable order.
 pub fn summarise(runs: &[RunRecord]) -> Vec<Row> {
     let mut groups: BTreeMap<(String, usize, String, usize), Vec<&RunRecord>> = BTreeMap::new();
     for r in runs {
+        let series = r.series();
         groups
-            .entry((
-                r.disease.clone(),
-                combo_rank(&r.features),
-                r.features.clone(),
-                r.k,
-            ))
+            .entry((r.disease.clone(), combo_rank(&series), series, r.k))
             .or_default()
             .push(r);
     }
@@ -293,11 +322,28 @@ pub struct PairedRow {
 /// The values of k pooled into the "few positives" row of the paired tables.
 pub const FEW: [usize; 4] = [1, 2, 3, 5];
 
-/// Every combination other than `baseline` against it, per disease and k and pooled over
-/// the k of [`FEW`] present, paired by repetition (only repetitions where both have a
-/// defined value count). Bootstrap seeds are fixed per cell, so the table is the same
-/// every time it is written.
+/// Every series of the same classifier kind as `baseline` (other than it) against it,
+/// per disease and k and pooled over the k of [`FEW`] present, paired by repetition (only
+/// repetitions where both have a defined value count). Bootstrap seeds are fixed per
+/// cell, so the table is the same every time it is written.
 pub fn paired(runs: &[RunRecord], baseline: &str) -> Vec<PairedRow> {
+    let kind = split_series(baseline).1;
+    paired_by(runs, |series| {
+        (series != baseline && split_series(series).1 == kind).then(|| baseline.to_string())
+    })
+}
+
+/// Every series of another kind than the paper's VGG against the paper's VGG on the same
+/// combination (`concat:svm` against `concat`).
+pub fn paired_kinds(runs: &[RunRecord]) -> Vec<PairedRow> {
+    paired_by(runs, |series| {
+        let (combo, kind) = split_series(series);
+        (kind != "vgg").then(|| combo.to_string())
+    })
+}
+
+/// Each series against the baseline `baseline_of` names for it (None: not compared).
+fn paired_by(runs: &[RunRecord], baseline_of: impl Fn(&str) -> Option<String>) -> Vec<PairedRow> {
     type Key = (String, String, usize, usize);
     let by: HashMap<Key, &RunRecord> = runs.iter().map(|r| (r.key(), r)).collect();
     let rows = summarise(runs);
@@ -306,9 +352,6 @@ pub fn paired(runs: &[RunRecord], baseline: &str) -> Vec<PairedRow> {
     diseases.dedup();
     for disease in &diseases {
         let (_, combos, ks) = layout(&rows, disease);
-        if !combos.iter().any(|c| c == baseline) {
-            continue;
-        }
         let reps: Vec<usize> = {
             let mut v: Vec<usize> = runs
                 .iter()
@@ -321,7 +364,11 @@ pub fn paired(runs: &[RunRecord], baseline: &str) -> Vec<PairedRow> {
         };
         // d_r for one metric at the given k's (averaged over them within a repetition;
         // a repetition counts only when every one of those k has both values).
-        let diffs = |c: &str, kk: &[usize], pick: fn(&RunRecord) -> Option<f64>| -> Vec<f64> {
+        let diffs = |c: &str,
+                     baseline: &str,
+                     kk: &[usize],
+                     pick: fn(&RunRecord) -> Option<f64>|
+         -> Vec<f64> {
             reps.iter()
                 .filter_map(|&rep| {
                     let mut sum = 0.0;
@@ -341,23 +388,33 @@ pub fn paired(runs: &[RunRecord], baseline: &str) -> Vec<PairedRow> {
         if few.len() > 1 {
             cells.push((None, few));
         }
-        for c in combos.iter().filter(|c| *c != baseline) {
+        for c in &combos {
+            let Some(baseline) = baseline_of(c).filter(|b| combos.contains(b)) else {
+                continue;
+            };
             for (k, kk) in &cells {
                 let seed = |m: u64| {
                     let mut h = m ^ ((k.unwrap_or(0) as u64) << 8);
                     for b in disease.bytes().chain(c.bytes()) {
                         h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
                     }
+                    // The paper's comparison (against IMG) keeps its seeds; others mix
+                    // in their baseline.
+                    if baseline != Combo::Img.name() {
+                        for b in baseline.bytes() {
+                            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+                        }
+                    }
                     h
                 };
                 out.push(PairedRow {
                     disease: disease.clone(),
                     features: c.clone(),
-                    baseline: baseline.to_string(),
+                    baseline: baseline.clone(),
                     k: *k,
-                    kappa: Paired::of(&diffs(c, kk, |r| r.confusion.kappa()), seed(1)),
-                    auc: Paired::of(&diffs(c, kk, RunRecord::auc), seed(2)),
-                    tpr: Paired::of(&diffs(c, kk, |r| r.confusion.tpr()), seed(3)),
+                    kappa: Paired::of(&diffs(c, &baseline, kk, |r| r.confusion.kappa()), seed(1)),
+                    auc: Paired::of(&diffs(c, &baseline, kk, RunRecord::auc), seed(2)),
+                    tpr: Paired::of(&diffs(c, &baseline, kk, |r| r.confusion.tpr()), seed(3)),
                 });
             }
         }
@@ -428,7 +485,13 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
         ));
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
-    let pairs = paired(&runs, Combo::Img.name());
+    // Each kind's combinations against its own IMG, then each kind against the paper's
+    // VGG on the same combination.
+    let mut pairs = Vec::new();
+    for kind in KINDS {
+        pairs.extend(paired(&runs, &series_name(Combo::Img.name(), kind)));
+    }
+    pairs.extend(paired_kinds(&runs));
     let mut pcsv = String::from("disease,features,baseline,k,metric,n,mean_diff,ci_lo,ci_hi,p\n");
     for r in &pairs {
         for (metric, v) in [("kappa", r.kappa), ("auc", r.auc), ("tpr", r.tpr)] {
@@ -500,39 +563,65 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             md.push('\n');
         }
         let dp: Vec<&PairedRow> = pairs.iter().filter(|r| &r.disease == disease).collect();
+        // One table per baseline group: against IMG of each kind, then against the
+        // paper's VGG.
+        let mut groups: Vec<(String, Vec<&PairedRow>)> = Vec::new();
+        for kind in KINDS {
+            let base = series_name(Combo::Img.name(), kind);
+            let rows: Vec<&PairedRow> = dp.iter().copied().filter(|r| r.baseline == base).collect();
+            if !rows.is_empty() {
+                groups.push((
+                    format!("Paired difference to {}", base.to_ascii_uppercase()),
+                    rows,
+                ));
+            }
+        }
+        let vs_paper: Vec<&PairedRow> = dp
+            .iter()
+            .copied()
+            .filter(|r| split_series(&r.features).0 == r.baseline)
+            .collect();
+        if !vs_paper.is_empty() {
+            groups.push((
+                "Paired difference to the paper's VGG on the same features".into(),
+                vs_paper,
+            ));
+        }
         type PickP = fn(&PairedRow) -> Option<Paired>;
         let paired_metrics: [(&str, PickP); 2] = [("kappa", |r| r.kappa), ("AUC", |r| r.auc)];
-        for (title, pick) in paired_metrics {
-            if dp.iter().all(|r| pick(r).is_none()) {
-                continue;
-            }
-            let others: Vec<String> = combos
-                .iter()
-                .filter(|c| c.as_str() != "img")
-                .cloned()
-                .collect();
-            table_head(
-                &mut md,
-                &format!("Paired difference to IMG, {title} (percentage points: mean [95% CI], p)"),
-                &others,
-            );
-            let mut kk: Vec<Option<usize>> = ks.iter().map(|&k| Some(k)).collect();
-            if dp.iter().any(|r| r.k.is_none()) {
-                kk.push(None);
-            }
-            for k in kk {
-                md.push_str(&format!(
-                    "| {} |",
-                    k.map_or("few".to_string(), |k| k.to_string())
-                ));
-                for c in &others {
-                    let v = dp
-                        .iter()
-                        .find(|r| &r.features == c && r.k == k)
-                        .and_then(|r| pick(r));
-                    md.push_str(&format!(" {} |", paired_cell(v)));
+        for (group, gp) in &groups {
+            for (title, pick) in paired_metrics {
+                if gp.iter().all(|r| pick(r).is_none()) {
+                    continue;
                 }
-                md.push('\n');
+                let others: Vec<String> = combos
+                    .iter()
+                    .filter(|c| gp.iter().any(|r| &r.features == *c))
+                    .cloned()
+                    .collect();
+                table_head(
+                    &mut md,
+                    &format!("{group}, {title} (percentage points: mean [95% CI], p)"),
+                    &others,
+                );
+                let mut kk: Vec<Option<usize>> = ks.iter().map(|&k| Some(k)).collect();
+                if gp.iter().any(|r| r.k.is_none()) {
+                    kk.push(None);
+                }
+                for k in kk {
+                    md.push_str(&format!(
+                        "| {} |",
+                        k.map_or("few".to_string(), |k| k.to_string())
+                    ));
+                    for c in &others {
+                        let v = gp
+                            .iter()
+                            .find(|r| &r.features == c && r.k == k)
+                            .and_then(|r| pick(r));
+                        md.push_str(&format!(" {} |", paired_cell(v)));
+                    }
+                    md.push('\n');
+                }
             }
         }
         let reps: Vec<usize> = dr.iter().map(|r| r.reps).collect();

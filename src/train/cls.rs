@@ -5,10 +5,20 @@
 //!
 //! Inputs are standardised per channel with statistics of the run's training images
 //! ([`ChannelStats`]), which the classifier keeps for inference.
+//!
+//! Augmentation (off by default) works in feature space: the frozen U-Net's features are
+//! computed once per image, and each training input is then moved by a drawn geometric
+//! transform, every channel alike (after standardisation, so the area a transform brings
+//! in from outside the image reads the channel's mean). The intensity transforms apply
+//! to the raw image channel only (IMG, IMG+SEG, IMG+CONCAT), before standardisation.
+//! A transform of the features stands in for the features of the transformed image: the
+//! U-Net's convolutions commute with translations, and only approximately with the rest.
 
 use rand::seq::SliceRandom;
 
+use crate::data::augment::Augment;
 use crate::nn::init::rng;
+use crate::nn::vgg::Pass;
 use crate::nn::{Vgg, VggConfig};
 use crate::ops::{self, Adam};
 use crate::train::features::{ChannelStats, Combo, FeatureBank};
@@ -24,6 +34,8 @@ pub struct ClsTrainOptions {
     /// Standardise every input channel by its mean and standard deviation over the run's
     /// training images (the default); off, the inputs go in as they are (an ablation).
     pub standardise: bool,
+    /// Augmentation of the training inputs (none by default, as in the paper).
+    pub augment: Augment,
 }
 
 /// Adam's step size for the classifier. The paper gives none; on the demo's phantom 1e-3
@@ -39,12 +51,14 @@ impl Default for ClsTrainOptions {
             epochs: 20,
             lr: DEFAULT_CLS_LR,
             standardise: true,
+            augment: Augment::default(),
         }
     }
 }
 
 impl ClsTrainOptions {
     pub fn validate(&self) -> Result<()> {
+        self.augment.validate()?;
         if self.batch == 0 || self.batches_per_epoch == 0 || self.epochs == 0 {
             bail!("the classifier's batch, batches per epoch and epochs must all be at least 1");
         }
@@ -146,9 +160,14 @@ pub fn train(
         }
         let ids: Vec<usize> = pick.iter().map(|&p| idx[p]).collect();
         let ys: Vec<f32> = pick.iter().map(|&p| labels[p] as f32).collect();
-        let x = inputs(gpu, &cls, bank, &ids)?;
+        let aug = (!opts.augment.is_identity()).then_some((&opts.augment, seed, s as u64));
+        let x = inputs(gpu, &cls, bank, &ids, aug)?;
         let y = Tensor::from_slice(gpu, &[ids.len()], &ys)?;
-        let loss = step(gpu, &cls.vgg, &mut adam, &x, &y, &class_w)?;
+        let pass = Pass::Train {
+            seed,
+            step: s as u64,
+        };
+        let loss = step(gpu, &cls.vgg, &mut adam, &x, &y, &class_w, pass)?;
         // The loss is read back only every epoch (a readback waits for the GPU).
         if (s + 1) % opts.batches_per_epoch == 0 || s + 1 == steps {
             let l = loss.item(gpu);
@@ -173,25 +192,42 @@ pub fn step(
     x: &Tensor,
     y: &Tensor,
     class_w: &Tensor,
+    pass: Pass,
 ) -> Result<Tensor> {
     let tape = Tape::new(gpu);
     let xv = tape.constant(x);
-    let (logits, params) = vgg.forward(&tape, &xv, true)?;
+    let (logits, params) = vgg.forward(&tape, &xv, pass)?;
     let loss = ops::softmax_ce(&tape, &logits, y, class_w)?;
     let grads = tape.backward(&loss)?;
     adam.step_from_tape(gpu, &vgg.params, &params, &grads)?;
     Ok(loss.value)
 }
 
-/// The standardised inputs of the images `ids`, uploaded as (B, C, S, S).
-fn inputs(gpu: &Gpu, cls: &Classifier, bank: &FeatureBank, ids: &[usize]) -> Result<Tensor> {
+/// The standardised inputs of the images `ids`, uploaded as (B, C, S, S); with `augment`
+/// (ranges, seed, step) each moved by the transform drawn for (seed, step, position).
+fn inputs(
+    gpu: &Gpu,
+    cls: &Classifier,
+    bank: &FeatureBank,
+    ids: &[usize],
+    augment: Option<(&Augment, u64, u64)>,
+) -> Result<Tensor> {
     let c = bank.channels(cls.combo);
     let s = bank.size;
+    let has_img = cls.combo.parts().0;
     let mut x = Vec::with_capacity(ids.len() * c * s * s);
-    for &i in ids {
+    for (j, &i) in ids.iter().enumerate() {
         let start = x.len();
         bank.append_input(i, cls.combo, &mut x)?;
+        let t = augment.map(|(a, seed, step)| a.draw([seed, step, j as u64], s));
+        if let (Some(t), true) = (&t, has_img) {
+            t.intensity(&mut x[start..start + s * s]);
+        }
         cls.stats.apply(&mut x[start..]);
+        if let Some(t) = &t {
+            let moved = t.warp(&x[start..]);
+            x[start..].copy_from_slice(&moved);
+        }
     }
     Tensor::from_slice(gpu, &[ids.len(), c, s, s], &x)
 }
@@ -206,10 +242,10 @@ pub fn predict(
 ) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(batch.max(1)) {
-        let x = inputs(gpu, cls, bank, chunk)?;
+        let x = inputs(gpu, cls, bank, chunk, None)?;
         let tape = Tape::new(gpu);
         let xv = tape.constant(&x);
-        let (logits, _) = tape.no_grad(|| cls.vgg.forward(&tape, &xv, false))?;
+        let (logits, _) = tape.no_grad(|| cls.vgg.forward(&tape, &xv, Pass::Eval))?;
         let p = ops::softmax(gpu, &logits.value)?.to_vec(gpu);
         out.extend(p.chunks(2).map(|pr| pr[1]));
     }

@@ -7,6 +7,7 @@ pub mod cls;
 pub mod cv;
 pub mod features;
 pub mod seg;
+pub mod svm;
 
 pub use seg::{SegTrainOptions, DEFAULT_LR};
 
