@@ -9,6 +9,7 @@
 //!     SEGFEAT_BENCH_PRESET=paper cargo bench --bench classifier
 //!     SEGFEAT_BENCH_CHANNELS=1,49 SEGFEAT_BENCH_SIZE=32 SEGFEAT_BENCH_WIDTH=0.0625 SEGFEAT_PROFILE=1 cargo bench --bench classifier
 //!     SEGFEAT_BENCH_TILING=4x8 cargo bench --bench classifier   # another conv3x3 tile (gpu, gpuwg, 8x4, 8x4wg, 4x8, 4x8sg)
+//!     SEGFEAT_BENCH_REG=bn=1,dropout=0.5,leaky=0.01 cargo bench --bench classifier   # the regularised VGG
 //!
 //! Timing: wall clock of whole steps (each ends by reading the loss back), best of REPS
 //! after one warm-up step.
@@ -16,6 +17,7 @@
 use std::time::Instant;
 
 use segfeat::nn::init::{normal, rng};
+use segfeat::nn::vgg::Regularisation;
 use segfeat::nn::{Preset, Vgg, VggConfig};
 use segfeat::ops::Adam;
 use segfeat::train::cls;
@@ -44,11 +46,13 @@ fn main() -> Result<()> {
     if let Ok(tile) = std::env::var("SEGFEAT_BENCH_TILING") {
         gpu.set_conv_tiling(tile.parse()?)?;
     }
+    let reg = Regularisation::parse(&env("SEGFEAT_BENCH_REG", ""))?;
     println!("adapter: {}", gpu.describe());
     println!("conv3x3 tile (channels x pixels): {}", gpu.conv_tiling());
     println!(
-        "classifier preset {} (widths x{width}, fc {fc}) at {size}x{size}, batch {batch}: best of {reps} after a warm-up",
-        preset.name()
+        "classifier preset {} (widths x{width}, fc {fc}, regularisation {}) at {size}x{size}, batch {batch}: best of {reps} after a warm-up",
+        preset.name(),
+        reg.describe()
     );
     println!(
         "{:>9} {:>12} {:>10} {:>12} {:>10} {:>12} {:>12} {:>11} {:>9}",
@@ -63,7 +67,8 @@ fn main() -> Result<()> {
         "record %"
     );
     for c in channels {
-        let config = VggConfig::new(c, size, width, fc)?;
+        let mut config = VggConfig::new(c, size, width, fc)?;
+        config.reg = reg;
         let (params, flops) = config.cost();
         let step_flops = 3.0 * flops as f64 * batch as f64;
         let vgg = Vgg::init(&gpu, config, 1)?;

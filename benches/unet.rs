@@ -14,6 +14,7 @@
 //!     SEGFEAT_BENCH_TILING=4x8 cargo bench --bench unet   # another conv3x3 tile (gpu, gpuwg, 8x4, 8x4wg, 4x8, 4x8sg)
 //!     SEGFEAT_TORCH_PYTHON=.venv-torch/bin/python cargo bench --bench unet  # PyTorch's Python
 //!     SEGFEAT_TORCH_PYTHON=none cargo bench --bench unet  # no PyTorch comparison
+//!     SEGFEAT_BENCH_AUGMENT=0 cargo bench --bench unet    # no augmentation timing
 //!
 //! PyTorch runs on the CPU with all cores when the adapter is a CPU one, on CUDA otherwise
 //! (`SEGFEAT_TORCH_DEVICE=cpu|cuda` overrides), in the same run, so the ratio is same-day.
@@ -24,6 +25,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use segfeat::data::augment::Augment;
 use segfeat::data::phantom::PhantomSpec;
 use segfeat::nn::{Unet, UnetConfig};
 use segfeat::ops::Adam;
@@ -67,6 +69,7 @@ fn main() -> Result<()> {
         "record %"
     );
     let mut ours = Vec::new();
+    let mut augment_rows = Vec::new();
     for &size in &sizes {
         let config = UnetConfig::new(n, 6, size)?;
         let flops: u64 = config.summary().iter().map(|r| r.flops).sum();
@@ -120,6 +123,37 @@ fn main() -> Result<()> {
         );
         let params: u64 = unet.config.summary().iter().map(|r| r.params).sum();
         ours.push((size, best, params));
+        // Augmentation's cost: plain and augmented steps in turn (the recommended set,
+        // drawn and applied on the CPU before each step), best of each.
+        if std::env::var("SEGFEAT_BENCH_AUGMENT").as_deref() != Ok("0") {
+            let aug = Augment::recommended();
+            let (mut plain, mut augmented, mut alone) =
+                (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+            for rep in 0..reps {
+                // The augmentation alone: draw and apply for the batch's images.
+                let t0 = Instant::now();
+                for (j, &i) in idx.iter().enumerate() {
+                    let t = aug.draw([1, rep as u64, j as u64], size);
+                    std::hint::black_box(t.apply(&data.samples[i].image, &data.samples[i].label));
+                }
+                alone = alone.min(t0.elapsed().as_secs_f64());
+                let t0 = Instant::now();
+                seg::step(&gpu, &unet, &mut adam, &data, &idx, &class_w, None)?;
+                plain = plain.min(t0.elapsed().as_secs_f64());
+                let t0 = Instant::now();
+                seg::step(
+                    &gpu,
+                    &unet,
+                    &mut adam,
+                    &data,
+                    &idx,
+                    &class_w,
+                    Some((&aug, 1)),
+                )?;
+                augmented = augmented.min(t0.elapsed().as_secs_f64());
+            }
+            augment_rows.push((size, plain, augmented, alone));
+        }
         let profile = gpu.profile();
         if !profile.is_empty() {
             let total: f64 = profile.iter().map(|p| p.2).sum();
@@ -157,6 +191,31 @@ fn main() -> Result<()> {
          parameter), plus the activations backward reads (the input and every step's output \
          but the upsampling's, which the concatenation holds), for the batch"
     );
+    if !augment_rows.is_empty() {
+        println!();
+        println!(
+            "augmentation (--augment recommended, on the CPU before the step), plain and \
+             augmented steps in turn, best of {reps} each (SEGFEAT_BENCH_AUGMENT=0 skips):"
+        );
+        println!(
+            "{:>6} {:>12} {:>14} {:>10} {:>18} {:>8}",
+            "size", "plain ms", "augmented ms", "slowdown", "augment alone ms", "share"
+        );
+        for (size, plain, augmented, alone) in &augment_rows {
+            println!(
+                "{size:>6} {:>12.1} {:>14.1} {:>9.1}% {:>18.2} {:>7.2}%",
+                plain * 1e3,
+                augmented * 1e3,
+                100.0 * (augmented / plain - 1.0),
+                alone * 1e3,
+                100.0 * alone / plain
+            );
+        }
+        println!(
+            "augment alone: drawing and applying the transforms of one batch (image and labels), \
+             the work the augmented step adds; share: that over the plain step"
+        );
+    }
     torch_comparison(&gpu, n, batch, reps, &ours);
     Ok(())
 }

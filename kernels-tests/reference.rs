@@ -301,10 +301,10 @@ pub fn batchnorm_backward(
         (x[k] - mean[ch]) * inv[ch]
     };
     let (mut s1, mut s2) = (vec![0.0; c], vec![0.0; c]);
-    for k in 0..x.len() {
+    for (k, &g) in dy.iter().enumerate() {
         let ch = (k / hw) % c;
-        s1[ch] += dy[k];
-        s2[ch] += dy[k] * xhat(k);
+        s1[ch] += g;
+        s2[ch] += g * xhat(k);
     }
     let dx = (0..x.len())
         .map(|k| {

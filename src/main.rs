@@ -1123,7 +1123,6 @@ fn train_cls(
         augment: Augment::default(),
     })?;
     config.reg = chosen.reg;
-    let mut p = p;
     p.train.augment = chosen.augment;
     let (params, flops) = config.cost();
     eprintln!(

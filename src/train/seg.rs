@@ -165,7 +165,7 @@ pub fn train(
         );
         let mut loss_sum = 0.0f64;
         for (i, idx) in order.chunks(opts.batch).enumerate() {
-            let aug = (!opts.augment.is_identity()).then(|| (&opts.augment, opts.seed));
+            let aug = (!opts.augment.is_identity()).then_some((&opts.augment, opts.seed));
             let loss = step(gpu, &unet, &mut adam, data, idx, &class_w, aug)?;
             if !loss.is_finite() {
                 bail!(
