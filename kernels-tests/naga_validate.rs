@@ -60,11 +60,11 @@ fn every_shader_parses_and_validates() {
         "validated {files} files, {} entry points: {entry_points:?}",
         entry_points.len()
     );
-    assert_eq!(files, 14, "shader files validated");
+    assert_eq!(files, 18, "shader files validated");
     // conv3x3_subgroup holds conv3x3's 11 entry points as well as its own 2.
     assert_eq!(
         entry_points.len(),
-        62,
+        75,
         "entry points validated: {entry_points:?}"
     );
 }
