@@ -242,10 +242,12 @@ struct DemoOverrides {
     /// Feed the classifier its inputs as they are, without standardising each channel.
     #[arg(long)]
     no_standardise: bool,
-    /// Classifiers run on every combination: vgg, vgg-reg, svm (as for `experiment`,
-    /// vgg-reg with its default settings).
+    /// Classifiers run on every combination: vgg, vgg-reg, svm (as for `experiment`).
     #[arg(long)]
     classifiers: Option<String>,
+    /// vgg-reg's settings (as for `experiment`).
+    #[command(flatten)]
+    reg: RegArgs,
 }
 
 #[derive(Args, Clone)]
@@ -1319,6 +1321,7 @@ fn demo(out: &Path, preset: &str, jobs: Option<u32>, o: &DemoOverrides) -> Resul
     if let Some(c) = &o.classifiers {
         p.classifiers = ClassifierKind::parse_list(c)?;
     }
+    p.regularised = o.reg.regularised(Regularised::default())?;
     if let Some(e) = o.seg_epochs {
         if e == 0 {
             bail!("--seg-epochs must be at least 1");
