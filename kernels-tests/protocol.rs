@@ -754,6 +754,75 @@ fn command_line_trains_and_applies_a_classifier() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("P(effusion) = "), "{out}");
 
+    // A regularised, augmented classifier: its file records the options, classify reads
+    // them.
+    let reg_path = root.join("cls-reg.safetensors").display().to_string();
+    let mut base = vec![
+        "train-cls",
+        "--seg",
+        &seg_s,
+        "--data",
+        "phantom",
+        "--disease",
+        "effusion",
+        "--features",
+        "concat",
+        "--positives",
+        "2",
+        "--out",
+        &reg_path,
+    ];
+    base.extend(tiny);
+    let mut args = base.clone();
+    args.extend([
+        "--bn",
+        "--dropout",
+        "0.5",
+        "--leaky",
+        "0.1",
+        "--gap",
+        "--rotate",
+        "10",
+        "--noise",
+        "0.02",
+    ]);
+    let (code, out, err) = run_cli(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let ck = segfeat::nn::checkpoint::load(Path::new(&reg_path)).unwrap();
+    assert_eq!(
+        ck.metadata["regularisation"],
+        "bn=1,dropout=0.5,leaky=0.1,gap=1"
+    );
+    assert!(
+        ck.metadata["training"].contains("augment=rotate=10,noise=0.02"),
+        "{:?}",
+        ck.metadata
+    );
+    assert!(ck.tensors.contains_key("block1.conv1.bn.running"));
+    let (code, out, err) = run_cli(&[
+        "classify", "--seg", &seg_s, "--model", &reg_path, "--input", &img_s,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("P(effusion) = "), "{out}");
+    for (bad, want) in [
+        (vec!["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+        (vec!["--leaky=-1"], "--leaky must be in [0, 1)"),
+        (vec!["--crop", "1"], "--crop must be below 1"),
+        (vec!["--flip", "x"], "--flip must be h, v, hv or none"),
+        (vec!["--augment", "zoom=2"], "unknown augmentation 'zoom'"),
+    ] {
+        let mut a = base.clone();
+        a.extend(bad);
+        let (code, _, err) = run_cli(&a);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(want), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{err}"
+        );
+    }
+
     // The experiment and report commands, and bad input as one sentence each.
     let exp = root.join("exp").display().to_string();
     let mut args = vec![

@@ -1081,6 +1081,10 @@ fn train_cls(
         bail!("--disease names one disease (effusion or septal), got '{disease}'");
     };
     let combo = Combo::parse(features)?;
+    let chosen = args.reg.regularised(Regularised {
+        reg: Regularisation::default(),
+        augment: Augment::default(),
+    })?;
     let p = Protocol {
         diseases: vec![disease],
         combos: vec![combo],
@@ -1120,10 +1124,6 @@ fn train_cls(
         seed: split_seed,
     } = cohort.split(&p, &run)?;
     let mut config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
-    let chosen = args.reg.regularised(Regularised {
-        reg: Regularisation::default(),
-        augment: Augment::default(),
-    })?;
     config.reg = chosen.reg;
     p.train.augment = chosen.augment;
     let (params, flops) = config.cost();
