@@ -971,54 +971,61 @@ pub fn check_batchnorm(gpu: &Gpu, shape: &[usize], seed: u64) {
         atol(n * hw) * 10.0,
         RTOL * 10.0,
     );
-    // Backward (training).
-    let (dx, dgamma, dbeta) = r::batchnorm_backward(&xf, &f64s(&dy), &gf, n, c, hw);
+    // Backward (training), then inference: the running statistics, which stay as they
+    // are, and the frozen backward.
     let (px, pg, pb) = (
         rand_vec(&mut g, numel),
         rand_vec(&mut g, c),
         rand_vec(&mut g, c),
     );
-    let (tdx, tdg, tdb) = (up(gpu, shape, &px), up(gpu, &[c], &pg), up(gpu, &[c], &pb));
-    ops::batchnorm::backward(
-        gpu,
-        &tx,
-        &tdy,
-        &tg,
-        &stats,
-        false,
-        Some(&tdx),
-        Some((&tdg, &tdb)),
-    )
-    .unwrap();
-    check(
-        &format!("{tag} backward dx"),
-        &tdx.to_vec(gpu),
-        &plus(&px, &dx),
-        atol(n * hw) * 10.0,
-        RTOL * 10.0,
-    );
-    check(
-        &format!("{tag} backward dgamma"),
-        &tdg.to_vec(gpu),
-        &plus(&pg, &dgamma),
-        atol(n * hw) * 10.0,
-        RTOL * 10.0,
-    );
-    check(
-        &format!("{tag} backward dbeta"),
-        &tdb.to_vec(gpu),
-        &plus(&pb, &dbeta),
-        atol(n * hw),
-        RTOL,
-    );
-    // Inference: the running statistics, which stay as they are; the frozen backward.
+    let backward = |what: &str,
+                    stats: &segfeat::Tensor,
+                    frozen: bool,
+                    want: (Vec<f64>, Vec<f64>, Vec<f64>),
+                    atol_dx: f64| {
+        let (tdx, tdg, tdb) = (up(gpu, shape, &px), up(gpu, &[c], &pg), up(gpu, &[c], &pb));
+        ops::batchnorm::backward(
+            gpu,
+            &tx,
+            &tdy,
+            &tg,
+            stats,
+            frozen,
+            Some(&tdx),
+            Some((&tdg, &tdb)),
+        )
+        .unwrap();
+        check(
+            &format!("{tag} {what} dx"),
+            &tdx.to_vec(gpu),
+            &plus(&px, &want.0),
+            atol_dx,
+            RTOL * 10.0,
+        );
+        check(
+            &format!("{tag} {what} dgamma"),
+            &tdg.to_vec(gpu),
+            &plus(&pg, &want.1),
+            atol(n * hw) * 10.0,
+            RTOL * 10.0,
+        );
+        check(
+            &format!("{tag} {what} dbeta"),
+            &tdb.to_vec(gpu),
+            &plus(&pb, &want.2),
+            atol(n * hw),
+            RTOL,
+        );
+    };
+    let want = r::batchnorm_backward(&xf, &f64s(&dy), &gf, n, c, hw);
+    backward("backward", &stats, false, want, atol(n * hw) * 10.0);
     let run = up(gpu, &[2, c], &run0);
     let (y, stats) = ops::batchnorm::forward_inference(gpu, &tx, &tg, &tb, &run).unwrap();
-    let frozen = Some((
+    let frozen = (
         run0[..c].iter().map(|&v| v as f64).collect::<Vec<_>>(),
         run0[c..].iter().map(|&v| v as f64).collect::<Vec<_>>(),
-    ));
-    let (want, _, _) = r::batchnorm(&xf, &gf, &bf, n, c, hw, frozen.clone());
+    );
+    let (want, _, _) = r::batchnorm(&xf, &gf, &bf, n, c, hw, Some(frozen.clone()));
     check(
         &format!("{tag} forward (inference)"),
         &y.to_vec(gpu),
@@ -1031,39 +1038,6 @@ pub fn check_batchnorm(gpu: &Gpu, shape: &[usize], seed: u64) {
         run0,
         "{tag}: inference moved the running statistics"
     );
-    let (dx, dgamma, dbeta) =
-        r::batchnorm_backward_frozen(&xf, &f64s(&dy), &gf, frozen.as_ref().unwrap(), n, c, hw);
-    let (tdx, tdg, tdb) = (up(gpu, shape, &px), up(gpu, &[c], &pg), up(gpu, &[c], &pb));
-    ops::batchnorm::backward(
-        gpu,
-        &tx,
-        &tdy,
-        &tg,
-        &stats,
-        true,
-        Some(&tdx),
-        Some((&tdg, &tdb)),
-    )
-    .unwrap();
-    check(
-        &format!("{tag} frozen backward dx"),
-        &tdx.to_vec(gpu),
-        &plus(&px, &dx),
-        atol(1) * 10.0,
-        RTOL * 10.0,
-    );
-    check(
-        &format!("{tag} frozen backward dgamma"),
-        &tdg.to_vec(gpu),
-        &plus(&pg, &dgamma),
-        atol(n * hw) * 10.0,
-        RTOL * 10.0,
-    );
-    check(
-        &format!("{tag} frozen backward dbeta"),
-        &tdb.to_vec(gpu),
-        &plus(&pb, &dbeta),
-        atol(n * hw),
-        RTOL,
-    );
+    let want = r::batchnorm_backward_frozen(&xf, &f64s(&dy), &gf, &frozen, n, c, hw);
+    backward("frozen backward", &stats, true, want, atol(1) * 10.0);
 }

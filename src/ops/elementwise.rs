@@ -57,11 +57,23 @@ pub fn reshape(tape: &Tape, x: &Var, shape: &[usize]) -> Result<Var> {
 
 /// y = f(x) for an elementwise kernel with bindings 1 x, 2 y (elu, relu).
 pub(crate) fn unary_forward(gpu: &Gpu, kernel: Kernel, x: &Tensor) -> Result<Tensor> {
+    unary_forward_with(gpu, kernel, x, &[])
+}
+
+/// [`unary_forward`] for a kernel whose params carry more words after the offsets
+/// (`extra`: the leaky ReLU's slope).
+pub(crate) fn unary_forward_with(
+    gpu: &Gpu,
+    kernel: Kernel,
+    x: &Tensor,
+    extra: &[u32],
+) -> Result<Tensor> {
     let y = Tensor::uninit(gpu, x.shape())?;
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
         let (bx, ox) = gpu.bind(x, s, n);
         let (by, oy) = gpu.bind(&y, s, n);
-        gpu.dispatch(kernel, &[u(n), ox, oy, 0], &[(1, bx), (2, by)], n)?;
+        let prm: Vec<u32> = [u(n), ox, oy, 0].iter().chain(extra).copied().collect();
+        gpu.dispatch(kernel, &prm, &[(1, bx), (2, by)], n)?;
     }
     Ok(y)
 }
@@ -88,6 +100,19 @@ pub(crate) fn unary_backward_vec4(
     dy: &Tensor,
     dx: &Tensor,
 ) -> Result<()> {
+    unary_backward_with(gpu, (kernel, kernel4), x, dy, dx, &[])
+}
+
+/// [`unary_backward_vec4`] for kernels whose params carry more words after the offsets
+/// (`extra`, the same for both kernels).
+pub(crate) fn unary_backward_with(
+    gpu: &Gpu,
+    (kernel, kernel4): (Kernel, Option<Kernel>),
+    x: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    extra: &[u32],
+) -> Result<()> {
     super::check_shape(dy, x.shape(), "output gradient")?;
     super::check_shape(dx, x.shape(), "input gradient")?;
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
@@ -95,11 +120,15 @@ pub(crate) fn unary_backward_vec4(
         let (bdy, ody) = gpu.bind(dy, s, n);
         let (bdx, odx) = gpu.bind(dx, s, n);
         let bufs = [(1, bx), (3, bdy), (4, bdx)];
+        let with = |head: [u32; 4]| -> Vec<u32> { head.iter().chain(extra).copied().collect() };
         match kernel4 {
-            Some(k4) if n % 4 == 0 && ox % 4 == 0 && ody % 4 == 0 && odx % 4 == 0 => {
-                gpu.dispatch(k4, &[u(n / 4), ox / 4, ody / 4, odx / 4], &bufs, n / 4)?
-            }
-            _ => gpu.dispatch(kernel, &[u(n), ox, ody, odx], &bufs, n)?,
+            Some(k4) if n % 4 == 0 && ox % 4 == 0 && ody % 4 == 0 && odx % 4 == 0 => gpu.dispatch(
+                k4,
+                &with([u(n / 4), ox / 4, ody / 4, odx / 4]),
+                &bufs,
+                n / 4,
+            )?,
+            _ => gpu.dispatch(kernel, &with([u(n), ox, ody, odx]), &bufs, n)?,
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! the convolutions' epilogue (`conv3x3_act` with [`super::conv3x3::Activation::Leaky`]),
 //! whose backward calls [`backward`] with the output y in place of x (right for a >= 0).
 
-use super::u;
+use super::elementwise::{unary_backward_with, unary_forward_with};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
@@ -20,29 +20,13 @@ fn check_slope(slope: f32) -> Result<()> {
 /// y = leaky_relu(x; slope)
 pub fn forward(gpu: &Gpu, x: &Tensor, slope: f32) -> Result<Tensor> {
     check_slope(slope)?;
-    let y = Tensor::uninit(gpu, x.shape())?;
-    for (s, n) in gpu.chunks(x.numel(), &[1])? {
-        let (bx, ox) = gpu.bind(x, s, n);
-        let (by, oy) = gpu.bind(&y, s, n);
-        let prm = [u(n), ox, oy, 0, slope.to_bits()];
-        gpu.dispatch(FORWARD, &prm, &[(1, bx), (2, by)], n)?;
-    }
-    Ok(y)
+    unary_forward_with(gpu, FORWARD, x, &[slope.to_bits()])
 }
 
 /// dx += dy * leaky_relu'(x) (x may be the output y: same sign).
 pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor, slope: f32) -> Result<()> {
     check_slope(slope)?;
-    super::check_shape(dy, x.shape(), "output gradient")?;
-    super::check_shape(dx, x.shape(), "input gradient")?;
-    for (s, n) in gpu.chunks(x.numel(), &[1])? {
-        let (bx, ox) = gpu.bind(x, s, n);
-        let (bdy, ody) = gpu.bind(dy, s, n);
-        let (bdx, odx) = gpu.bind(dx, s, n);
-        let prm = [u(n), ox, ody, odx, slope.to_bits()];
-        gpu.dispatch(BACKWARD, &prm, &[(1, bx), (3, bdy), (4, bdx)], n)?;
-    }
-    Ok(())
+    unary_backward_with(gpu, (BACKWARD, None), x, dy, dx, &[slope.to_bits()])
 }
 
 /// Tape rule: y = leaky_relu(x; slope).
