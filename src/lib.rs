@@ -19,6 +19,8 @@
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod limits;
+pub mod lock;
 pub mod nn;
 pub mod ops;
 pub mod protocol;

@@ -992,7 +992,7 @@ fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Resu
     let gpu = Gpu::new()?;
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
     let s = unet.config.size;
-    let img = image::open(input)
+    let img = segfeat::limits::open_image(input)
         .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let pixels = folder::intensities(&img);
@@ -1221,7 +1221,7 @@ fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
             c.size
         );
     }
-    let img = image::open(input)
+    let img = segfeat::limits::open_image(input)
         .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let pixels = folder::intensities(&img);

@@ -181,6 +181,11 @@ pub fn load(
     if images.is_empty() {
         bail!("{} holds no .png images", idir.display());
     }
+    crate::limits::check_size("the input size", size)?;
+    crate::limits::check_host(
+        &format!("{} images at {size}x{size}", images.len()),
+        images.len() as u128 * (size as u128).pow(2) * 5,
+    )?;
     let masks: HashMap<String, PathBuf> = pngs(&mdir)?.into_iter().map(|p| (stem(&p), p)).collect();
     let mut problems = Vec::new();
     let mut samples = Vec::new();
@@ -263,7 +268,8 @@ pub fn intensities(img: &DynamicImage) -> Vec<f32> {
 }
 
 fn open(path: &Path, what: &str) -> Result<DynamicImage> {
-    image::open(path).map_err(|e| Error(format!("{}: unreadable {what}: {e}", path.display())))
+    crate::limits::open_image(path)
+        .map_err(|e| Error(format!("{}: unreadable {what}: {e}", path.display())))
 }
 
 /// One image and its mask, checked and resized.

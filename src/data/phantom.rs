@@ -86,6 +86,15 @@ impl PhantomSpec {
         if self.size < 16 {
             bail!("phantom size must be at least 16 pixels, got {}", self.size);
         }
+        crate::limits::check_size("the phantom size", self.size)?;
+        // Every image as f32 intensities and u8 labels, at the most slices the range allows.
+        let images = (self.normal_patients as u128) * (self.slices.1 as u128)
+            + self.effusion_images as u128
+            + self.septal_images as u128;
+        crate::limits::check_host(
+            &format!("a phantom of {images} images at {0}x{0}", self.size),
+            images * (self.size as u128).pow(2) * 5,
+        )?;
         if self.slices.0 == 0 || self.slices.0 > self.slices.1 {
             bail!(
                 "slices per patient must be a range like 9..12 with 1 <= min <= max, got {}..{}",

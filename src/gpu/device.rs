@@ -366,6 +366,13 @@ impl Gpu {
         let inst = instance();
         let adapters = all_adapters(&inst);
         let Some(i) = choose(&adapters) else {
+            if let (Ok(wanted), false) = (std::env::var("SEGFEAT_ADAPTER"), adapters.is_empty()) {
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                bail!(
+                    "SEGFEAT_ADAPTER='{wanted}' matches none of the adapters found ({}): name part of one of them, or unset it",
+                    names.join(", ")
+                );
+            }
             bail!("{NO_ADAPTER_HELP}");
         };
         let adapter = &adapters[i];

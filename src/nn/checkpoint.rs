@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 use crate::nn::vgg::Regularisation;
 use crate::nn::{Unet, UnetConfig, Vgg, VggConfig};
@@ -22,6 +22,8 @@ use crate::{bail, Error, Gpu, Result};
 pub struct Checkpoint {
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     pub metadata: BTreeMap<String, String>,
+    /// SHA-256 of the file's bytes (see [`sha256_hex`]).
+    pub sha256: String,
 }
 
 impl Checkpoint {
@@ -45,47 +47,172 @@ impl Checkpoint {
     }
 }
 
-/// Write `tensors` (name, shape, data) and `metadata` to `path` atomically.
+/// The bytes of a safetensors file: an 8-byte little-endian header length, the JSON header
+/// (metadata under `__metadata__`, then every tensor's dtype, shape and byte range, all keys
+/// sorted, padded with spaces to a multiple of 8), then the tensors' data in the given order.
+/// Written here rather than by the `safetensors` crate, whose metadata map has no fixed
+/// order: the same training must give the same bytes, so that a checksum confirms it.
+pub fn serialize(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut offset = 0usize;
+    for (name, shape, data) in tensors {
+        if shape.iter().product::<usize>() != data.len() {
+            bail!(
+                "tensor '{name}': shape {shape:?} does not hold {} values",
+                data.len()
+            );
+        }
+        if name == "__metadata__" || header.contains_key(name) {
+            bail!("tensor name '{name}' is reserved or used twice");
+        }
+        let end = offset + 4 * data.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::Value::Object(header).to_string().into_bytes();
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, data) in tensors {
+        for v in data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// Write `tensors` (name, shape, data) and `metadata` to `path` atomically (see
+/// [`write_atomic`]), in the byte-for-byte reproducible layout of [`serialize`].
 pub fn save(
     path: &Path,
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let views = tensors
-        .iter()
-        .map(|(name, shape, data)| {
-            let bytes: &[u8] = bytemuck::cast_slice(data);
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error(format!("tensor '{name}': {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error(format!("{}: cannot serialise: {e}", path.display())))?;
+    let bytes =
+        serialize(tensors, metadata).map_err(|e| Error(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 
-/// Write `bytes` to a temporary file beside `path`, then rename it over `path` (so a
-/// reader sees the old file or the new one, never half of one).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error(format!("cannot create folder {}: {e}", dir.display())))?;
-    }
-    // The process id keeps concurrent writers (shards sharing a folder) apart.
+/// The environment variable of the crash test hook: `SEGFEAT_ABORT_AT_WRITE_STEP=N` aborts
+/// the process (as a kill would) at the N-th step of [`write_atomic`] counted from the
+/// process's start. Each file takes three steps: 1. write the temporary file and fsync it
+/// (the abort comes half-way through the bytes, leaving a torn temporary), 2. rename it
+/// over the target, 3. fsync the folder (the abort comes after the rename). Used by the
+/// tests that kill a training at every step of a save and resume it.
+pub const ABORT_HOOK: &str = "SEGFEAT_ABORT_AT_WRITE_STEP";
+
+static WRITE_STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Count one write step; true when the crash hook asks to die at this one.
+fn abort_here() -> bool {
+    let n = WRITE_STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    std::env::var(ABORT_HOOK)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(n)
+}
+
+/// The temporary name [`write_atomic`] uses beside `path` (the process id keeps
+/// concurrent writers, such as shards sharing a folder, apart).
+fn temporary(path: &Path) -> std::path::PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .map_err(|e| Error(format!("cannot write {}: {e}", tmp.display())))?;
+    std::path::PathBuf::from(tmp)
+}
+
+/// Remove temporaries `<path>.tmp<pid>` left beside `path` by killed writers. Call it only
+/// while holding the lock of whatever writes `path` (see [`crate::lock`]).
+pub fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp", name.to_string_lossy());
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.strip_prefix(&prefix)
+            .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Write `bytes` to a temporary file beside `path`, fsync it, rename it over `path`, and
+/// fsync the folder: a reader, or a process killed at any moment, sees the old file or the
+/// new one, never half of one, and a rename that returned survives a power cut.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error(format!("cannot create folder {}: {e}", dir.display())))?;
+            dir
+        }
+        None => Path::new("."),
+    };
+    if path.is_dir() {
+        bail!("{} is a folder; name a file to write", path.display());
+    }
+    let tmp = temporary(path);
+    let werr = |e: std::io::Error| Error(format!("cannot write {}: {e}", tmp.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+    if abort_here() {
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        std::process::abort();
+    }
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(werr)?;
+    drop(f);
+    if abort_here() {
+        std::process::abort();
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
         Error(format!(
             "cannot rename {} to {}: {e}",
             tmp.display(),
             path.display()
         ))
-    })
+    })?;
+    if abort_here() {
+        std::process::abort();
+    }
+    // Make the rename itself durable. Some file systems cannot fsync a folder; the rename
+    // has happened either way, so that is not an error.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// SHA-256 of `bytes`, as 64 lowercase hex digits (what `sha256sum` prints).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A process killed while appending to a JSON Lines file can leave a last line without
@@ -144,7 +271,9 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         .into_iter()
         .collect();
     let mut tensors = HashMap::new();
-    for (name, view) in st.tensors() {
+    let mut views = st.tensors();
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, view) in views {
         if view.dtype() != Dtype::F32 {
             bail!(
                 "{}: tensor '{name}' is {:?}; segfeat reads f32 only",
@@ -157,9 +286,20 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: tensor '{name}' holds a non-finite value ({} at index {i}); the file is damaged or its training diverged",
+                path.display(),
+                data[i]
+            );
+        }
         tensors.insert(name, (view.shape().to_vec(), data));
     }
-    Ok(Checkpoint { tensors, metadata })
+    Ok(Checkpoint {
+        tensors,
+        metadata,
+        sha256: sha256_hex(&bytes),
+    })
 }
 
 /// What a segmentation model carries besides its weights.
@@ -181,18 +321,15 @@ pub struct SegMeta {
     pub patients: Vec<String>,
     /// The training data's source (see [`crate::data::Dataset::source`]).
     pub data: String,
+    /// SHA-256 of the file it was loaded from (empty for a model not yet saved); a
+    /// classifier records it, and refuses features from any other model.
+    pub sha256: String,
 }
 
 pub const ARCHITECTURE: &str = "unet-wong2017";
 
-/// Save a U-Net and its metadata (atomically).
-pub fn save_unet(gpu: &Gpu, path: &Path, unet: &Unet, meta: &SegMeta) -> Result<()> {
-    let c = &unet.config;
-    let tensors: Vec<_> = unet
-        .params
-        .iter()
-        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.to_vec(gpu)))
-        .collect();
+/// The metadata of a segmentation model file (also carried by its training state).
+pub fn unet_metadata(c: &UnetConfig, meta: &SegMeta) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("architecture".into(), ARCHITECTURE.into());
     m.insert("channels".into(), c.channels.to_string());
@@ -200,14 +337,7 @@ pub fn save_unet(gpu: &Gpu, path: &Path, unet: &Unet, meta: &SegMeta) -> Result<
     m.insert("size".into(), c.size.to_string());
     m.insert("in_channels".into(), c.in_channels.to_string());
     m.insert("label_names".into(), meta.label_names.join(","));
-    m.insert(
-        "class_weights".into(),
-        meta.class_weights
-            .iter()
-            .map(|w| format!("{w:?}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    m.insert("class_weights".into(), floats(&meta.class_weights));
     m.insert("input_normalisation".into(), meta.normalisation.clone());
     m.insert("epochs_done".into(), meta.epochs_done.to_string());
     m.insert("epochs_planned".into(), meta.epochs_planned.to_string());
@@ -215,12 +345,32 @@ pub fn save_unet(gpu: &Gpu, path: &Path, unet: &Unet, meta: &SegMeta) -> Result<
     m.insert("training".into(), meta.training.clone());
     m.insert("train_patients".into(), meta.patients.join(","));
     m.insert("train_data".into(), meta.data.clone());
-    save(path, &tensors, &m)
+    m
 }
 
-/// Load a U-Net saved by [`save_unet`], checking its architecture and every tensor.
-pub fn load_unet(gpu: &Gpu, path: &Path) -> Result<(Unet, SegMeta)> {
-    let ck = load(path)?;
+/// The U-Net's parameters as (name, shape, values), read back from the GPU.
+pub fn unet_tensors(gpu: &Gpu, unet: &Unet) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    unet.params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.to_vec(gpu)))
+        .collect()
+}
+
+/// The bytes of the model file [`save_unet`] writes.
+pub fn unet_bytes(gpu: &Gpu, unet: &Unet, meta: &SegMeta) -> Result<Vec<u8>> {
+    serialize(&unet_tensors(gpu, unet), &unet_metadata(&unet.config, meta))
+}
+
+/// Save a U-Net and its metadata (atomically).
+pub fn save_unet(gpu: &Gpu, path: &Path, unet: &Unet, meta: &SegMeta) -> Result<()> {
+    let bytes =
+        unet_bytes(gpu, unet, meta).map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Read the configuration and [`SegMeta`] from a checkpoint's metadata (a model file's,
+/// or its training state's, which carries the same keys).
+pub fn unet_meta_of(ck: &Checkpoint, path: &Path) -> Result<(UnetConfig, SegMeta)> {
     let arch = ck.meta("architecture", path)?;
     if arch != ARCHITECTURE {
         bail!(
@@ -235,19 +385,15 @@ pub fn load_unet(gpu: &Gpu, path: &Path) -> Result<(Unet, SegMeta)> {
     )
     .map_err(|e| Error(format!("{}: {e}", path.display())))?;
     config.in_channels = ck.meta_usize("in_channels", path)?;
-    let unet = Unet::from_arrays(gpu, config.clone(), |name| ck.tensors.get(name).cloned())
+    config
+        .validate()
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;
     let label_names: Vec<String> = ck
         .meta("label_names", path)?
         .split(',')
         .map(str::to_string)
         .collect();
-    let class_weights = ck
-        .meta("class_weights", path)?
-        .split(',')
-        .map(|s| s.trim().parse::<f32>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| Error(format!("{}: unreadable class_weights", path.display())))?;
+    let class_weights = parse_floats(ck.meta("class_weights", path)?, "class_weights", path)?;
     if label_names.len() != config.labels || class_weights.len() != config.labels {
         bail!(
             "{}: {} label names and {} class weights for {} labels",
@@ -269,7 +415,17 @@ pub fn load_unet(gpu: &Gpu, path: &Path) -> Result<(Unet, SegMeta)> {
             ck.metadata.get("train_patients").map_or("", |s| s.as_str()),
         ),
         data: ck.metadata.get("train_data").cloned().unwrap_or_default(),
+        sha256: ck.sha256.clone(),
     };
+    Ok((config, meta))
+}
+
+/// Load a U-Net saved by [`save_unet`], checking its architecture and every tensor.
+pub fn load_unet(gpu: &Gpu, path: &Path) -> Result<(Unet, SegMeta)> {
+    let ck = load(path)?;
+    let (config, meta) = unet_meta_of(&ck, path)?;
+    let unet = Unet::from_arrays(gpu, config, |name| ck.tensors.get(name).cloned())
+        .map_err(|e| Error(format!("{}: {e}", path.display())))?;
     Ok((unet, meta))
 }
 

@@ -49,8 +49,24 @@ impl UnetConfig {
                 self.size
             );
         }
-        if self.channels == 0 {
-            bail!("the channel count n must be at least 1");
+        crate::limits::check_size("the input size", self.size)?;
+        if self.channels == 0 || self.channels > 1024 {
+            bail!(
+                "the channel count n must be between 1 and 1024, got {}",
+                self.channels
+            );
+        }
+        if self.in_channels > 1024 {
+            bail!(
+                "the network takes at most 1024 input channels, got {}",
+                self.in_channels
+            );
+        }
+        if self.labels > 256 {
+            bail!(
+                "label maps hold at most 256 labels (one byte per pixel), got {}",
+                self.labels
+            );
         }
         if self.labels < 2 {
             bail!(

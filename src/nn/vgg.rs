@@ -198,6 +198,18 @@ impl VggConfig {
                 self.size
             );
         }
+        crate::limits::check_size("the classifier's input size", self.size)?;
+        if self.in_channels > 4096 || self.fc > 65536 || self.widths.iter().any(|&w| w > 8192) {
+            bail!(
+                "the classifier's widths are out of bounds (at most 4096 input channels, 8192 per block, 65536 fully connected units)"
+            );
+        }
+        if self.classes < 2 || self.classes > 256 {
+            bail!(
+                "a classifier needs between 2 and 256 classes, got {}",
+                self.classes
+            );
+        }
         if self.in_channels == 0 || self.fc == 0 || self.widths.contains(&0) {
             bail!("the classifier needs at least one input channel, one channel per block and one fully connected unit");
         }

@@ -86,6 +86,14 @@ fn sibling(out: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Train on `data` (normal images only, as the caller chose them), writing to `out`.
+///
+/// Each epoch ends with three atomic writes, in this order: the training state (weights,
+/// Adam's moments and step, the model's metadata and the whole log), the model, the log.
+/// The state alone can restore the other two, so a process killed at any moment leaves a
+/// resumable training: `resume` continues from the last state written (the last complete
+/// epoch, or the one before when the kill came while the state was being written), and
+/// gives the same weights, bit for bit, as an uninterrupted run. A resume refuses, naming
+/// each difference, settings that differ from the training it continues.
 pub fn train(
     gpu: &Gpu,
     data: &Dataset,
@@ -116,15 +124,25 @@ pub fn train(
         );
     }
     let config = UnetConfig::new(opts.channels, data.label_names.len(), opts.size)?;
-    let (unet, mut meta, mut adam) = if resume && out.exists() {
-        resume_from(gpu, out, &config, opts)?
+    check_memory(gpu, &config, opts.batch)?;
+    // One training per model file; taking the lock also finds an unwritable --out now,
+    // not after the first epoch.
+    let _lock = crate::lock::acquire(out, "a segmentation model in training")?;
+    let (sp, lp) = (state_path(out), log_path(out));
+    for p in [out, &sp, &lp] {
+        checkpoint::remove_stale_temporaries(p);
+    }
+    let have = out.exists() || sp.exists();
+    if have && !resume {
+        bail!(
+            "{} already exists: pass --resume to continue its training, or remove it and {}",
+            if out.exists() { out } else { &sp }.display(),
+            sp.display()
+        );
+    }
+    let (unet, mut meta, mut adam, mut log) = if have {
+        resume_from(gpu, out, &config, opts, data)?
     } else {
-        if out.exists() && !resume {
-            bail!(
-                "{} already exists: pass --resume to continue its training, or remove it",
-                out.display()
-            );
-        }
         let unet = Unet::init(gpu, config, opts.seed)?;
         let tensors: Vec<&Tensor> = unet.params.iter().map(|(_, t)| t).collect();
         let adam = Adam::new(gpu, &tensors, opts.lr)?;
@@ -138,11 +156,14 @@ pub fn train(
             training: opts.describe(),
             patients: data.patients(),
             data: data.source.clone(),
+            sha256: String::new(),
         };
-        let _ = std::fs::remove_file(log_path(out));
-        (unet, meta, adam)
+        let _ = std::fs::remove_file(&lp);
+        (unet, meta, adam, LOG_HEADER.to_string())
     };
+    // The metadata describes the whole training, however many resumes it took.
     meta.epochs_planned = opts.epochs;
+    meta.training = opts.describe();
     if meta.epochs_done >= opts.epochs {
         eprintln!(
             "{}: already trained for {} epochs; nothing to do",
@@ -193,9 +214,15 @@ pub fn train(
         meta.steps = adam.t;
         let mean = loss_sum / opts.batches_per_epoch as f64;
         let secs = t0.elapsed().as_secs_f64();
+        log.push_str(&format!(
+            "{},{},{mean:.6},{secs:.2},{:.2}\n",
+            epoch + 1,
+            adam.t,
+            (opts.batches_per_epoch * opts.batch) as f64 / secs
+        ));
+        save_state(gpu, out, &unet, &adam, &meta, &log)?;
         save_unet(gpu, out, &unet, &meta)?;
-        save_state(gpu, out, &unet, &adam, &meta)?;
-        append_log(out, epoch + 1, adam.t, mean, secs, opts)?;
+        checkpoint::write_atomic(&lp, log.as_bytes())?;
         eprintln!(
             "epoch {}/{}: mean loss {mean:.4}, {:.1} img/s, {} (saved {})",
             epoch + 1,
@@ -208,6 +235,22 @@ pub fn train(
     Ok((unet, meta))
 }
 
+const LOG_HEADER: &str = "epoch,steps,mean_loss,seconds,images_per_s\n";
+
+/// Refuse a training whose tensors cannot fit: the largest one (the last level's
+/// concatenation, batch x 3n x S x S) against the adapter's largest buffer, and an
+/// estimate of all of them (activations and their gradients, about 48 n S^2 values per
+/// image, measured from the tape's buffers at n = 16, rounded up) against the host-memory
+/// budget of [`crate::limits`].
+fn check_memory(gpu: &Gpu, c: &UnetConfig, batch: usize) -> Result<()> {
+    let (b, n, s2) = (batch as u128, c.channels as u128, (c.size as u128).pow(2));
+    let what = format!(
+        "a training step of n={} at {}x{} with batch {batch}",
+        c.channels, c.size, c.size
+    );
+    crate::limits::check_buffer(&what, b * 3 * n * s2, gpu.adapter().limits.max_buffer_size)?;
+    crate::limits::check_host(&what, b * 48 * n * s2 * 4)
+}
 /// The image indices of one epoch: `batches_per_epoch * batch` draws from successive
 /// shuffles of all images, seeded by (seed, epoch), so a resumed run sees the same order.
 pub fn epoch_order(n: usize, opts: &SegTrainOptions, epoch: usize) -> Vec<usize> {
@@ -268,83 +311,149 @@ pub fn hms(secs: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn append_log(
+/// The training state beside the model: the weights (`w.<param>`), Adam's moments
+/// (`m.<param>`, `v.<param>`), and the model's metadata with Adam's step (`adam_t`) and the
+/// whole log so far (`log`): everything a resume needs, in one file.
+fn save_state(
+    gpu: &Gpu,
     out: &Path,
-    epoch: usize,
-    steps: u64,
-    loss: f64,
-    secs: f64,
-    opts: &SegTrainOptions,
+    unet: &Unet,
+    adam: &Adam,
+    meta: &SegMeta,
+    log: &str,
 ) -> Result<()> {
-    use std::io::Write;
-    let p = log_path(out);
-    let new = !p.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p)
-        .map_err(|e| Error(format!("cannot write {}: {e}", p.display())))?;
-    let mut line = String::new();
-    if new {
-        line.push_str("epoch,steps,mean_loss,seconds,images_per_s\n");
-    }
-    line.push_str(&format!(
-        "{epoch},{steps},{loss:.6},{secs:.2},{:.2}\n",
-        (opts.batches_per_epoch * opts.batch) as f64 / secs
-    ));
-    f.write_all(line.as_bytes())
-        .map_err(|e| Error(format!("cannot write {}: {e}", p.display())))
-}
-
-/// Adam's moments (`m.<param>`, `v.<param>`) and step count, beside the model.
-fn save_state(gpu: &Gpu, out: &Path, unet: &Unet, adam: &Adam, meta: &SegMeta) -> Result<()> {
     let mut tensors = Vec::new();
     for ((name, p), (m, v)) in unet.params.iter().zip(&adam.moments) {
+        tensors.push((format!("w.{name}"), p.shape().to_vec(), p.to_vec(gpu)));
         tensors.push((format!("m.{name}"), p.shape().to_vec(), m.to_vec(gpu)));
         tensors.push((format!("v.{name}"), p.shape().to_vec(), v.to_vec(gpu)));
     }
-    let mut md = BTreeMap::new();
+    let mut md = checkpoint::unet_metadata(&unet.config, meta);
     md.insert("adam_t".to_string(), adam.t.to_string());
-    md.insert("epochs_done".to_string(), meta.epochs_done.to_string());
+    md.insert("log".to_string(), log.to_string());
     checkpoint::save(&state_path(out), &tensors, &md)
+}
+
+/// The `key=value` items of a training's description (see `SegTrainOptions::describe`).
+fn described(training: &str) -> BTreeMap<&str, &str> {
+    training
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
+/// Every way this training differs from the one recorded in `meta` (epochs aside: a
+/// resume may extend a training), as "what: asked (the file: recorded)".
+pub fn resume_differences(
+    config: &UnetConfig,
+    meta: &SegMeta,
+    wanted: &UnetConfig,
+    opts: &SegTrainOptions,
+    data: &Dataset,
+) -> Vec<String> {
+    let mut d = Vec::new();
+    let mut differ = |what: &str, asked: String, file: String| {
+        if asked != file {
+            d.push(format!("{what} {asked} (the file: {file})"));
+        }
+    };
+    differ(
+        "channels",
+        wanted.channels.to_string(),
+        config.channels.to_string(),
+    );
+    differ("size", wanted.size.to_string(), config.size.to_string());
+    differ(
+        "labels",
+        data.label_names.join(","),
+        meta.label_names.join(","),
+    );
+    differ("data", data.source.clone(), meta.data.clone());
+    let (mut asked, mut file) = (data.patients(), meta.patients.clone());
+    asked.sort();
+    file.sort();
+    differ("patients", asked.join(","), file.join(","));
+    let rec = described(&meta.training);
+    let now = opts.describe();
+    let now = described(&now);
+    for key in ["seed", "lr", "batch", "batches_per_epoch", "augment"] {
+        let (a, f) = (now.get(key).copied().unwrap_or(""), rec.get(key).copied());
+        match f {
+            None => differ(key, a.to_string(), "not recorded".into()),
+            // Learning rates compare as numbers (1e-3 and 0.001 are one rate).
+            Some(f) if key == "lr" && a.parse::<f32>().ok() == f.parse::<f32>().ok() => {}
+            Some(f) => differ(key, a.to_string(), f.to_string()),
+        }
+    }
+    d
 }
 
 fn resume_from(
     gpu: &Gpu,
     out: &Path,
-    config: &UnetConfig,
+    wanted: &UnetConfig,
     opts: &SegTrainOptions,
-) -> Result<(Unet, SegMeta, Adam)> {
-    let (unet, meta) = checkpoint::load_unet(gpu, out)?;
-    if &unet.config != config {
-        bail!(
-            "{} holds n={}, {} labels, {}x{}, but this training asks for n={}, {} labels, {}x{}",
-            out.display(),
-            unet.config.channels,
-            unet.config.labels,
-            unet.config.size,
-            unet.config.size,
-            config.channels,
-            config.labels,
-            config.size,
-            config.size
-        );
-    }
+    data: &Dataset,
+) -> Result<(Unet, SegMeta, Adam, String)> {
     let sp = state_path(out);
-    let st = checkpoint::load(&sp).map_err(|e| {
-        Error(format!(
-            "cannot resume {}: its optimizer state is unreadable ({e})",
-            out.display()
-        ))
-    })?;
-    let t: u64 = st.meta_usize("adam_t", &sp)? as u64;
-    if st.meta_usize("epochs_done", &sp)? != meta.epochs_done || t != meta.steps {
+    if !sp.exists() {
         bail!(
-            "{} and {} are from different epochs; remove both to start again",
+            "cannot resume {}: its training state {} is missing (remove the model to start again)",
             out.display(),
             sp.display()
         );
     }
+    let st = checkpoint::load(&sp).map_err(|e| {
+        Error(format!(
+            "cannot resume {}: its training state is unreadable ({e})",
+            out.display()
+        ))
+    })?;
+    let (config, mut meta) = match checkpoint::unet_meta_of(&st, &sp) {
+        Ok(v) => v,
+        // A state written before states carried the weights: the model holds them.
+        Err(_) if !st.metadata.contains_key("architecture") => {
+            let (unet, meta) = checkpoint::load_unet(gpu, out)?;
+            if st.meta_usize("epochs_done", &sp)? != meta.epochs_done
+                || st.meta_usize("adam_t", &sp)? as u64 != meta.steps
+            {
+                bail!(
+                    "{} and {} are from different epochs (written before segfeat's saves were crash-safe); remove both to start again",
+                    out.display(),
+                    sp.display()
+                );
+            }
+            (unet.config.clone(), meta)
+        }
+        Err(e) => return Err(e),
+    };
+    if meta.patients.is_empty() {
+        bail!(
+            "cannot resume {}: it does not name its training patients, so the training it continues is unknown; remove it and {} to start again",
+            out.display(),
+            sp.display()
+        );
+    }
+    let diff = resume_differences(&config, &meta, wanted, opts, data);
+    if !diff.is_empty() {
+        bail!(
+            "cannot resume {}: this training differs from the one it continues in {}; give the file's settings, or train into another --out",
+            out.display(),
+            diff.join("; ")
+        );
+    }
+    let weights = |prefix: &str| {
+        let st = &st;
+        let prefix = prefix.to_string();
+        move |name: &str| st.tensors.get(&format!("{prefix}.{name}")).cloned()
+    };
+    let unet = if st.tensors.keys().any(|k| k.starts_with("w.")) {
+        Unet::from_arrays(gpu, config, weights("w"))
+            .map_err(|e| Error(format!("{}: {e}", sp.display())))?
+    } else {
+        checkpoint::load_unet(gpu, out)?.0
+    };
+    let t: u64 = st.meta_usize("adam_t", &sp)? as u64;
     let tensors: Vec<&Tensor> = unet.params.iter().map(|(_, t)| t).collect();
     let mut adam = Adam::new(gpu, &tensors, opts.lr)?;
     adam.t = t;
@@ -360,13 +469,35 @@ fn resume_from(
             *slot = Tensor::from_slice(gpu, shape, data)?;
         }
     }
+    meta.steps = t;
+    meta.sha256 = String::new();
+    // The log as the state recorded it; an older state's log is the file itself.
+    let log = match st.metadata.get("log") {
+        Some(l) => l.clone(),
+        None => std::fs::read_to_string(log_path(out)).unwrap_or_else(|_| LOG_HEADER.into()),
+    };
+    // A kill after the state's write leaves the model or the log an epoch behind:
+    // restore them from the state.
+    let model = checkpoint::unet_bytes(gpu, &unet, &meta)?;
+    if std::fs::read(out).ok().as_deref() != Some(&model[..]) {
+        eprintln!(
+            "note: {} was behind its training state (a save was interrupted); restored it from {}",
+            out.display(),
+            sp.display()
+        );
+        checkpoint::write_atomic(out, &model)?;
+    }
+    let lp = log_path(out);
+    if std::fs::read_to_string(&lp).ok().as_deref() != Some(log.as_str()) {
+        checkpoint::write_atomic(&lp, log.as_bytes())?;
+    }
     eprintln!(
         "resuming {} after epoch {} ({} steps)",
         out.display(),
         meta.epochs_done,
         t
     );
-    Ok((unet, meta, adam))
+    Ok((unet, meta, adam, log))
 }
 
 /// Predicted label maps (argmax of the logits) of `images` (count x S x S), in batches.
