@@ -1030,6 +1030,7 @@ fn regularised_vgg_trains_saves_and_reloads() {
         disease: "effusion".into(),
         seg: (2, 6, 32),
         training: "test".into(),
+        seg_sha256: "0".repeat(64),
     };
     let path = dir.join("cls.safetensors");
     save_classifier(&gpu, &path, &vgg, &meta).unwrap();

@@ -989,6 +989,28 @@ const COLOURS: [[u8; 3]; 6] = [
 ];
 
 fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Result<()> {
+    for (flag, p) in [("--out", Some(out)), ("--probs", probs)] {
+        let Some(p) = p else { continue };
+        if p.is_dir() {
+            bail!(
+                "{flag} {} is a folder; name the file to write (for example {})",
+                p.display(),
+                p.join("overlay.png").display()
+            );
+        }
+        let same = |a: &Path, b: &Path| {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        };
+        if same(p, input) || same(p, model) {
+            bail!(
+                "{flag} {} would overwrite an input; name another file",
+                p.display()
+            );
+        }
+    }
+    if probs.is_some_and(|p| p == out) {
+        bail!("--out and --probs name the same file; name two files");
+    }
     let gpu = Gpu::new()?;
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
     let s = unet.config.size;
@@ -1184,6 +1206,7 @@ fn train_cls(
         class_weights: c.class_weights,
         disease: disease.name().into(),
         seg: (unet.config.channels, unet.config.labels, unet.config.size),
+        seg_sha256: meta.sha256.clone(),
         training: format!(
             "seed={} rep={rep} lr={} batch={} batches_per_epoch={} epochs={} augment={} seg={} images={}",
             p.seed,
@@ -1203,9 +1226,24 @@ fn train_cls(
 
 fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
     let gpu = Gpu::new()?;
-    let (unet, _) = checkpoint::load_unet(&gpu, seg_path)?;
+    let (unet, seg_meta) = checkpoint::load_unet(&gpu, seg_path)?;
     let (vgg, meta) = checkpoint::load_classifier(&gpu, model)?;
     let c = &unet.config;
+    if meta.seg_sha256.is_empty() {
+        eprintln!(
+            "note: {} predates recorded checksums, so whether {} is the segmentation model it was trained with cannot be checked",
+            model.display(),
+            seg_path.display()
+        );
+    } else if meta.seg_sha256 != seg_meta.sha256 {
+        bail!(
+            "{} was trained on the features of another segmentation model than {} (SHA-256 {} recorded, {} found): give the model it was trained with",
+            model.display(),
+            seg_path.display(),
+            &meta.seg_sha256[..meta.seg_sha256.len().min(12)],
+            &seg_meta.sha256[..12]
+        );
+    }
     if meta.seg != (c.channels, c.labels, c.size) {
         bail!(
             "{} was trained on features of a segmentation network with n={}, {} labels, {}x{}, but {} has n={}, {} labels, {}x{}",
@@ -1246,6 +1284,12 @@ fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
         class_weights: meta.class_weights,
     };
     let p = cls::predict(&gpu, &classifier, &bank, &[0], 1)?[0];
+    if !p.is_finite() {
+        bail!(
+            "{}: the classifier's probability is {p}, not a number between 0 and 1 (are the image's values finite?); no decision made",
+            input.display()
+        );
+    }
     println!(
         "{}: P({}) = {p:.4} -> {}",
         input.display(),

@@ -443,6 +443,9 @@ pub struct ClsMeta {
     pub seg: (usize, usize, usize),
     /// Free text: the seed, options and images it was trained on.
     pub training: String,
+    /// SHA-256 of the segmentation model file that made its features (empty in files
+    /// written before it was recorded).
+    pub seg_sha256: String,
 }
 
 fn floats(v: &[f32]) -> String {
@@ -487,6 +490,7 @@ pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Res
         format!("{},{},{}", meta.seg.0, meta.seg.1, meta.seg.2),
     );
     m.insert("training".into(), meta.training.clone());
+    m.insert("seg_sha256".into(), meta.seg_sha256.clone());
     save(path, &tensors, &m)
 }
 
@@ -550,6 +554,7 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
         disease: ck.meta("disease", path)?.to_string(),
         seg: (sc, sl, ss),
         training: ck.metadata.get("training").cloned().unwrap_or_default(),
+        seg_sha256: ck.metadata.get("seg_sha256").cloned().unwrap_or_default(),
     };
     Ok((vgg, meta))
 }

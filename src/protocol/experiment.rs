@@ -269,6 +269,15 @@ impl Protocol {
         if self.positives.is_empty() || self.positives.contains(&0) {
             bail!("--positives must list numbers of at least 1");
         }
+        if let Some(k) = first_repeat(&self.positives) {
+            bail!("--positives lists {k} more than once; each k is run once per repetition");
+        }
+        if let Some(c) = first_repeat(&self.combos) {
+            bail!("--features lists {} more than once", c.name());
+        }
+        if let Some(d) = first_repeat(&self.diseases) {
+            bail!("--diseases lists {} more than once", d.name());
+        }
         if let Some(&k) = self.positives.iter().find(|&&k| k > self.pool) {
             bail!(
                 "k = {k} positives exceeds the training pool of {} (--pool)",
@@ -337,6 +346,7 @@ impl Protocol {
                 "size": seg.config.size,
                 "steps": seg_meta.steps,
                 "train_data": seg_meta.data,
+                "sha256": seg_meta.sha256,
             },
             "data": data.source,
         });
@@ -633,6 +643,14 @@ pub struct Split {
     pub seed: u64,
 }
 
+/// The first value that occurs twice in `v`.
+fn first_repeat<T: PartialEq + Copy>(v: &[T]) -> Option<T> {
+    v.iter()
+        .enumerate()
+        .find(|(i, x)| v[..*i].contains(x))
+        .map(|(_, &x)| x)
+}
+
 /// The JSONL file this process appends to.
 pub fn runs_file(out: &Path, shard: Option<Shard>) -> PathBuf {
     match shard {
@@ -684,9 +702,17 @@ pub fn run(
             seg.config.size
         );
     }
+    if seg_meta.patients.is_empty() {
+        bail!(
+            "the segmentation model does not name its training patients, so its training images cannot be kept out of the test sets: retrain it with this version of segfeat"
+        );
+    }
     let cohort = Cohort::select(data, seg_meta, p)?;
     std::fs::create_dir_all(out)
         .map_err(|e| Error(format!("cannot create folder {}: {e}", out.display())))?;
+    // One writer per records file, for the whole call (shards write files of their own).
+    let path = runs_file(out, exec.shard);
+    let _lock = crate::lock::acquire(&path, "an experiment's records")?;
     pin_settings(out, &p.settings(seg, seg_meta, data))?;
     let done: HashSet<_> = report::read_runs(&[out.to_path_buf()])?
         .iter()
@@ -741,7 +767,6 @@ pub fn run(
         bank.bytes() as f64 / 1e6
     );
 
-    let path = runs_file(out, exec.shard);
     repair_tail(&path, "run")?;
     let bar = progress_bar(exec.progress, todo.len(), "runs");
     let started = Instant::now();
@@ -901,9 +926,21 @@ fn pin_settings(out: &Path, settings: &Value) -> Result<()> {
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error(format!("cannot read {}: {e}", path.display())))?;
-        let old: Value = serde_json::from_str(&text)
+        let mut old: Value = serde_json::from_str(&text)
             .map_err(|e| Error(format!("{} is not valid JSON: {e}", path.display())))?;
+        // Folders pinned before models were checksummed: the rest of the settings decide.
+        if let Some(seg) = old.get_mut("segmentation").and_then(Value::as_object_mut) {
+            if !seg.contains_key("sha256") {
+                seg.insert("sha256".into(), settings["segmentation"]["sha256"].clone());
+            }
+        }
         if let Some(key) = first_difference(&old, settings, "") {
+            if key == "segmentation.sha256" {
+                bail!(
+                    "{} holds an experiment on another segmentation model (its SHA-256 differs from the one recorded): use another --out, or the model it was run with",
+                    out.display()
+                );
+            }
             bail!(
                 "{} holds an experiment with other settings ({key} differs): use another --out, or remove the folder to start over",
                 out.display()

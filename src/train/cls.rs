@@ -249,5 +249,14 @@ pub fn predict(
         let p = ops::softmax(gpu, &logits.value)?.to_vec(gpu);
         out.extend(p.chunks(2).map(|pr| pr[1]));
     }
+    // A non-finite probability is an error, never a decision (NaN > 0.5 is false, so it
+    // would silently count as negative).
+    if let Some(i) = out.iter().position(|p| !p.is_finite()) {
+        bail!(
+            "the classifier's probability for image {} of the batch is {}: its inputs or weights are not finite; no decision made",
+            ids[i],
+            out[i]
+        );
+    }
     Ok(out)
 }

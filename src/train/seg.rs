@@ -170,6 +170,7 @@ pub fn train(
             out.display(),
             meta.epochs_done
         );
+        meta.sha256 = file_sha256(out)?;
         return Ok((unet, meta));
     }
     let class_w = Tensor::from_slice(gpu, &[unet.config.labels], &meta.class_weights)?;
@@ -232,7 +233,15 @@ pub fn train(
             out.display()
         );
     }
+    meta.sha256 = file_sha256(out)?;
     Ok((unet, meta))
+}
+
+/// The SHA-256 of the model file, as [`SegMeta::sha256`] records it.
+fn file_sha256(out: &Path) -> Result<String> {
+    let bytes =
+        std::fs::read(out).map_err(|e| Error(format!("cannot read {}: {e}", out.display())))?;
+    Ok(checkpoint::sha256_hex(&bytes))
 }
 
 const LOG_HEADER: &str = "epoch,steps,mean_loss,seconds,images_per_s\n";
