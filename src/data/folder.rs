@@ -25,40 +25,70 @@ use crate::{bail, Error, Result};
 /// RGB colour -> label index.
 pub type Palette = HashMap<[u8; 3], u8>;
 
-/// Read a palette CSV (`r,g,b,label`; several colours may map to one label).
+/// The rows of a CSV file with a header, read strictly: a UTF-8 byte-order mark (as
+/// spreadsheets save) and quoted fields are accepted, fields are trimmed, blank lines are
+/// skipped. Returns the lowercased header and (line number, fields) of every row.
+fn read_csv(path: &Path, what: &str) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>)> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error(format!("cannot read {what} {}: {e}", path.display())))?;
+    let mut r = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(&bytes[..]);
+    let bad = |e: csv::Error| Error(format!("{what} {}: {e}", path.display()));
+    let header: Vec<String> = r
+        .headers()
+        .map_err(bad)?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(bad)?;
+        let line = rec.position().map_or(0, |p| p.line());
+        if rec.iter().all(str::is_empty) {
+            continue;
+        }
+        rows.push((line, rec.iter().map(str::to_string).collect()));
+    }
+    Ok((header, rows))
+}
+
+/// Read a palette CSV (`r,g,b,label`; several colours may map to one label, but a colour
+/// may be listed only once).
 pub fn read_palette(path: &Path, labels: usize) -> Result<Palette> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error(format!("cannot read palette {}: {e}", path.display())))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    match lines.next() {
-        Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("r,g,b,label") => {}
-        _ => bail!(
+    let (header, rows) = read_csv(path, "palette")?;
+    if header != ["r", "g", "b", "label"] {
+        bail!(
             "palette {}: the first line must be the header r,g,b,label",
             path.display()
-        ),
+        );
     }
     let mut p = Palette::new();
-    for (i, line) in lines {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+    let mut seen: HashMap<[u8; 3], u64> = HashMap::new();
+    for (line, f) in rows {
         let nums: Option<Vec<u32>> = f.iter().map(|s| s.parse().ok()).collect();
         match nums.as_deref() {
             Some(&[r, g, b, l]) if r < 256 && g < 256 && b < 256 => {
                 if l as usize >= labels {
                     bail!(
-                        "palette {} line {}: label {l} is not below the label count {labels}",
+                        "palette {} line {line}: label {l} is not below the label count {labels}",
                         path.display(),
-                        i + 1
                     );
                 }
-                p.insert([r as u8, g as u8, b as u8], l as u8);
+                let c = [r as u8, g as u8, b as u8];
+                if let Some(first) = seen.insert(c, line) {
+                    bail!(
+                        "palette {}: colour {r},{g},{b} is listed on line {first} and again on line {line}; list each colour once",
+                        path.display()
+                    );
+                }
+                p.insert(c, l as u8);
             }
             _ => bail!(
-                "palette {} line {}: expected r,g,b,label with colours 0-255, got '{line}'",
+                "palette {} line {line}: expected r,g,b,label with colours 0-255, got '{}'",
                 path.display(),
-                i + 1
+                f.join(",")
             ),
         }
     }
@@ -74,20 +104,14 @@ struct ManifestRow {
     severity: Option<f32>,
 }
 
+/// Read `manifest.csv` (`name,patient[,group[,severity]]`), keyed by the name's stem. A
+/// name listed twice, an unknown group or a severity that is not a number is refused,
+/// naming the lines.
 fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error(format!("cannot read {}: {e}", path.display())))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let header: Vec<String> = match lines.next() {
-        Some((_, h)) => h
-            .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
-            .collect(),
-        None => bail!("{} is empty", path.display()),
-    };
+    let (header, lines) = read_csv(path, "manifest")?;
+    if header.is_empty() && lines.is_empty() {
+        bail!("{} is empty", path.display());
+    }
     let col = |name: &str| header.iter().position(|h| h == name);
     let (Some(cn), Some(cp)) = (col("name"), col("patient")) else {
         bail!(
@@ -97,9 +121,9 @@ fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
     };
     let (cg, cs) = (col("group"), col("severity"));
     let mut rows = HashMap::new();
-    for (i, line) in lines {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let get = |c: usize| f.get(c).copied().unwrap_or("");
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for (i, f) in lines {
+        let get = |c: usize| f.get(c).map_or("", String::as_str);
         let name = get(cn);
         let stem = Path::new(name)
             .file_stem()
@@ -107,22 +131,35 @@ fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
             .unwrap_or_default();
         if stem.is_empty() || get(cp).is_empty() {
             bail!(
-                "{} line {}: a row needs a name and a patient, got '{line}'",
+                "{} line {i}: a row needs a name and a patient, got '{}'",
                 path.display(),
-                i + 1
+                f.join(",")
+            );
+        }
+        if let Some(first) = seen.insert(stem.clone(), i) {
+            bail!(
+                "{}: image {stem} is listed on line {first} and again on line {i}; list each image once",
+                path.display()
             );
         }
         let group = match cg.map(get) {
             None => Group::Normal,
             Some(g) => Group::parse(g).ok_or_else(|| {
                 Error(format!(
-                    "{} line {}: group '{g}' must be normal or a disease name of letters, digits, '-' and '_'",
+                    "{} line {i}: group '{g}' must be normal or a disease name of letters, digits, '-' and '_'",
                     path.display(),
-                    i + 1
                 ))
             })?,
         };
-        let severity = cs.map(get).and_then(|s| s.parse().ok());
+        let severity = match cs.map(get).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(s.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
+                Error(format!(
+                    "{} line {i}: severity '{s}' is not a number (leave it empty when unknown)",
+                    path.display()
+                ))
+            })?),
+        };
         rows.insert(
             stem,
             ManifestRow {
