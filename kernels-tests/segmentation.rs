@@ -146,7 +146,7 @@ fn checkpoints_reload_bit_for_bit() {
         .err()
         .unwrap()
         .0;
-    assert!(err.contains("n=2") && err.contains("n=4"), "{err}");
+    assert!(err.contains("channels 4 (the file: 2)"), "{err}");
     save_unet(&gpu, &dir.join("copy.safetensors"), &unet, &meta).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -151,15 +151,18 @@ fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
                 ))
             })?,
         };
-        let severity = match cs.map(get).filter(|s| !s.is_empty()) {
-            None => None,
-            Some(s) => Some(s.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                Error(format!(
+        let severity =
+            match cs.map(get).filter(|s| !s.is_empty()) {
+                None => None,
+                Some(s) => Some(s.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(
+                    || {
+                        Error(format!(
                     "{} line {i}: severity '{s}' is not a number (leave it empty when unknown)",
                     path.display()
                 ))
-            })?),
-        };
+                    },
+                )?),
+            };
         rows.insert(
             stem,
             ManifestRow {
