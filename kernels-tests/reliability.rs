@@ -503,8 +503,10 @@ fn defect7_the_same_training_gives_the_same_bytes() {
 
 #[test]
 fn defect7_repeated_positives_are_refused() {
-    let mut p = segfeat::protocol::experiment::Protocol::default();
-    p.positives = vec![1, 2, 1];
+    let p = segfeat::protocol::experiment::Protocol {
+        positives: vec![1, 2, 1],
+        ..Default::default()
+    };
     let e = p.validate().err().unwrap().0;
     assert!(e.contains("--positives lists 1 more than once"), "{e}");
 }

@@ -25,10 +25,13 @@ use crate::{bail, Error, Result};
 /// RGB colour -> label index.
 pub type Palette = HashMap<[u8; 3], u8>;
 
+/// A CSV row: its line number and its fields.
+type CsvRow = (u64, Vec<String>);
+
 /// The rows of a CSV file with a header, read strictly: a UTF-8 byte-order mark (as
 /// spreadsheets save) and quoted fields are accepted, fields are trimmed, blank lines are
 /// skipped. Returns the lowercased header and (line number, fields) of every row.
-fn read_csv(path: &Path, what: &str) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>)> {
+fn read_csv(path: &Path, what: &str) -> Result<(Vec<String>, Vec<CsvRow>)> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error(format!("cannot read {what} {}: {e}", path.display())))?;
     let mut r = csv::ReaderBuilder::new()
