@@ -178,6 +178,64 @@ fn defect2_a_kill_at_every_step_of_a_save_resumes_to_the_same_bits() {
     }
 }
 
+/// The flags of a tiny experiment (one run of the quick classifier for one step).
+const TINY_EXPERIMENT: [&str; 26] = [
+    "--data",
+    "phantom",
+    "--preset",
+    "quick",
+    "--diseases",
+    "effusion",
+    "--features",
+    "img",
+    "--positives",
+    "1",
+    "--reps",
+    "1",
+    "--negatives-train",
+    "4",
+    "--negatives-test",
+    "4",
+    "--pool",
+    "2",
+    "--positives-test",
+    "2",
+    "--epochs",
+    "1",
+    "--batches-per-epoch",
+    "1",
+    "--batch",
+    "2",
+];
+
+#[test]
+fn defect2_an_experiment_removes_the_temporaries_of_killed_writers() {
+    let dir = scratch("rel_defect2_experiment");
+    let model = trained(&dir, "seg.st");
+    let exp = dir.join("exp");
+    std::fs::create_dir_all(&exp).unwrap();
+    // What a writer killed between its write and its rename leaves (pid 4194304 is above
+    // Linux's largest, so no process runs under it), and a live writer's (this process).
+    let dead = exp.join("report.md.tmp4194304");
+    let live = exp.join(format!("summary.csv.tmp{}", std::process::id()));
+    std::fs::write(&dead, "half a rep").unwrap();
+    std::fs::write(&live, "in progress").unwrap();
+    let mut args = vec!["experiment", "--seg", model.to_str().unwrap()];
+    args.extend(TINY_EXPERIMENT);
+    args.extend(["--out", exp.to_str().unwrap()]);
+    let (code, err) = cli(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(!dead.exists(), "a dead writer's temporary was left");
+    assert!(live.exists(), "a live writer's temporary was removed");
+    assert_eq!(
+        std::fs::read_to_string(exp.join("runs.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}
+
 fn seg_log(out: &Path) -> PathBuf {
     segfeat::train::seg::log_path(out)
 }
@@ -375,39 +433,10 @@ fn defect5_a_second_writer_of_an_experiment_is_refused() {
     assert!(segfeat::lock::acquire(&records, "test").is_err());
     let shard = segfeat::lock::acquire(&exp.join("runs.1-of-2.jsonl"), "test").unwrap();
     drop(shard);
-    let (code, err) = cli(&[
-        "experiment",
-        "--seg",
-        model.to_str().unwrap(),
-        "--data",
-        "phantom",
-        "--preset",
-        "quick",
-        "--diseases",
-        "effusion",
-        "--features",
-        "img",
-        "--positives",
-        "1",
-        "--reps",
-        "1",
-        "--negatives-train",
-        "4",
-        "--negatives-test",
-        "4",
-        "--pool",
-        "2",
-        "--positives-test",
-        "2",
-        "--epochs",
-        "1",
-        "--batches-per-epoch",
-        "1",
-        "--batch",
-        "2",
-        "--out",
-        exp.to_str().unwrap(),
-    ]);
+    let mut args = vec!["experiment", "--seg", model.to_str().unwrap()];
+    args.extend(TINY_EXPERIMENT);
+    args.extend(["--out", exp.to_str().unwrap()]);
+    let (code, err) = cli(&args);
     let line = one_error_line(code, &err);
     assert!(
         line.contains("another process") && line.contains(&format!("pid {}", std::process::id())),

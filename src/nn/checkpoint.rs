@@ -157,6 +157,31 @@ pub fn remove_stale_temporaries(path: &Path) {
     }
 }
 
+/// Remove temporaries `*.tmp<pid>` in `dir` whose writer is no longer running, as a killed
+/// experiment leaves them (its shards share the folder, so a live writer's are kept).
+/// Where running processes cannot be listed (no /proc), nothing is removed.
+pub fn remove_dead_temporaries(dir: &Path) {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        let Some((_, pid)) = n.rsplit_once(".tmp") else {
+            continue;
+        };
+        if !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Write `bytes` to a temporary file beside `path`, fsync it, rename it over `path`, and
 /// fsync the folder: a reader, or a process killed at any moment, sees the old file or the
 /// new one, never half of one, and a rename that returned survives a power cut.

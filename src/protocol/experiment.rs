@@ -713,6 +713,7 @@ pub fn run(
     // One writer per records file, for the whole call (shards write files of their own).
     let path = runs_file(out, exec.shard);
     let _lock = crate::lock::acquire(&path, "an experiment's records")?;
+    crate::nn::checkpoint::remove_dead_temporaries(out);
     pin_settings(out, &p.settings(seg, seg_meta, data))?;
     let done: HashSet<_> = report::read_runs(&[out.to_path_buf()])?
         .iter()
