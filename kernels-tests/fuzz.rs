@@ -209,7 +209,11 @@ fn folder_loader_takes_arbitrary_image_bytes() {
     let mut i = 0usize;
     fuzz("png", 3, &seeds, &dir, |b| {
         // Alternate between the image and the mask of the first pair.
-        let sub = if i.is_multiple_of(2) { "images" } else { "masks" };
+        let sub = if i.is_multiple_of(2) {
+            "images"
+        } else {
+            "masks"
+        };
         i += 1;
         let p = data.join(sub).join("p1_a.png");
         let keep = std::fs::read(&p).unwrap();

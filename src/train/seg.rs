@@ -386,7 +386,11 @@ pub fn resume_differences(
     let now = opts.describe();
     let now = described(&now);
     for key in ["seed", "lr", "batch", "batches_per_epoch", "augment"] {
-        let (a, f) = (now.get(key).copied().unwrap_or(""), rec.get(key).copied());
+        let (a, mut f) = (now.get(key).copied().unwrap_or(""), rec.get(key).copied());
+        // Files written before augmentation existed trained without it.
+        if key == "augment" && f.is_none() && rec.contains_key("seed") {
+            f = Some("none");
+        }
         match f {
             None => differ(key, a.to_string(), "not recorded".into()),
             // Learning rates compare as numbers (1e-3 and 0.001 are one rate).
