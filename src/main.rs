@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use segfeat::data::augment::Augment;
+use segfeat::data::volume::{Axis, Window};
 use segfeat::data::{self, folder, phantom::PhantomSpec, Dataset, Group};
 use segfeat::gpu::jobs::default_jobs;
 use segfeat::nn::checkpoint::{self, ClsMeta};
@@ -109,13 +110,18 @@ enum Command {
     Segment {
         #[arg(long)]
         model: PathBuf,
-        /// A grayscale PNG (any size; resized to the model's input).
+        /// A grayscale PNG, JPEG or TIFF (any size; fitted to the model's input keeping
+        /// its aspect ratio).
         #[arg(long)]
         input: PathBuf,
         /// The overlay PNG to write, at the input's size.
         #[arg(long)]
         out: PathBuf,
-        /// Also write the softmax probabilities (labels, S, S) as safetensors.
+        /// Also write the label map at the input's size: a PNG of label indices.
+        #[arg(long)]
+        label_map: Option<PathBuf>,
+        /// Also write the softmax probabilities (labels, H, W) at the input's size as
+        /// safetensors.
         #[arg(long)]
         probs: Option<PathBuf>,
     },
@@ -428,6 +434,43 @@ struct DataArgs {
     /// Seed of the phantom (with --data phantom).
     #[arg(long, default_value_t = 1)]
     phantom_seed: u64,
+    /// NIfTI volumes' intensity window mapped to [0, 1], after their rescale slope and
+    /// intercept: LO,HI (Hounsfield units for CT) or `auto` (each volume's 0.5th to 99.5th
+    /// percentile, for MRI). Default: the model's, when it was trained on volumes, else the
+    /// phantom's cardiac window -250,450.
+    #[arg(long)]
+    window: Option<String>,
+    /// The axis NIfTI volumes are sliced along: x, y or z. Default: the model's, else z.
+    #[arg(long)]
+    axis: Option<String>,
+}
+
+impl DataArgs {
+    /// How to read volumes: the flags, else what `model_normalisation` (a model's
+    /// `input_normalisation`) records, else the defaults.
+    fn read_options(&self, model_normalisation: Option<&str>) -> Result<folder::ReadOptions> {
+        let recorded = model_normalisation.and_then(folder::ReadOptions::from_normalisation);
+        let base = recorded.unwrap_or_default();
+        Ok(folder::ReadOptions {
+            window: match &self.window {
+                Some(w) => Window::parse(w)?,
+                None => base.window,
+            },
+            axis: match &self.axis {
+                Some(a) => Axis::parse(a)?,
+                None => base.axis,
+            },
+        })
+    }
+}
+
+/// Say so when data is normalised otherwise than the model's training data was.
+fn check_normalisation(data: &str, model: &str, what: &str) {
+    if data != model {
+        eprintln!(
+            "warning: {what} is normalised as \"{data}\", but the model was trained on \"{model}\"; its outputs may mean little (give the model's --window and --axis, or retrain)"
+        );
+    }
 }
 
 #[derive(Args, Clone)]
@@ -651,8 +694,9 @@ fn main() {
             model,
             input,
             out,
+            label_map,
             probs,
-        } => segment(&model, &input, &out, probs.as_deref()),
+        } => segment(&model, &input, &out, label_map.as_deref(), probs.as_deref()),
         Command::TrainCls {
             seg,
             data,
@@ -705,8 +749,9 @@ fn main() {
     }
 }
 
-/// Load `--data` at `size`: the phantom, or a folder checked file by file.
-fn load_data(args: &DataArgs, size: usize) -> Result<Dataset> {
+/// Load `--data` at `size`: the phantom, or a folder checked file by file (volumes read
+/// as `model_normalisation` records, unless the flags say otherwise).
+fn load_data(args: &DataArgs, size: usize, model_normalisation: Option<&str>) -> Result<Dataset> {
     let names = data::parse_list(&args.label_names);
     if names.len() < 2 {
         bail!(
@@ -733,7 +778,8 @@ fn load_data(args: &DataArgs, size: usize) -> Result<Dataset> {
         Some(p) => Some(folder::read_palette(p, names.len())?),
         None => None,
     };
-    folder::load(Path::new(&args.data), size, &names, palette.as_ref())
+    let opts = args.read_options(model_normalisation)?;
+    folder::load_with(Path::new(&args.data), size, &names, palette.as_ref(), &opts)
 }
 
 fn info() -> Result<()> {
@@ -860,7 +906,7 @@ fn train_seg(
     resume: bool,
 ) -> Result<()> {
     UnetConfig::new(opts.channels, 2, opts.size)?;
-    let all = load_data(data_args, opts.size)?;
+    let all = load_data(data_args, opts.size, None)?;
     let list = patients.map(data::parse_list);
     let ds = all.select(list.as_deref(), &[Group::Normal])?;
     if ds.samples.is_empty() {
@@ -891,7 +937,8 @@ fn eval_seg(
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
     let mut args = data_args.clone();
     args.label_names = meta.label_names.join(",");
-    let all = load_data(&args, unet.config.size)?;
+    let all = load_data(&args, unet.config.size, Some(&meta.normalisation))?;
+    check_normalisation(&all.normalisation, &meta.normalisation, "the data");
     let list = patients.map(data::parse_list);
     // Every group, diseases a manifest names included.
     let mut groups: Vec<Group> = Vec::new();
@@ -966,7 +1013,7 @@ fn cv_seg(
         })?;
     let opts = train.options(channels[0])?;
     UnetConfig::new(1, 2, opts.size)?;
-    let ds = load_data(data_args, opts.size)?;
+    let ds = load_data(data_args, opts.size, None)?;
     let gpu = Gpu::new()?;
     let md = cv::run(&gpu, &ds, &channels, folds, &opts, out, jobs as usize)?;
     println!("{md}");
@@ -988,8 +1035,18 @@ const COLOURS: [[u8; 3]; 6] = [
     [255, 0, 255],
 ];
 
-fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Result<()> {
-    for (flag, p) in [("--out", Some(out)), ("--probs", probs)] {
+fn segment(
+    model: &Path,
+    input: &Path,
+    out: &Path,
+    label_map: Option<&Path>,
+    probs: Option<&Path>,
+) -> Result<()> {
+    for (flag, p) in [
+        ("--out", Some(out)),
+        ("--label-map", label_map),
+        ("--probs", probs),
+    ] {
         let Some(p) = p else { continue };
         if p.is_dir() {
             bail!(
@@ -1008,27 +1065,27 @@ fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Resu
             );
         }
     }
-    if probs.is_some_and(|p| p == out) {
-        bail!("--out and --probs name the same file; name two files");
+    let named: Vec<&Path> = [Some(out), label_map, probs]
+        .into_iter()
+        .flatten()
+        .collect();
+    if (1..named.len()).any(|i| named[..i].contains(&named[i])) {
+        bail!("--out, --label-map and --probs must name different files");
     }
     let gpu = Gpu::new()?;
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
     let s = unet.config.size;
     let img = segfeat::limits::open_image(input)
         .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
+    check_normalisation(
+        folder::FLAT_NORMALISATION,
+        &meta.normalisation,
+        &input.display().to_string(),
+    );
     let (w, h) = (img.width() as usize, img.height() as usize);
     let pixels = folder::intensities(&img);
-    let x = if (w, h) == (s, s) {
-        pixels.clone()
-    } else {
-        data::resize_bilinear(&pixels, w, h, s)
-    };
-    let labels = seg::predict(&gpu, &unet, &x, 1)?;
-    let labels = if (w, h) == (s, s) {
-        labels
-    } else {
-        data::resize_nearest(&labels, (s, s), (w, h))
-    };
+    let x = data::fit_image(&pixels, w, h, s, 0.0);
+    let labels = data::unfit_labels(&seg::predict(&gpu, &unet, &x, 1)?, s, w, h);
     let mut rgb = image::RgbImage::new(w as u32, h as u32);
     for (i, px) in rgb.pixels_mut().enumerate() {
         let g = (pixels[i].clamp(0.0, 1.0) * 255.0) as f32;
@@ -1059,17 +1116,43 @@ fn segment(model: &Path, input: &Path, out: &Path, probs: Option<&Path>) -> Resu
         out.display(),
         counts.join(", ")
     );
+    if let Some(p) = label_map {
+        let map = image::GrayImage::from_raw(w as u32, h as u32, labels.clone())
+            .ok_or_else(|| Error("the label map does not match the input's size".into()))?;
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        map.write_to(&mut bytes, image::ImageFormat::Png)
+            .map_err(|e| Error(format!("cannot encode {}: {e}", p.display())))?;
+        checkpoint::write_atomic(p, bytes.get_ref())?;
+        println!(
+            "wrote {} (label indices at {w}x{h}: {})",
+            p.display(),
+            meta.label_names
+                .iter()
+                .enumerate()
+                .map(|(l, n)| format!("{l} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some(p) = probs {
         let prob = seg::probabilities(&gpu, &unet, &x)?;
+        let at_input: Vec<f32> = prob
+            .chunks(s * s)
+            .flat_map(|plane| data::unfit_image(plane, s, w, h))
+            .collect();
         let mut md = std::collections::BTreeMap::new();
         md.insert("label_names".to_string(), meta.label_names.join(","));
         md.insert("source".to_string(), input.display().to_string());
         checkpoint::save(
             p,
-            &[("probs".to_string(), vec![unet.config.labels, s, s], prob)],
+            &[(
+                "probs".to_string(),
+                vec![unet.config.labels, h, w],
+                at_input,
+            )],
             &md,
         )?;
-        println!("wrote {} (probs: labels x {s} x {s})", p.display());
+        println!("wrote {} (probs: labels x {h} x {w})", p.display());
     }
     Ok(())
 }
@@ -1083,7 +1166,8 @@ fn seg_and_data(
     let (unet, meta) = checkpoint::load_unet(gpu, seg_path)?;
     let mut args = data_args.clone();
     args.label_names = meta.label_names.join(",");
-    let ds = load_data(&args, unet.config.size)?;
+    let ds = load_data(&args, unet.config.size, Some(&meta.normalisation))?;
+    check_normalisation(&ds.normalisation, &meta.normalisation, "the data");
     Ok((unet, meta, ds))
 }
 
@@ -1261,13 +1345,13 @@ fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
     }
     let img = segfeat::limits::open_image(input)
         .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
+    check_normalisation(
+        folder::FLAT_NORMALISATION,
+        &seg_meta.normalisation,
+        &input.display().to_string(),
+    );
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let pixels = folder::intensities(&img);
-    let x = if (w, h) == (c.size, c.size) {
-        pixels
-    } else {
-        data::resize_bilinear(&pixels, w, h, c.size)
-    };
+    let x = data::fit_image(&folder::intensities(&img), w, h, c.size, 0.0);
     let bank = FeatureBank::compute(
         &gpu,
         &unet,

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageBuffer, Luma};
 
-use super::{resize_bilinear, resize_nearest, Dataset, Group, Sample};
+use super::volume::{is_nifti, nifti_stem, read_nifti, Axis, Volume, Window};
+use super::{fit_image, fit_labels, fit_square, Dataset, Group, Sample};
 use crate::{bail, Error, Result};
 
 /// RGB colour -> label index.
@@ -178,29 +179,109 @@ fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
     Ok(rows)
 }
 
-fn pngs(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The extensions of 2-D image files (masks: the lossless ones, PNG and TIFF).
+const FLAT: [&str; 5] = ["png", "jpg", "jpeg", "tif", "tiff"];
+
+/// The image files of a folder, sorted: 2-D files and NIfTI volumes.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd =
         std::fs::read_dir(dir).map_err(|e| Error(format!("cannot list {}: {e}", dir.display())))?;
     let mut out: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
+        .filter(|p| {
+            is_nifti(p)
+                || p.extension()
+                    .is_some_and(|x| FLAT.iter().any(|f| x.eq_ignore_ascii_case(f)))
+        })
         .collect();
     out.sort();
     Ok(out)
 }
 
-fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default()
+/// The name that pairs an image with its mask: the file name without its extension
+/// (`.nii.gz` counted as one).
+fn key(p: &Path) -> String {
+    if is_nifti(p) {
+        nifti_stem(p)
+    } else {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default()
+    }
 }
 
-/// Load `dir` at `size x size` with `labels` labels named `label_names`.
+/// How volumes become network input: the intensity window and the slicing axis (2-D
+/// files are divided by their type's maximum).
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    pub window: Window,
+    pub axis: Axis,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            window: Window::default(),
+            axis: Axis::Z,
+        }
+    }
+}
+
+impl ReadOptions {
+    /// What the model's `input_normalisation` records for volumes read this way.
+    pub fn describe_volumes(&self) -> String {
+        format!(
+            "NIfTI volumes: stored values times scl_slope plus scl_inter, window {} mapped to [0, 1], slices along {}",
+            self.window.describe(),
+            self.axis.name()
+        )
+    }
+}
+
+impl ReadOptions {
+    /// The options a model's `input_normalisation` records (see
+    /// [`ReadOptions::describe_volumes`]), if it was trained on volumes.
+    pub fn from_normalisation(s: &str) -> Option<ReadOptions> {
+        let w = s.split("window ").nth(1)?.split(" mapped").next()?;
+        let a = s.split("slices along ").nth(1)?.get(..1)?;
+        Some(ReadOptions {
+            window: Window::parse(w).ok()?,
+            axis: Axis::parse(a).ok()?,
+        })
+    }
+}
+
+/// How 2-D image files become network input.
+pub const FLAT_NORMALISATION: &str = "PNG intensities divided by the type's maximum (255 or 65535)";
+
+/// One slice or 2-D image, fitted to the network's size.
+struct Loaded {
+    name: String,
+    image: Vec<f32>,
+    label: Vec<u8>,
+    /// Pixel size at the network's size (columns, rows), where the file gives one.
+    spacing: Option<(f64, f64)>,
+}
+
+/// Load `dir` at `size x size` with `labels` labels named `label_names`, volumes read
+/// with the default [`ReadOptions`].
 pub fn load(
     dir: &Path,
     size: usize,
     label_names: &[String],
     palette: Option<&Palette>,
+) -> Result<Dataset> {
+    load_with(dir, size, label_names, palette, &ReadOptions::default())
+}
+
+/// Load `dir` at `size x size`: images (PNG, JPEG, TIFF, or NIfTI volumes, sliced) and
+/// their masks (PNG or TIFF label maps, or NIfTI label volumes) with matching names.
+pub fn load_with(
+    dir: &Path,
+    size: usize,
+    label_names: &[String],
+    palette: Option<&Palette>,
+    opts: &ReadOptions,
 ) -> Result<Dataset> {
     if !dir.is_dir() {
         bail!("data folder {} does not exist", dir.display());
@@ -209,7 +290,7 @@ pub fn load(
     for d in [&idir, &mdir] {
         if !d.is_dir() {
             bail!(
-                "{} is missing: a data folder holds images/*.png and masks/*.png with matching names",
+                "{} is missing: a data folder holds images/ and masks/ with matching names (PNG, JPEG or TIFF images with PNG or TIFF masks, or NIfTI volumes with NIfTI label volumes)",
                 d.display()
             );
         }
@@ -220,56 +301,121 @@ pub fn load(
     } else {
         None
     };
-    let images = pngs(&idir)?;
+    let images = image_files(&idir)?;
     if images.is_empty() {
-        bail!("{} holds no .png images", idir.display());
+        bail!(
+            "{} holds no images (.png, .jpg, .tif, .nii or .nii.gz)",
+            idir.display()
+        );
     }
     crate::limits::check_size("the input size", size)?;
-    crate::limits::check_host(
-        &format!("{} images at {size}x{size}", images.len()),
-        images.len() as u128 * (size as u128).pow(2) * 5,
-    )?;
-    let masks: HashMap<String, PathBuf> = pngs(&mdir)?.into_iter().map(|p| (stem(&p), p)).collect();
     let mut problems = Vec::new();
+    let mut masks: HashMap<String, PathBuf> = HashMap::new();
+    for p in image_files(&mdir)? {
+        if let Some(other) = masks.insert(key(&p), p.clone()) {
+            problems.push(format!(
+                "{} and {}: two masks for one image",
+                other.display(),
+                p.display()
+            ));
+        }
+    }
+    let mut seen: HashMap<String, &Path> = HashMap::new();
     let mut samples = Vec::new();
+    let mut volumes = false;
+    let mut flat = false;
+    let mut bytes: u128 = 0;
     for ip in &images {
-        let name = stem(ip);
+        let name = key(ip);
+        if let Some(first) = seen.insert(name.clone(), ip) {
+            problems.push(format!(
+                "{} and {}: two images with one name",
+                first.display(),
+                ip.display()
+            ));
+            continue;
+        }
         let Some(mp) = masks.get(&name) else {
             problems.push(format!(
-                "{}: no mask {}",
+                "{}: no mask {} (or .nii.gz, .tif)",
                 ip.display(),
-                mdir.join(format!("{name}.png")).display()
+                mdir.join(if is_nifti(ip) {
+                    format!("{name}.nii.gz")
+                } else {
+                    format!("{name}.png")
+                })
+                .display()
             ));
             continue;
         };
-        let (patient, group, severity) = match &manifest {
-            Some(m) => match m.get(&name) {
-                Some(row) => (row.patient.clone(), row.group, row.severity),
-                None => {
+        let lossy = |p: &Path| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("jpg") || x.eq_ignore_ascii_case("jpeg"))
+        };
+        if lossy(mp) {
+            problems.push(format!(
+                "{}: a mask must be lossless (PNG, TIFF or NIfTI); JPEG changes label values",
+                mp.display()
+            ));
+            continue;
+        }
+        let loaded = if is_nifti(ip) {
+            volumes = true;
+            load_volume_pair(ip, mp, size, label_names.len(), opts)
+        } else {
+            flat = true;
+            load_pair(ip, mp, size, label_names.len(), palette).map(|(image, label)| {
+                vec![Loaded {
+                    name: name.clone(),
+                    image,
+                    label,
+                    spacing: None,
+                }]
+            })
+        };
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(e.0);
+                continue;
+            }
+        };
+        bytes += loaded.len() as u128 * (size as u128).pow(2) * 5;
+        crate::limits::check_host(
+            &format!("the images of {} at {size}x{size}", dir.display()),
+            bytes,
+        )?;
+        for l in loaded {
+            // A manifest names a slice, or its volume for all of its slices.
+            let row = manifest
+                .as_ref()
+                .map(|m| m.get(&l.name).or_else(|| m.get(&name)));
+            let (patient, group, severity) = match row {
+                Some(Some(row)) => (row.patient.clone(), row.group, row.severity),
+                Some(None) => {
                     problems.push(format!(
                         "{}: not listed in {}",
                         ip.display(),
                         manifest_path.display()
                     ));
-                    continue;
+                    break;
                 }
-            },
-            None => (
-                name.split('_').next().unwrap_or(&name).to_string(),
-                Group::Normal,
-                None,
-            ),
-        };
-        match load_pair(ip, mp, size, label_names.len(), palette) {
-            Ok((image, label)) => samples.push(Sample {
-                name,
+                None if is_nifti(ip) => (name.clone(), Group::Normal, None),
+                None => (
+                    name.split('_').next().unwrap_or(&name).to_string(),
+                    Group::Normal,
+                    None,
+                ),
+            };
+            samples.push(Sample {
+                name: l.name,
                 patient,
                 group,
                 severity,
-                image,
-                label,
-            }),
-            Err(e) => problems.push(e.0),
+                image: l.image,
+                label: l.label,
+                spacing: l.spacing,
+            });
         }
     }
     if !problems.is_empty() {
@@ -281,10 +427,15 @@ pub fn load(
             problems.join("\n  ")
         );
     }
+    let normalisation = match (flat, volumes) {
+        (true, true) => format!("{FLAT_NORMALISATION}; {}", opts.describe_volumes()),
+        (false, true) => opts.describe_volumes(),
+        _ => FLAT_NORMALISATION.into(),
+    };
     Ok(Dataset {
         size,
         label_names: label_names.to_vec(),
-        normalisation: "PNG intensities divided by the type's maximum (255 or 65535)".into(),
+        normalisation,
         source: dir
             .canonicalize()
             .unwrap_or_else(|_| dir.to_path_buf())
@@ -293,6 +444,76 @@ pub fn load(
         manifest_patients: manifest.is_some(),
         samples,
     })
+}
+
+/// A NIfTI volume and its label volume, windowed, sliced and fitted: one [`Loaded`] per
+/// slice, named `NAME_<axis><index>` (`case7_z004`).
+fn load_volume_pair(
+    ip: &Path,
+    mp: &Path,
+    size: usize,
+    labels: usize,
+    opts: &ReadOptions,
+) -> Result<Vec<Loaded>> {
+    if !is_nifti(mp) {
+        bail!(
+            "{}: the mask of a volume must be a NIfTI label volume, not {}",
+            ip.display(),
+            mp.display()
+        );
+    }
+    let vol = read_nifti(ip)?;
+    let lab = read_nifti(mp)?;
+    if vol.dims != lab.dims {
+        bail!(
+            "{}: the volume is {:?} voxels but its label volume {} is {:?}",
+            ip.display(),
+            vol.dims,
+            mp.display(),
+            lab.dims
+        );
+    }
+    let [nx, ny, _] = lab.dims;
+    let mut codes = Vec::with_capacity(lab.values.len());
+    for (i, &v) in lab.values.iter().enumerate() {
+        if v.fract() != 0.0 || v < 0.0 || v as usize >= labels {
+            let (x, y, z) = (i % nx, i / nx % ny, i / (nx * ny));
+            bail!(
+                "{}: voxel ({x}, {y}, {z}) holds {v}, not a label below the label count {labels}",
+                mp.display()
+            );
+        }
+        codes.push(v);
+    }
+    let windowed = Volume {
+        values: opts.window.apply(&vol.values),
+        ..vol
+    };
+    let name = nifti_stem(ip);
+    let label_vol = Volume {
+        values: codes,
+        ..lab
+    };
+    Ok(windowed
+        .slices(opts.axis)
+        .into_iter()
+        .zip(label_vol.slices(opts.axis))
+        .enumerate()
+        .map(|(k, (img, lab))| {
+            let scale = fit_square(img.w, img.h).0 as f64 / size as f64;
+            Loaded {
+                name: format!("{name}_{}{k:03}", opts.axis.name()),
+                image: fit_image(&img.values, img.w, img.h, size, 0.0),
+                label: fit_labels(
+                    &lab.values.iter().map(|&v| v as u8).collect::<Vec<_>>(),
+                    lab.w,
+                    lab.h,
+                    size,
+                ),
+                spacing: Some((img.spacing.0 * scale, img.spacing.1 * scale)),
+            }
+        })
+        .collect())
 }
 
 /// A decoded image's gray levels in [0, 1]: 8- and 16-bit grayscale divided by the type's
@@ -337,17 +558,10 @@ fn load_pair(
     }
     let pixels = intensities(&img);
     let label = mask_labels(&mask, mp, labels, palette)?;
-    let image = if (w, h) == (size, size) {
-        pixels
-    } else {
-        resize_bilinear(&pixels, w, h, size)
-    };
-    let label = if (w, h) == (size, size) {
-        label
-    } else {
-        resize_nearest(&label, (w, h), (size, size))
-    };
-    Ok((image, label))
+    Ok((
+        fit_image(&pixels, w, h, size, 0.0),
+        fit_labels(&label, w, h, size),
+    ))
 }
 
 fn mask_labels(

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod folder;
 pub mod phantom;
+pub mod volume;
 
 use crate::{bail, Result};
 
@@ -82,6 +83,9 @@ pub struct Sample {
     pub image: Vec<f32>,
     /// Label indices, each < the label count.
     pub label: Vec<u8>,
+    /// The size of a pixel (columns, rows) at `size x size`, where the file gives one
+    /// (NIfTI's pixdim, usually millimetres).
+    pub spacing: Option<(f64, f64)>,
 }
 
 /// A set of samples of one size with one label scheme.
@@ -219,6 +223,108 @@ pub fn resize_bilinear(src: &[f32], from_w: usize, from_h: usize, to: usize) -> 
             let top = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
             let bot = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
             out[oy * to + ox] = (top * (1.0 - ty) + bot * ty) as f32;
+        }
+    }
+    out
+}
+
+/// The square a `w x h` image is padded to before resizing, and where the image sits in
+/// it: (side, x offset, y offset). The padding is split evenly (the odd pixel after).
+pub fn fit_square(w: usize, h: usize) -> (usize, usize, usize) {
+    let m = w.max(h);
+    (m, (m - w) / 2, (m - h) / 2)
+}
+
+fn pad_square<T: Copy>(src: &[T], w: usize, h: usize, pad: T) -> (Vec<T>, usize) {
+    let (m, x0, y0) = fit_square(w, h);
+    if (w, h) == (m, m) {
+        return (src.to_vec(), m);
+    }
+    let mut out = vec![pad; m * m];
+    for y in 0..h {
+        out[(y + y0) * m + x0..(y + y0) * m + x0 + w].copy_from_slice(&src[y * w..(y + 1) * w]);
+    }
+    (out, m)
+}
+
+/// Fit a `w x h` image into `size x size` keeping its aspect ratio: pad the short side
+/// with `pad` to a square, then resample. Shrinking averages every source pixel over the
+/// area it covers (so nothing is skipped and nothing aliases); enlarging is bilinear.
+pub fn fit_image(src: &[f32], w: usize, h: usize, size: usize, pad: f32) -> Vec<f32> {
+    let (sq, m) = pad_square(src, w, h, pad);
+    match m.cmp(&size) {
+        std::cmp::Ordering::Equal => sq,
+        std::cmp::Ordering::Less => resize_bilinear(&sq, m, m, size),
+        std::cmp::Ordering::Greater => resize_area(&sq, m, size),
+    }
+}
+
+/// Fit a `w x h` label map into `size x size` as [`fit_image`] does (padding with
+/// background, 0), by nearest neighbour.
+pub fn fit_labels(src: &[u8], w: usize, h: usize, size: usize) -> Vec<u8> {
+    let (sq, m) = pad_square(src, w, h, 0);
+    resize_nearest(&sq, (m, m), (size, size))
+}
+
+/// The inverse of [`fit_labels`]: a `size x size` label map back to the `w x h` of the
+/// image it was fitted from (nearest neighbour, the padding cut off).
+pub fn unfit_labels(src: &[u8], size: usize, w: usize, h: usize) -> Vec<u8> {
+    let (m, x0, y0) = fit_square(w, h);
+    let sq = resize_nearest(src, (size, size), (m, m));
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        out.extend_from_slice(&sq[(y + y0) * m + x0..(y + y0) * m + x0 + w]);
+    }
+    out
+}
+
+/// The inverse of [`fit_image`] for maps of values (probabilities): `size x size` back to
+/// `w x h`, bilinear, the padding cut off.
+pub fn unfit_image(src: &[f32], size: usize, w: usize, h: usize) -> Vec<f32> {
+    let (m, x0, y0) = fit_square(w, h);
+    let sq = if m == size {
+        src.to_vec()
+    } else {
+        resize_bilinear(src, size, size, m)
+    };
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        out.extend_from_slice(&sq[(y + y0) * m + x0..(y + y0) * m + x0 + w]);
+    }
+    out
+}
+
+/// Area-averaging of an `n x n` image down to `to x to` (to < n): each output pixel is the
+/// mean of the source over its footprint, partial pixels weighted by their overlap.
+/// Separable: rows first, then columns.
+pub fn resize_area(src: &[f32], n: usize, to: usize) -> Vec<f32> {
+    // For each output index, the (source index, weight) pairs of its footprint.
+    let scale = n as f64 / to as f64;
+    let taps: Vec<Vec<(usize, f64)>> = (0..to)
+        .map(|o| {
+            let (a, b) = (o as f64 * scale, (o + 1) as f64 * scale);
+            let mut t = Vec::new();
+            let mut i = a.floor() as usize;
+            while (i as f64) < b && i < n {
+                let w = (b.min(i as f64 + 1.0) - a.max(i as f64)) / scale;
+                if w > 0.0 {
+                    t.push((i, w));
+                }
+                i += 1;
+            }
+            t
+        })
+        .collect();
+    let mut rows = vec![0.0f64; n * to];
+    for y in 0..n {
+        for (ox, t) in taps.iter().enumerate() {
+            rows[y * to + ox] = t.iter().map(|&(x, w)| src[y * n + x] as f64 * w).sum();
+        }
+    }
+    let mut out = vec![0.0f32; to * to];
+    for (oy, t) in taps.iter().enumerate() {
+        for ox in 0..to {
+            out[oy * to + ox] = t.iter().map(|&(y, w)| rows[y * to + ox] * w).sum::<f64>() as f32;
         }
     }
     out

@@ -193,6 +193,7 @@ fn patient(spec: &PhantomSpec, id: &str, group: Group, k: usize, seed: u64) -> V
                 severity,
                 image,
                 label,
+                spacing: None,
             }
         })
         .collect()
