@@ -557,3 +557,179 @@ fn augmentation_is_seeded_and_ranges_are_independent() {
         assert!(!e.contains('\n'), "{bad}: {e}");
     }
 }
+
+// ---- Volumes, windows and fitting -------------------------------------------------
+
+use segfeat::data::volume::{read_nifti, Axis, Window};
+use segfeat::data::{fit_image, fit_labels, resize_area, unfit_image, unfit_labels};
+
+/// Write `values` (indexed [x][y][z] in a (nx, ny, nz) array) as a NIfTI file with the
+/// `nifti` crate's writer, stored as `T` with the given slope and intercept.
+fn write_nifti<T: nifti::DataElement + bytemuck::Pod + Copy>(
+    path: &Path,
+    dims: [usize; 3],
+    values: &[T],
+    slope: f32,
+    inter: f32,
+) {
+    let [nx, ny, nz] = dims;
+    let arr =
+        ndarray::Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| values[x + nx * (y + ny * z)]);
+    let header = nifti::NiftiHeader {
+        scl_slope: slope,
+        scl_inter: inter,
+        pixdim: [1.0, 0.8, 0.7, 5.0, 1.0, 1.0, 1.0, 1.0],
+        ..Default::default()
+    };
+    nifti::writer::WriterOptions::new(path)
+        .reference_header(&header)
+        .write_nifti(&arr)
+        .unwrap();
+    // The writer stores slope 1 and intercept 0 whatever the reference says: set them in
+    // the header (bytes 112 to 119 of NIfTI-1, little-endian here) of an uncompressed file.
+    if (slope, inter) != (1.0, 0.0) {
+        assert!(!path.to_string_lossy().ends_with(".gz"));
+        let mut b = std::fs::read(path).unwrap();
+        b[112..116].copy_from_slice(&slope.to_le_bytes());
+        b[116..120].copy_from_slice(&inter.to_le_bytes());
+        std::fs::write(path, b).unwrap();
+    }
+}
+
+#[test]
+fn a_nifti_volume_gives_the_same_slices_labels_and_patients_as_pngs() {
+    let root = scratch("nifti_vs_png");
+    let (nx, ny, nz) = (12usize, 9usize, 3usize);
+    let n = nx * ny * nz;
+    // HU = 2 raw - 100, even values in [0, 254]: windowed to [0, 255] they are k / 255,
+    // exactly what an 8-bit PNG of k gives.
+    let hu: Vec<i32> = (0..n).map(|i| (i * 37 % 128) as i32 * 2).collect();
+    let raw: Vec<i16> = hu.iter().map(|&h| ((h + 100) / 2) as i16).collect();
+    let labels: Vec<u8> = (0..n).map(|i| ((i / 5) % 3) as u8).collect();
+    let vdir = root.join("vol");
+    std::fs::create_dir_all(vdir.join("images")).unwrap();
+    std::fs::create_dir_all(vdir.join("masks")).unwrap();
+    write_nifti(&vdir.join("images/P7.nii"), [nx, ny, nz], &raw, 2.0, -100.0);
+    write_nifti(
+        &vdir.join("masks/P7.nii.gz"),
+        [nx, ny, nz],
+        &labels,
+        1.0,
+        0.0,
+    );
+    // The same data as PNG slices.
+    let pdir = root.join("png");
+    std::fs::create_dir_all(pdir.join("images")).unwrap();
+    std::fs::create_dir_all(pdir.join("masks")).unwrap();
+    for z in 0..nz {
+        let at = |x: u32, y: u32| x as usize + nx * (y as usize + ny * z);
+        ImageBuffer::from_fn(nx as u32, ny as u32, |x, y| Luma([hu[at(x, y)] as u8]))
+            .save(pdir.join(format!("images/P7_z{z:03}.png")))
+            .unwrap();
+        ImageBuffer::from_fn(nx as u32, ny as u32, |x, y| Luma([labels[at(x, y)]]))
+            .save(pdir.join(format!("masks/P7_z{z:03}.png")))
+            .unwrap();
+    }
+    let names: Vec<String> = ["BG", "A", "B"].iter().map(|s| s.to_string()).collect();
+    let opts = folder::ReadOptions {
+        window: Window::Fixed(0.0, 255.0),
+        axis: Axis::Z,
+    };
+    for size in [16, 8] {
+        let v = folder::load_with(&vdir, size, &names, None, &opts).unwrap();
+        let p = folder::load(&pdir, size, &names, None).unwrap();
+        assert_eq!(v.samples.len(), nz);
+        for (a, b) in v.samples.iter().zip(&p.samples) {
+            assert_eq!((&a.name, &a.patient), (&b.name, &b.patient));
+            assert_eq!(a.image, b.image, "{} at {size}", a.name);
+            assert_eq!(a.label, b.label, "{} at {size}", a.name);
+        }
+        // The pixel size at the network's size: the padded square of 12 over `size`.
+        let sp = v.samples[0].spacing.unwrap();
+        assert!((sp.0 - 0.8 * 12.0 / size as f64).abs() < 1e-6, "{sp:?}");
+        assert!((sp.1 - 0.7 * 12.0 / size as f64).abs() < 1e-6, "{sp:?}");
+        assert!(
+            v.normalisation.contains("window 0,255"),
+            "{}",
+            v.normalisation
+        );
+    }
+    // Rescale slope and intercept are applied: the stored HU come back.
+    let vol = read_nifti(&vdir.join("images/P7.nii")).unwrap();
+    assert_eq!(vol.dims, [nx, ny, nz]);
+    assert!(vol.values.iter().zip(&hu).all(|(&a, &b)| a == b as f32));
+    // Slices along x and y have the other shapes.
+    assert_eq!(vol.slices(Axis::X).len(), nx);
+    assert_eq!(
+        (vol.slices(Axis::Y)[0].w, vol.slices(Axis::Y)[0].h),
+        (nx, nz)
+    );
+    assert_eq!(vol.slices(Axis::X)[2].values[1], hu[2 + nx] as f32);
+    // A label volume with a label out of range is refused naming the voxel.
+    let bad: Vec<u8> = labels.iter().map(|&l| if l == 2 { 3 } else { l }).collect();
+    write_nifti(&vdir.join("masks/P7.nii.gz"), [nx, ny, nz], &bad, 1.0, 0.0);
+    let e = folder::load_with(&vdir, 16, &names, None, &opts)
+        .err()
+        .unwrap()
+        .0;
+    assert!(e.contains("voxel (") && e.contains("holds 3"), "{e}");
+}
+
+#[test]
+fn windows_map_known_values() {
+    let w = Window::Fixed(-250.0, 450.0);
+    assert_eq!(
+        w.apply(&[-250.0, 100.0, 450.0, 1000.0, -1000.0]),
+        vec![0.0, 0.5, 1.0, 1.0, 0.0]
+    );
+    assert_eq!(Window::parse("-250, 450").unwrap(), w);
+    assert_eq!(Window::default(), w);
+    for bad in ["450,-250", "1", "a,b", "1,1", "nan,2"] {
+        assert!(Window::parse(bad).is_err(), "{bad}");
+    }
+    // auto: the 0.5th and 99.5th percentiles of 0..=1000 are 5 and 995.
+    let v: Vec<f32> = (0..=1000).map(|i| i as f32).collect();
+    let a = Window::Auto.apply(&v);
+    assert_eq!(
+        (a[5], a[500], a[995], a[0], a[1000]),
+        (0.0, 0.5, 1.0, 0.0, 1.0)
+    );
+}
+
+#[test]
+fn fitting_keeps_the_aspect_ratio_and_averages_when_shrinking() {
+    // A 4x2 image into 4x4: one padding row above and below.
+    let img = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+    let f = fit_image(&img, 4, 2, 4, 0.0);
+    assert_eq!(&f[..4], &[0.0; 4]);
+    assert_eq!(&f[4..12], &img);
+    assert_eq!(&f[12..], &[0.0; 4]);
+    // A checkerboard shrunk by 4 is its mean everywhere (skipping pixels would give 0 or 1).
+    let cb: Vec<f32> = (0..64 * 64)
+        .map(|i| ((i % 64 + i / 64) % 2) as f32)
+        .collect();
+    assert!(fit_image(&cb, 64, 64, 16, 0.0)
+        .iter()
+        .all(|&v| (v - 0.5).abs() < 1e-6));
+    // Area averaging at a fractional scale keeps the mean and every output is a weighted
+    // mean of its footprint: 3x3 to 2x2.
+    let r = resize_area(&[0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0, 24.0], 3, 2);
+    let want = [
+        (0.0 + 3.0 * 0.5 + 9.0 * 0.5 + 12.0 * 0.25) / 2.25,
+        (6.0 + 3.0 * 0.5 + 15.0 * 0.5 + 12.0 * 0.25) / 2.25,
+        (18.0 + 9.0 * 0.5 + 21.0 * 0.5 + 12.0 * 0.25) / 2.25,
+        (24.0 + 15.0 * 0.5 + 21.0 * 0.5 + 12.0 * 0.25) / 2.25,
+    ];
+    for (a, b) in r.iter().zip(want) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{r:?} vs {want:?}");
+    }
+    // Labels: fitted and brought back at a whole scale, a map is unchanged.
+    let lab: Vec<u8> = (0..6 * 3).map(|i| (i % 4) as u8).collect();
+    let fitted = fit_labels(&lab, 6, 3, 12);
+    assert_eq!(unfit_labels(&fitted, 12, 6, 3), lab);
+    let back = unfit_image(&fit_image(&img, 4, 2, 4, 0.0), 4, 4, 2);
+    assert!(
+        back.iter().zip(&img).all(|(a, b)| (a - b).abs() < 1e-5),
+        "{back:?}"
+    );
+}

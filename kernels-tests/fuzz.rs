@@ -271,3 +271,28 @@ fn checkpoint_loader_takes_arbitrary_bytes() {
         load_unet(&gpu, &path).is_ok() | load_classifier(&gpu, &path).is_ok()
     });
 }
+
+#[test]
+fn nifti_reader_takes_arbitrary_bytes() {
+    let dir = scratch("fuzz_nifti");
+    let (nx, ny, nz) = (5usize, 4usize, 3usize);
+    let seeds: Vec<Vec<u8>> =
+        [
+            ndarray::Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| (x + 3 * y + 7 * z) as i16)
+                .into_dyn(),
+        ]
+        .iter()
+        .map(|arr| {
+            let p = dir.join("seed.nii");
+            nifti::writer::WriterOptions::new(&p)
+                .write_nifti(arr)
+                .unwrap();
+            std::fs::read(&p).unwrap()
+        })
+        .collect();
+    let path = dir.join("fuzzed.nii");
+    fuzz("nifti", 5, &seeds, &dir, |b| {
+        std::fs::write(&path, b).unwrap();
+        segfeat::data::volume::read_nifti(&path).is_ok()
+    });
+}
