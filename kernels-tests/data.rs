@@ -733,3 +733,24 @@ fn fitting_keeps_the_aspect_ratio_and_averages_when_shrinking() {
         "{back:?}"
     );
 }
+
+#[test]
+fn hd95_on_hand_made_maps() {
+    use segfeat::train::seg::hd95;
+    let w = 8;
+    let mut a = vec![0u8; w * 4];
+    let mut b = vec![0u8; w * 4];
+    a[w + 1] = 1;
+    b[w + 4] = 1;
+    assert_eq!(hd95(&a, &b, w, 1, (1.0, 1.0)), Some(3.0));
+    assert_eq!(hd95(&a, &b, w, 1, (0.5, 2.0)), Some(1.5));
+    assert_eq!(hd95(&a, &a, w, 2, (1.0, 1.0)), None);
+    // A row of 20 pixels, and the same row plus one stray pixel 10 rows away: 41 boundary
+    // distances, 40 of them 0; the 95th percentile (rank 39) is 0, the maximum 10.
+    let w = 20;
+    let mut t = vec![0u8; w * 12];
+    t[..w].fill(1);
+    let mut p = t.clone();
+    p[10 * w + 5] = 1;
+    assert_eq!(hd95(&t, &p, w, 1, (1.0, 1.0)), Some(0.0));
+}

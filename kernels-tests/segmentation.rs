@@ -402,3 +402,117 @@ fn segment_writes_an_overlay_and_probabilities() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.png: unreadable image"), "{err}");
 }
+
+/// A tiny model trained through the command line (phantom at 32x32, n = 2, 3 patients).
+fn tiny_cli_model(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("seg.st");
+    let (code, _, err) = run_cli(&[
+        "train-seg",
+        "--data",
+        "phantom",
+        "--size",
+        "32",
+        "--channels",
+        "2",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "2",
+        "--patients",
+        "N001,N002,N003",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+#[test]
+fn eval_seg_json_names_its_columns_in_label_order_with_patients_and_hd95() {
+    let dir = scratch("seg_eval_json");
+    let model = tiny_cli_model(&dir);
+    let json = dir.join("eval.json");
+    let (code, out, err) = run_cli(&[
+        "eval-seg",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "phantom",
+        "--patients",
+        "N004,N005",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("HD95 (pixels)"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let names: Vec<&str> = v["label_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["BG", "RA", "LA", "RV", "LV", "Myo"]);
+    assert_eq!(
+        v["columns"],
+        serde_json::json!(["RA", "LA", "RV", "LV", "Myo"])
+    );
+    let labels = v["labels"].as_array().unwrap();
+    for (i, l) in labels.iter().enumerate() {
+        assert_eq!(l["label"], names[i + 1]);
+        assert_eq!(l["index"], i + 1);
+    }
+    let images = v["images"].as_array().unwrap().len();
+    assert_eq!(v["dice"].as_array().unwrap().len(), images);
+    assert_eq!(v["hd95"].as_array().unwrap().len(), images);
+    assert!(v["dice"][0].as_array().unwrap().len() == 5);
+    let pts: Vec<&str> = v["per_patient"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["patient"].as_str().unwrap())
+        .collect();
+    assert_eq!(pts, ["N004", "N005"]);
+    assert_eq!(v["hd95_unit"], "pixels");
+}
+
+#[test]
+fn segment_writes_the_label_map_and_probabilities_at_the_inputs_size() {
+    let dir = scratch("seg_outputs_size");
+    let model = tiny_cli_model(&dir);
+    let input = dir.join("wide.png");
+    image::GrayImage::from_fn(40, 24, |x, y| image::Luma([(x * 5 + y * 3) as u8]))
+        .save(&input)
+        .unwrap();
+    let (map, probs, overlay) = (dir.join("map.png"), dir.join("p.st"), dir.join("o.png"));
+    let (code, _, err) = run_cli(&[
+        "segment",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        overlay.to_str().unwrap(),
+        "--label-map",
+        map.to_str().unwrap(),
+        "--probs",
+        probs.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m = image::open(&map).unwrap();
+    assert_eq!((m.width(), m.height()), (40, 24));
+    assert!(m.to_luma8().pixels().all(|p| p.0[0] < 6));
+    let o = image::open(&overlay).unwrap();
+    assert_eq!((o.width(), o.height()), (40, 24));
+    let ck = segfeat::nn::checkpoint::load(&probs).unwrap();
+    let (shape, values) = &ck.tensors["probs"];
+    assert_eq!(shape, &vec![6, 24, 40]);
+    // Probabilities sum to 1 at every pixel of the input.
+    for px in 0..24 * 40 {
+        let s: f32 = (0..6).map(|l| values[l * 24 * 40 + px]).sum();
+        assert!((s - 1.0).abs() < 1e-4, "pixel {px}: {s}");
+    }
+}

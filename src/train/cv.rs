@@ -179,6 +179,7 @@ fn read_done(path: &Path) -> Result<Vec<(usize, usize, DiceReport)>> {
                 label_names: Vec::new(),
                 images,
                 dice,
+                ..DiceReport::default()
             },
         ));
     }
@@ -200,8 +201,7 @@ fn tables(
     for &n in channels {
         let mut all = DiceReport {
             label_names: labels.to_vec(),
-            images: Vec::new(),
-            dice: Vec::new(),
+            ..DiceReport::default()
         };
         for (_, _, r) in done.iter().filter(|(dn, _, _)| *dn == n) {
             all.merge(r.clone());

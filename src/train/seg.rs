@@ -558,14 +558,22 @@ pub fn probabilities(gpu: &Gpu, unet: &Unet, images: &[f32]) -> Result<Vec<f32>>
     Ok(ops::softmax_ce::softmax(gpu, &z)?.to_vec(gpu))
 }
 
-/// Dice of every label (1.., background excluded) on every image.
-#[derive(Clone, Debug)]
+/// Dice and the 95th-percentile Hausdorff distance of every label (1.., background
+/// excluded) on every image.
+#[derive(Clone, Debug, Default)]
 pub struct DiceReport {
     pub label_names: Vec<String>,
     pub images: Vec<String>,
+    /// The patient of each image (empty in cross-validation records).
+    pub patients: Vec<String>,
     /// dice[image][label - 1]; None where the label is absent from both the truth and the
     /// prediction (Dice is undefined there, and such images are left out of the mean).
     pub dice: Vec<Vec<Option<f64>>>,
+    /// hd95[image][label - 1] (see [`hd95`]); None where the label is absent from the
+    /// truth or the prediction. Empty in cross-validation records.
+    pub hd95: Vec<Vec<Option<f64>>>,
+    /// The unit of `hd95`: "mm" when every image's pixel spacing is known, else "pixels".
+    pub hd95_unit: String,
 }
 
 impl DiceReport {
@@ -578,10 +586,62 @@ impl DiceReport {
         let n = self.label_names.len();
         (1..n).map(|l| self.label_stats(l).0).sum::<f64>() / (n - 1) as f64
     }
+    /// (mean, std, images counted) of label `l`'s HD95.
+    pub fn hd95_stats(&self, l: usize) -> (f64, f64, usize) {
+        mean_std(self.hd95.iter().filter_map(|d| d[l - 1]))
+    }
     pub fn merge(&mut self, other: DiceReport) {
         self.images.extend(other.images);
+        self.patients.extend(other.patients);
         self.dice.extend(other.dice);
+        self.hd95.extend(other.hd95);
     }
+}
+
+/// The 95th-percentile symmetric Hausdorff distance of label `l` between two `w`-wide
+/// label maps: the distances from every boundary pixel of each region to the nearest
+/// boundary pixel of the other, pooled, and their 95th percentile (nearest rank). A
+/// boundary pixel is one of the region with a 4-neighbour outside it (or on the image's
+/// edge). Distances use the pixel size `spacing` (columns, rows). None when the label is
+/// absent from either map.
+pub fn hd95(truth: &[u8], pred: &[u8], w: usize, l: u8, spacing: (f64, f64)) -> Option<f64> {
+    let boundary = |m: &[u8]| -> Vec<(usize, usize)> {
+        let h = m.len() / w;
+        let at = |x: usize, y: usize| m[y * w + x] == l;
+        (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                at(x, y)
+                    && (x == 0
+                        || y == 0
+                        || x + 1 == w
+                        || y + 1 == h
+                        || !at(x - 1, y)
+                        || !at(x + 1, y)
+                        || !at(x, y - 1)
+                        || !at(x, y + 1))
+            })
+            .collect()
+    };
+    let (a, b) = (boundary(truth), boundary(pred));
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let nearest = |p: (usize, usize), set: &[(usize, usize)]| {
+        set.iter()
+            .map(|q| {
+                let dx = (p.0 as f64 - q.0 as f64) * spacing.0;
+                let dy = (p.1 as f64 - q.1 as f64) * spacing.1;
+                dx * dx + dy * dy
+            })
+            .fold(f64::INFINITY, f64::min)
+            .sqrt()
+    };
+    let mut d: Vec<f64> = a.iter().map(|&p| nearest(p, &b)).collect();
+    d.extend(b.iter().map(|&p| nearest(p, &a)));
+    d.sort_by(f64::total_cmp);
+    let rank = ((0.95 * d.len() as f64).ceil() as usize).clamp(1, d.len());
+    Some(d[rank - 1])
 }
 
 /// Mean, sample standard deviation and count of the values.
@@ -630,10 +690,11 @@ pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<
         );
     }
     let px = data.size * data.size;
+    let mm = data.samples.iter().all(|s| s.spacing.is_some());
     let mut report = DiceReport {
         label_names: data.label_names.clone(),
-        images: Vec::new(),
-        dice: Vec::new(),
+        hd95_unit: if mm { "mm" } else { "pixels" }.into(),
+        ..DiceReport::default()
     };
     let idx: Vec<usize> = (0..data.samples.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
@@ -643,9 +704,20 @@ pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<
             let s = &data.samples[i];
             let p = &pred[k * px..(k + 1) * px];
             report.images.push(s.name.clone());
+            report.patients.push(s.patient.clone());
             report.dice.push(
                 (1..unet.config.labels)
                     .map(|l| dice(&s.label, p, l as u8))
+                    .collect(),
+            );
+            let spacing = if mm {
+                s.spacing.unwrap_or((1.0, 1.0))
+            } else {
+                (1.0, 1.0)
+            };
+            report.hd95.push(
+                (1..unet.config.labels)
+                    .map(|l| hd95(&s.label, p, data.size, l as u8, spacing))
                     .collect(),
             );
         }
