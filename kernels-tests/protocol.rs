@@ -1155,3 +1155,132 @@ fn experiment_compares_classifier_kinds() {
         0
     );
 }
+
+#[test]
+fn a_renamed_phantom_runs_the_protocol_with_any_group_names() {
+    let dir = scratch("protocol_renamed");
+    let data = dir.join("data");
+    let d = data.to_str().unwrap();
+    let (code, _, err) = run_cli(&[
+        "phantom",
+        "--out",
+        d,
+        "--size",
+        "32",
+        "--normal-patients",
+        "8",
+        "--slices",
+        "3..3",
+        "--effusion",
+        "6",
+        "--septal",
+        "6",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The groups renamed as a user's manifest would name them.
+    let manifest = data.join("manifest.csv");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let renamed: String = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let g = match f[2] {
+                "normal" => "Healthy",
+                "effusion" => "pneumothorax",
+                "septal" => "fracture",
+                g => g,
+            };
+            format!("{},{},{g},{}\n", f[0], f[1], f[3])
+        })
+        .collect();
+    std::fs::write(&manifest, renamed).unwrap();
+    let seg = dir.join("seg.st");
+    let s = seg.to_str().unwrap();
+    let (code, _, err) = run_cli(&[
+        "train-seg",
+        "--data",
+        d,
+        "--normal",
+        "healthy",
+        "--size",
+        "32",
+        "--channels",
+        "2",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "2",
+        "--patients",
+        "N001,N002,N003",
+        "--out",
+        s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let exp = dir.join("exp");
+    let (code, out, err) = run_cli(&[
+        "experiment",
+        "--seg",
+        s,
+        "--data",
+        d,
+        "--normal",
+        "healthy",
+        "--diseases",
+        "pneumothorax,fracture",
+        "--features",
+        "img,concat",
+        "--positives",
+        "1,2",
+        "--reps",
+        "1",
+        "--preset",
+        "quick",
+        "--negatives-train",
+        "4",
+        "--negatives-test",
+        "4",
+        "--pool",
+        "2",
+        "--positives-test",
+        "2",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "2",
+        "--split",
+        "image",
+        "--out",
+        exp.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let runs = report::read_runs(&[exp.clone()]).unwrap();
+    assert_eq!(runs.len(), 2 * 2 * 2);
+    for d in ["pneumothorax", "fracture"] {
+        assert_eq!(runs.iter().filter(|r| r.disease == d).count(), 4, "{d}");
+        assert!(out.contains(d), "{d} missing from the report: {out}");
+    }
+    // Without --normal, "Healthy" is a disease of its own and no image is normal.
+    let (code, _, err) = run_cli(&[
+        "experiment",
+        "--seg",
+        s,
+        "--data",
+        d,
+        "--diseases",
+        "pneumothorax",
+        "--positives",
+        "1",
+        "--reps",
+        "1",
+        "--preset",
+        "quick",
+        "--out",
+        dir.join("exp2").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("negative"), "{err}");
+}

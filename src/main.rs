@@ -443,6 +443,9 @@ struct DataArgs {
     /// The axis NIfTI volumes are sliced along: x, y or z. Default: the model's, else z.
     #[arg(long)]
     axis: Option<String>,
+    /// The manifest's name of the normal group (any other group is a disease).
+    #[arg(long, default_value = "normal")]
+    normal: String,
 }
 
 impl DataArgs {
@@ -460,6 +463,7 @@ impl DataArgs {
                 Some(a) => Axis::parse(a)?,
                 None => base.axis,
             },
+            normal: self.normal.clone(),
         })
     }
 }

@@ -1,15 +1,20 @@
-//! Folders of real images: `DIR/images/*.png` and `DIR/masks/*.png` with matching names.
+//! Data folders: `DIR/images/` and `DIR/masks/` with matching names.
 //!
-//! - Images: 8- or 16-bit grayscale PNG (colour PNGs are converted to luma), mapped to
-//!   [0, 1] by dividing by the type's maximum (255 or 65535).
-//! - Masks: label indices in an 8- or 16-bit grayscale PNG, or, with a palette, RGB colours
-//!   mapped through a CSV with header `r,g,b,label`.
-//! - Patients: the file name's prefix before the first `_`, unless `DIR/manifest.csv`
-//!   (header `name,patient[,group[,severity]]`) names them; `group` is normal or a disease's
-//!   name (effusion and septal are the phantom's; any other name of letters, digits, `-`
-//!   and `_` is a disease of its own).
-//! - Images of another size are resized to the network's input: bilinear for images,
-//!   nearest for masks.
+//! - 2-D images: PNG, JPEG or TIFF, grayscale (colour is converted to luma), mapped to
+//!   [0, 1] by dividing by the type's maximum (255 or 65535). Their masks: label indices in
+//!   an 8- or 16-bit grayscale PNG or TIFF, or, with a palette, RGB colours mapped through a
+//!   CSV with header `r,g,b,label`.
+//! - Volumes: NIfTI (`NAME.nii`, `NAME.nii.gz`) with a NIfTI label volume of the same name
+//!   in `masks/`; rescaled, windowed and sliced as [`ReadOptions`] says (see
+//!   [`super::volume`]); slice k is named `NAME_z00k` (the axis's letter).
+//! - Patients: a 2-D file's name up to its first `_`, a volume's name, unless
+//!   `DIR/manifest.csv` (header `name,patient[,group[,severity]]`) names them (a row may name
+//!   a volume, for all its slices, or one slice); `group` is the normal group (`normal`, or
+//!   the name given as [`ReadOptions::normal`]) or a disease's name (effusion and septal are
+//!   the phantom's; any other name of letters, digits, `-` and `_` is a disease of its own).
+//! - Every image is fitted to the network's input keeping its aspect ratio (padded to a
+//!   square with 0, then area-averaged when shrinking, bilinear when enlarging; masks by
+//!   nearest neighbour): see [`super::fit_image`].
 //!
 //! Every problem is found before anything is trained and reported together, one line per
 //! offending file.
@@ -111,7 +116,7 @@ struct ManifestRow {
 /// Read `manifest.csv` (`name,patient[,group[,severity]]`), keyed by the name's stem. A
 /// name listed twice, an unknown group or a severity that is not a number is refused,
 /// naming the lines.
-fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
+fn read_manifest(path: &Path, normal: &str) -> Result<HashMap<String, ManifestRow>> {
     let (header, lines) = read_csv(path, "manifest")?;
     if header.is_empty() && lines.is_empty() {
         bail!("{} is empty", path.display());
@@ -148,6 +153,7 @@ fn read_manifest(path: &Path) -> Result<HashMap<String, ManifestRow>> {
         }
         let group = match cg.map(get) {
             None => Group::Normal,
+            Some(g) if g.trim().eq_ignore_ascii_case(normal.trim()) => Group::Normal,
             Some(g) => Group::parse(g).ok_or_else(|| {
                 Error(format!(
                     "{} line {i}: group '{g}' must be normal or a disease name of letters, digits, '-' and '_'",
@@ -212,10 +218,12 @@ fn key(p: &Path) -> String {
 
 /// How volumes become network input: the intensity window and the slicing axis (2-D
 /// files are divided by their type's maximum).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReadOptions {
     pub window: Window,
     pub axis: Axis,
+    /// The manifest's name of the normal group (`normal` by default; any case).
+    pub normal: String,
 }
 
 impl Default for ReadOptions {
@@ -223,6 +231,7 @@ impl Default for ReadOptions {
         ReadOptions {
             window: Window::default(),
             axis: Axis::Z,
+            normal: "normal".into(),
         }
     }
 }
@@ -247,6 +256,7 @@ impl ReadOptions {
         Some(ReadOptions {
             window: Window::parse(w).ok()?,
             axis: Axis::parse(a).ok()?,
+            ..ReadOptions::default()
         })
     }
 }
@@ -297,7 +307,7 @@ pub fn load_with(
     }
     let manifest_path = dir.join("manifest.csv");
     let manifest = if manifest_path.exists() {
-        Some(read_manifest(&manifest_path)?)
+        Some(read_manifest(&manifest_path, &opts.normal)?)
     } else {
         None
     };
