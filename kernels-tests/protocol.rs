@@ -1284,3 +1284,26 @@ fn a_renamed_phantom_runs_the_protocol_with_any_group_names() {
     assert_eq!(code, 1);
     assert!(err.contains("negative"), "{err}");
 }
+
+#[test]
+fn summary_intervals_are_bootstrap_intervals_reproducible_from_their_cell() {
+    use segfeat::protocol::metrics::mean_ci;
+    let v = [0.2, 0.5, 0.9, 0.4, 0.7];
+    let some = |x: &[f64]| x.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+    let a = mean_ci(some(&v).into_iter(), "effusion/concat/3/kappa").unwrap();
+    let b = mean_ci(some(&v).into_iter(), "effusion/concat/3/kappa").unwrap();
+    assert_eq!(a, b);
+    let mean = v.iter().sum::<f64>() / 5.0;
+    assert!(
+        a.0 < mean && mean < a.1 && a.0 >= 0.2 && a.1 <= 0.9,
+        "{a:?}"
+    );
+    assert_ne!(
+        mean_ci(some(&v).into_iter(), "septal/concat/3/kappa").unwrap(),
+        a
+    );
+    // Undefined values are left out; a constant gives a point interval; none gives None.
+    let with_none = [Some(0.5), None, Some(0.5)];
+    assert_eq!(mean_ci(with_none.into_iter(), "x"), Some((0.5, 0.5)));
+    assert_eq!(mean_ci([None, None].into_iter(), "x"), None);
+}

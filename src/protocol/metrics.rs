@@ -116,6 +116,55 @@ pub fn auc(pairs: impl IntoIterator<Item = (bool, f64)>) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
 }
 
+/// splitmix64: a fixed generator, so that intervals never depend on a crate's.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Bootstrap resamples of [`bootstrap_mean`].
+pub const RESAMPLES: usize = 10_000;
+
+/// The percentile bootstrap 95% interval of the mean of `values` (not empty): the 2.5th
+/// and 97.5th percentiles of the means of [`RESAMPLES`] resamples drawn with `g`.
+pub fn bootstrap_mean(values: &[f64], g: &mut SplitMix) -> (f64, f64) {
+    let n = values.len();
+    let mut means: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            (0..n)
+                .map(|_| values[(g.next() % n as u64) as usize])
+                .sum::<f64>()
+                / n as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    (
+        means[(0.025 * RESAMPLES as f64) as usize],
+        means[(0.975 * RESAMPLES as f64) as usize - 1],
+    )
+}
+
+/// The bootstrap 95% interval of the mean of the defined values, seeded by `key` (the
+/// same key gives the same interval); None without values.
+pub fn mean_ci(values: impl Iterator<Item = Option<f64>>, key: &str) -> Option<(f64, f64)> {
+    let v: Vec<f64> = values.flatten().collect();
+    if v.is_empty() {
+        return None;
+    }
+    // FNV-1a of the key: a seed per table cell.
+    let seed = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(bootstrap_mean(&v, &mut SplitMix(seed)))
+}
+
 /// A paired comparison over repetitions: the differences d_r = b_r - a_r, their mean, a
 /// seeded percentile-bootstrap 95% confidence interval of the mean (10,000 resamples of
 /// the repetitions) and the two-sided p-value of an exact sign-flip permutation test of
@@ -137,29 +186,9 @@ impl Paired {
             return None;
         }
         let mean = diffs.iter().sum::<f64>() / n as f64;
-        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            // splitmix64: a fixed generator, so the interval never depends on a crate's.
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        const RESAMPLES: usize = 10_000;
-        let mut means: Vec<f64> = (0..RESAMPLES)
-            .map(|_| {
-                (0..n)
-                    .map(|_| diffs[(next() % n as u64) as usize])
-                    .sum::<f64>()
-                    / n as f64
-            })
-            .collect();
-        means.sort_by(f64::total_cmp);
-        let (lo, hi) = (
-            means[(0.025 * RESAMPLES as f64) as usize],
-            means[(0.975 * RESAMPLES as f64) as usize - 1],
-        );
+        let mut g = SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let (lo, hi) = bootstrap_mean(diffs, &mut g);
+        let mut next = move || g.next();
         // Sign flips: how often a mean at least as far from 0 arises when each
         // difference's sign is a coin toss. A tolerance keeps ties in floating point.
         let observed = mean.abs() - 1e-12;

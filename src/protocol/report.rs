@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::nn::checkpoint::write_atomic;
-use crate::protocol::metrics::{auc, mean_std, Confusion, Paired};
+use crate::protocol::metrics::{self, auc, mean_std, Confusion, Paired};
 use crate::protocol::plot;
 use crate::train::features::Combo;
 use crate::{bail, Error, Result};
@@ -215,6 +215,9 @@ pub struct Row {
     pub tnr: Option<(f64, f64, usize)>,
     pub kappa: Option<(f64, f64, usize)>,
     pub auc: Option<(f64, f64, usize)>,
+    /// Bootstrap 95% intervals of the means over repetitions (TPR, TNR, kappa, AUC),
+    /// seeded by the cell, so a report reproduces them (see [`metrics::mean_ci`]).
+    pub ci: [Option<(f64, f64)>; 4],
     /// Median final training loss over the repetitions.
     pub loss: Option<f64>,
 }
@@ -248,6 +251,14 @@ fn combo_rank(series: &str) -> usize {
     k * (Combo::ALL.len() + 1) + c
 }
 
+/// The metrics of a run that the summary's intervals cover, in [`Row::ci`]'s order.
+const METRICS: [(&str, fn(&RunRecord) -> Option<f64>); 4] = [
+    ("tpr", |r| r.confusion.tpr()),
+    ("tnr", |r| r.confusion.tnr()),
+    ("kappa", |r| r.confusion.kappa()),
+    ("auc", |r| r.auc()),
+];
+
 /// The runs grouped by (disease, combination, k), in a stable order.
 pub fn summarise(runs: &[RunRecord]) -> Vec<Row> {
     let mut groups: BTreeMap<(String, usize, String, usize), Vec<&RunRecord>> = BTreeMap::new();
@@ -261,6 +272,12 @@ pub fn summarise(runs: &[RunRecord]) -> Vec<Row> {
     groups
         .into_iter()
         .map(|((disease, _, features, k), rs)| Row {
+            ci: METRICS.map(|(m, f)| {
+                metrics::mean_ci(
+                    rs.iter().map(|r| f(r)),
+                    &format!("{disease}/{features}/{k}/{m}"),
+                )
+            }),
             disease,
             features,
             k,
@@ -468,11 +485,15 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
         .map_err(|e| Error(format!("cannot create folder {}: {e}", out.display())))?;
 
     let mut csv = String::from(
-        "disease,features,k,reps,tpr_mean,tpr_std,tnr_mean,tnr_std,kappa_mean,kappa_std,auc_mean,auc_std,median_final_loss\n",
+        "disease,features,k,reps,tpr_mean,tpr_std,tnr_mean,tnr_std,kappa_mean,kappa_std,auc_mean,auc_std,median_final_loss,tpr_ci_lo,tpr_ci_hi,tnr_ci_lo,tnr_ci_hi,kappa_ci_lo,kappa_ci_hi,auc_ci_lo,auc_ci_hi\n",
     );
     for r in &rows {
+        let ci: Vec<String> =
+            r.ci.iter()
+                .map(|c| c.map_or(",".into(), |(lo, hi)| format!("{lo:.4},{hi:.4}")))
+                .collect();
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             r.disease,
             r.features,
             r.k,
@@ -481,7 +502,8 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             csv_cell(r.tnr),
             csv_cell(r.kappa),
             csv_cell(r.auc),
-            r.loss.map_or(String::new(), |l| format!("{l:.4}"))
+            r.loss.map_or(String::new(), |l| format!("{l:.4}")),
+            ci.join(",")
         ));
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
@@ -546,6 +568,31 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
                 for c in &combos {
                     let v = cell.get(&(c.as_str(), k)).and_then(|r| pick(r));
                     md.push_str(&format!(" {} |", md_cell(v)));
+                }
+                md.push('\n');
+            }
+        }
+        // The intervals of kappa and AUC: bootstrap over repetitions, seeded by the cell.
+        for (title, i) in [("Cohen's kappa", 2), ("AUC", 3)] {
+            table_head(
+                &mut md,
+                &format!(
+                    "{title}, 95% confidence interval of the mean over repetitions (%, bootstrap)"
+                ),
+                &combos,
+            );
+            for &k in &ks {
+                md.push_str(&format!("| {k} |"));
+                for c in &combos {
+                    let v = cell.get(&(c.as_str(), k)).and_then(|r| r.ci[i]);
+                    md.push_str(&format!(
+                        " {} |",
+                        v.map_or("n/a".into(), |(lo, hi)| format!(
+                            "[{:.0}, {:.0}]",
+                            100.0 * lo,
+                            100.0 * hi
+                        ))
+                    ));
                 }
                 md.push('\n');
             }
