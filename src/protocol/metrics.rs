@@ -120,7 +120,7 @@ pub fn auc(pairs: impl IntoIterator<Item = (bool, f64)>) -> Option<f64> {
 pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -139,7 +139,7 @@ pub fn bootstrap_mean(values: &[f64], g: &mut SplitMix) -> (f64, f64) {
     let mut means: Vec<f64> = (0..RESAMPLES)
         .map(|_| {
             (0..n)
-                .map(|_| values[(g.next() % n as u64) as usize])
+                .map(|_| values[(g.next_u64() % n as u64) as usize])
                 .sum::<f64>()
                 / n as f64
         })
@@ -188,7 +188,7 @@ impl Paired {
         let mean = diffs.iter().sum::<f64>() / n as f64;
         let mut g = SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15);
         let (lo, hi) = bootstrap_mean(diffs, &mut g);
-        let mut next = move || g.next();
+        let mut next = move || g.next_u64();
         // Sign flips: how often a mean at least as far from 0 arises when each
         // difference's sign is a coin toss. A tolerance keeps ties in floating point.
         let observed = mean.abs() - 1e-12;

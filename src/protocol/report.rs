@@ -251,8 +251,10 @@ fn combo_rank(series: &str) -> usize {
     k * (Combo::ALL.len() + 1) + c
 }
 
+type Metric = fn(&RunRecord) -> Option<f64>;
+
 /// The metrics of a run that the summary's intervals cover, in [`Row::ci`]'s order.
-const METRICS: [(&str, fn(&RunRecord) -> Option<f64>); 4] = [
+const METRICS: [(&str, Metric); 4] = [
     ("tpr", |r| r.confusion.tpr()),
     ("tnr", |r| r.confusion.tnr()),
     ("kappa", |r| r.confusion.kappa()),
