@@ -596,8 +596,84 @@ fn write_nifti<T: nifti::DataElement + bytemuck::Pod + Copy>(
     }
 }
 
+/// Write one slice of a CT series with the `dicom-object` crate: signed 16-bit values of a
+/// `w x h` image (row-major) with a rescale (slope, intercept), at position z = 5 k mm,
+/// pixel spacing 0.7 mm between rows and 0.8 mm between columns.
+fn write_dicom(path: &Path, (w, h): (usize, usize), values: &[i16], rescale: (f64, f64), k: usize) {
+    use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::{tags, uids};
+    use dicom_object::{meta::FileMetaTableBuilder, InMemDicomObject};
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let us = |v: u16| PrimitiveValue::from(v);
+    let ds = |v: String| PrimitiveValue::from(v);
+    let z = 5.0 * k as f64;
+    let mut obj = InMemDicomObject::new_empty();
+    obj.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::CT_IMAGE_STORAGE,
+    ));
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        format!("2.25.{}", 7000 + k),
+    ));
+    obj.put(DataElement::new(tags::MODALITY, VR::CS, "CT"));
+    obj.put(DataElement::new(
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        ds(format!("{}", 10 - k)),
+    ));
+    obj.put(DataElement::new(tags::ROWS, VR::US, us(h as u16)));
+    obj.put(DataElement::new(tags::COLUMNS, VR::US, us(w as u16)));
+    obj.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, us(1)));
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    ));
+    obj.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(16)));
+    obj.put(DataElement::new(tags::BITS_STORED, VR::US, us(16)));
+    obj.put(DataElement::new(tags::HIGH_BIT, VR::US, us(15)));
+    obj.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, us(1)));
+    obj.put(DataElement::new(
+        tags::RESCALE_SLOPE,
+        VR::DS,
+        ds(format!("{}", rescale.0)),
+    ));
+    obj.put(DataElement::new(
+        tags::RESCALE_INTERCEPT,
+        VR::DS,
+        ds(format!("{}", rescale.1)),
+    ));
+    obj.put(DataElement::new(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        dicom_value!(Strs, ["0".to_string(), "0".to_string(), format!("{z}")]),
+    ));
+    obj.put(DataElement::new(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        dicom_value!(Strs, ["1", "0", "0", "0", "1", "0"]),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_SPACING,
+        VR::DS,
+        dicom_value!(Strs, ["0.7", "0.8"]),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(values.iter().map(|&v| v as u16).collect()),
+    ));
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+}
+
 #[test]
-fn a_nifti_volume_gives_the_same_slices_labels_and_patients_as_pngs() {
+fn nifti_and_dicom_volumes_give_the_same_slices_labels_and_patients_as_pngs() {
     let root = scratch("nifti_vs_png");
     let (nx, ny, nz) = (12usize, 9usize, 3usize);
     let n = nx * ny * nz;
@@ -655,6 +731,47 @@ fn a_nifti_volume_gives_the_same_slices_labels_and_patients_as_pngs() {
             v.normalisation
         );
     }
+    // The same volume as DICOM series (slices written in reverse name order, sorted back by
+    // position), with the rescale in the DICOM tags; its labels as a DICOM series too.
+    let ddir = root.join("dicom");
+    for z in 0..nz {
+        let at = |i: usize| i + nx * ny * z;
+        let name = format!("{}.dcm", (b'c' - z as u8) as char);
+        let img: Vec<i16> = (0..nx * ny).map(|i| raw[at(i)]).collect();
+        let lab: Vec<i16> = (0..nx * ny).map(|i| labels[at(i)] as i16).collect();
+        write_dicom(
+            &ddir.join("images/P7").join(&name),
+            (nx, ny),
+            &img,
+            (2.0, -100.0),
+            z,
+        );
+        write_dicom(
+            &ddir.join("masks/P7").join(&name),
+            (nx, ny),
+            &lab,
+            (1.0, 0.0),
+            z,
+        );
+    }
+    for size in [16, 8] {
+        let d = folder::load_with(&ddir, size, &names, None, &opts).unwrap();
+        let p = folder::load(&pdir, size, &names, None).unwrap();
+        assert_eq!(d.samples.len(), nz);
+        for (a, b) in d.samples.iter().zip(&p.samples) {
+            assert_eq!((&a.name, &a.patient), (&b.name, &b.patient));
+            assert_eq!(a.image, b.image, "DICOM {} at {size}", a.name);
+            assert_eq!(a.label, b.label, "DICOM {} at {size}", a.name);
+        }
+        let sp = d.samples[0].spacing.unwrap();
+        assert!((sp.0 - 0.8 * 12.0 / size as f64).abs() < 1e-6, "{sp:?}");
+        assert!((sp.1 - 0.7 * 12.0 / size as f64).abs() < 1e-6, "{sp:?}");
+    }
+    let dv = segfeat::data::volume::read_dicom_series(&ddir.join("images/P7")).unwrap();
+    assert_eq!(dv.dims, [nx, ny, nz]);
+    assert!((dv.spacing[2] - 5.0).abs() < 1e-9, "{:?}", dv.spacing);
+    assert!(dv.values.iter().zip(&hu).all(|(&a, &b)| a == b as f32));
+
     // Rescale slope and intercept are applied: the stored HU come back.
     let vol = read_nifti(&vdir.join("images/P7.nii")).unwrap();
     assert_eq!(vol.dims, [nx, ny, nz]);

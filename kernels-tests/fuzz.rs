@@ -296,3 +296,54 @@ fn nifti_reader_takes_arbitrary_bytes() {
         segfeat::data::volume::read_nifti(&path).is_ok()
     });
 }
+
+#[test]
+fn dicom_reader_takes_arbitrary_bytes() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::{tags, uids};
+    use dicom_object::{meta::FileMetaTableBuilder, InMemDicomObject};
+    let dir = scratch("fuzz_dicom");
+    let us = |v: u16| PrimitiveValue::from(v);
+    let mut obj = InMemDicomObject::new_empty();
+    obj.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::CT_IMAGE_STORAGE,
+    ));
+    obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "2.25.1"));
+    for (tag, v) in [
+        (tags::ROWS, 4),
+        (tags::COLUMNS, 5),
+        (tags::SAMPLES_PER_PIXEL, 1),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, 16),
+        (tags::HIGH_BIT, 15),
+        (tags::PIXEL_REPRESENTATION, 1),
+    ] {
+        obj.put(DataElement::new(tag, VR::US, us(v)));
+    }
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    ));
+    obj.put(DataElement::new(tags::RESCALE_SLOPE, VR::DS, "2"));
+    obj.put(DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, "-100"));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16((0..20u16).collect()),
+    ));
+    let seed = dir.join("seed.dcm");
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_to_file(&seed)
+        .unwrap();
+    let seeds = vec![std::fs::read(&seed).unwrap()];
+    let series = dir.join("series");
+    std::fs::create_dir_all(&series).unwrap();
+    fuzz("dicom", 6, &seeds, &dir, |b| {
+        std::fs::write(series.join("1.dcm"), b).unwrap();
+        segfeat::data::volume::read_dicom_series(&series).is_ok()
+    });
+}

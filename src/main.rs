@@ -422,7 +422,9 @@ fn parse_diseases(s: &str) -> Result<Vec<Group>> {
 
 #[derive(Args, Clone)]
 struct DataArgs {
-    /// A data folder (images/*.png, masks/*.png), or `phantom` for the built-in generator.
+    /// A data folder (images/ and masks/ with matching names: PNG, JPEG or TIFF images with
+    /// PNG or TIFF masks, NIfTI volumes or DICOM series folders with label volumes), or
+    /// `phantom` for the built-in generator.
     #[arg(long)]
     data: String,
     /// CSV (r,g,b,label) mapping the masks' colours to labels.

@@ -4,8 +4,10 @@
 //!   [0, 1] by dividing by the type's maximum (255 or 65535). Their masks: label indices in
 //!   an 8- or 16-bit grayscale PNG or TIFF, or, with a palette, RGB colours mapped through a
 //!   CSV with header `r,g,b,label`.
-//! - Volumes: NIfTI (`NAME.nii`, `NAME.nii.gz`) with a NIfTI label volume of the same name
-//!   in `masks/`; rescaled, windowed and sliced as [`ReadOptions`] says (see
+//! - Volumes: NIfTI (`NAME.nii`, `NAME.nii.gz`) or a DICOM series (a folder `NAME/` of
+//!   its files), with a label volume of the same name in `masks/` (NIfTI, or a DICOM
+//!   series of label values; a NIfTI mask of a DICOM series must be in the series' voxel
+//!   order: x the column, y the row, z the slice in position order); rescaled, windowed and sliced as [`ReadOptions`] says (see
 //!   [`super::volume`]); slice k is named `NAME_z00k` (the axis's letter).
 //! - Patients: a 2-D file's name up to its first `_`, a volume's name, unless
 //!   `DIR/manifest.csv` (header `name,patient[,group[,severity]]`) names them (a row may name
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageBuffer, Luma};
 
-use super::volume::{is_nifti, nifti_stem, read_nifti, Axis, Volume, Window};
+use super::volume::{is_nifti, nifti_stem, read_volume, Axis, Volume, Window};
 use super::{fit_image, fit_labels, fit_square, Dataset, Group, Sample};
 use crate::{bail, Error, Result};
 
@@ -195,7 +197,7 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            is_nifti(p)
+            is_volume(p)
                 || p.extension()
                     .is_some_and(|x| FLAT.iter().any(|f| x.eq_ignore_ascii_case(f)))
         })
@@ -204,10 +206,19 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Whether `p` is a volume: a NIfTI file or a folder (a DICOM series).
+fn is_volume(p: &Path) -> bool {
+    is_nifti(p) || p.is_dir()
+}
+
 /// The name that pairs an image with its mask: the file name without its extension
-/// (`.nii.gz` counted as one).
+/// (`.nii.gz` counted as one), or a DICOM series' folder name.
 fn key(p: &Path) -> String {
-    if is_nifti(p) {
+    if p.is_dir() {
+        p.file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default()
+    } else if is_nifti(p) {
         nifti_stem(p)
     } else {
         p.file_stem()
@@ -240,7 +251,7 @@ impl ReadOptions {
     /// What the model's `input_normalisation` records for volumes read this way.
     pub fn describe_volumes(&self) -> String {
         format!(
-            "NIfTI volumes: stored values times scl_slope plus scl_inter, window {} mapped to [0, 1], slices along {}",
+            "volumes (NIfTI, DICOM): stored values rescaled by their slope and intercept, window {} mapped to [0, 1], slices along {}",
             self.window.describe(),
             self.axis.name()
         )
@@ -314,7 +325,7 @@ pub fn load_with(
     let images = image_files(&idir)?;
     if images.is_empty() {
         bail!(
-            "{} holds no images (.png, .jpg, .tif, .nii or .nii.gz)",
+            "{} holds no images (.png, .jpg, .tif, .nii, .nii.gz, or DICOM series folders)",
             idir.display()
         );
     }
@@ -349,7 +360,7 @@ pub fn load_with(
             problems.push(format!(
                 "{}: no mask {} (or .nii.gz, .tif)",
                 ip.display(),
-                mdir.join(if is_nifti(ip) {
+                mdir.join(if is_volume(ip) {
                     format!("{name}.nii.gz")
                 } else {
                     format!("{name}.png")
@@ -369,7 +380,7 @@ pub fn load_with(
             ));
             continue;
         }
-        let loaded = if is_nifti(ip) {
+        let loaded = if is_volume(ip) {
             volumes = true;
             load_volume_pair(ip, mp, size, label_names.len(), opts)
         } else {
@@ -410,7 +421,7 @@ pub fn load_with(
                     ));
                     break;
                 }
-                None if is_nifti(ip) => (name.clone(), Group::Normal, None),
+                None if is_volume(ip) => (name.clone(), Group::Normal, None),
                 None => (
                     name.split('_').next().unwrap_or(&name).to_string(),
                     Group::Normal,
@@ -465,15 +476,15 @@ fn load_volume_pair(
     labels: usize,
     opts: &ReadOptions,
 ) -> Result<Vec<Loaded>> {
-    if !is_nifti(mp) {
+    if !is_volume(mp) {
         bail!(
-            "{}: the mask of a volume must be a NIfTI label volume, not {}",
+            "{}: the mask of a volume must be a label volume (NIfTI, or a DICOM series folder), not {}",
             ip.display(),
             mp.display()
         );
     }
-    let vol = read_nifti(ip)?;
-    let lab = read_nifti(mp)?;
+    let vol = read_volume(ip)?;
+    let lab = read_volume(mp)?;
     if vol.dims != lab.dims {
         bail!(
             "{}: the volume is {:?} voxels but its label volume {} is {:?}",
@@ -499,7 +510,7 @@ fn load_volume_pair(
         values: opts.window.apply(&vol.values),
         ..vol
     };
-    let name = nifti_stem(ip);
+    let name = key(ip);
     let label_vol = Volume {
         values: codes,
         ..lab
