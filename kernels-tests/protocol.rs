@@ -169,6 +169,7 @@ fn paired_table_pairs_runs_by_repetition() {
         final_loss: 0.1,
         seconds: 1.0,
         test: Vec::new(),
+        test_patients: Vec::new(),
         test_y: Vec::new(),
         probs: Vec::new(),
     };
@@ -260,6 +261,7 @@ fn run_records_round_trip_and_a_torn_last_line_is_skipped() {
         final_loss: 0.25,
         seconds: 1.5,
         test: vec!["E001_0".into(), "N031_2".into(), "N031_3".into()],
+        test_patients: vec!["E001".into(), "N031".into(), "N031".into()],
         test_y: vec![1, 0, 0],
         probs: vec![0.75, 0.5, 0.875],
     };
@@ -583,6 +585,45 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
         "{md}"
     );
     assert!(md.contains("| k | IMG | IMG+CONCAT |"), "{md}");
+    // Every test prediction of every run, with its patient: one row each.
+    let preds = file(&full, "predictions.csv");
+    let mut rdr = csv::Reader::from_reader(preds.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(
+        head,
+        [
+            "disease",
+            "features",
+            "classifier",
+            "k",
+            "rep",
+            "image",
+            "patient",
+            "truth",
+            "p"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    let tests: usize = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(
+                v["test_patients"].as_array().unwrap().len(),
+                v["test"].as_array().unwrap().len()
+            );
+            v["test"].as_array().unwrap().len()
+        })
+        .sum();
+    assert_eq!(rows.len(), tests);
+    for r in &rows {
+        assert!(
+            r[5].starts_with(&r[6]),
+            "image {} of patient {}",
+            &r[5],
+            &r[6]
+        );
+    }
     for d in ["effusion", "septal"] {
         let img = image::open(full.join(format!("fig-{d}.png"))).unwrap();
         assert!(img.width() >= 400 && img.height() >= 300);

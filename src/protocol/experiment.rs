@@ -901,6 +901,7 @@ fn one_run(
         final_loss: last_loss as f64,
         seconds: t0.elapsed().as_secs_f64(),
         test: test_names,
+        test_patients: test.iter().map(|&i| cohort.patients[i].clone()).collect(),
         test_y,
         probs,
     };

@@ -32,6 +32,8 @@ pub struct RunRecord {
     /// The test images by name, their truth (1 = diseased) and P(diseased) of each, in
     /// the same order; empty in records written before they were kept.
     pub test: Vec<String>,
+    /// The patient of each test image (empty in records written before they were kept).
+    pub test_patients: Vec<String>,
     pub test_y: Vec<u8>,
     pub probs: Vec<f32>,
 }
@@ -80,6 +82,7 @@ impl RunRecord {
             "final_loss": self.final_loss,
             "seconds": self.seconds,
             "test": self.test,
+            "test_patients": self.test_patients,
             "test_y": self.test_y,
             "probs": self.probs,
         })
@@ -127,6 +130,13 @@ impl RunRecord {
                     .as_array()
                     .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
                     .ok_or("field 'test' must be a list of image names")?,
+            },
+            test_patients: match v.get("test_patients") {
+                None => Vec::new(),
+                Some(t) => t
+                    .as_array()
+                    .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
+                    .ok_or("field 'test_patients' must be a list of patient ids")?,
             },
             test_y: match v.get("test_y") {
                 None => Vec::new(),
@@ -478,7 +488,47 @@ fn paired_cell(v: Option<Paired>) -> String {
     })
 }
 
-/// Write summary.csv, paired.csv, report.md and the figures into `out` from the runs in `dirs`.
+/// Every test image's prediction of every run, one row each (for ROC curves, other
+/// thresholds, per-patient analyses): the run, the image, its patient, the truth (1 =
+/// diseased) and P(diseased).
+pub fn predictions_csv(runs: &[RunRecord]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut rows: Vec<&RunRecord> = runs.iter().collect();
+    rows.sort_by_key(|r| (r.disease.clone(), combo_rank(&r.series()), r.k, r.rep));
+    let _ = w.write_record([
+        "disease",
+        "features",
+        "classifier",
+        "k",
+        "rep",
+        "image",
+        "patient",
+        "truth",
+        "p",
+    ]);
+    for r in rows {
+        for (i, name) in r.test.iter().enumerate() {
+            let (Some(y), Some(p)) = (r.test_y.get(i), r.probs.get(i)) else {
+                continue;
+            };
+            let _ = w.write_record([
+                r.disease.as_str(),
+                r.features.as_str(),
+                r.classifier.as_str(),
+                &r.k.to_string(),
+                &r.rep.to_string(),
+                name,
+                r.test_patients.get(i).map_or("", String::as_str),
+                &y.to_string(),
+                &format!("{p}"),
+            ]);
+        }
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// Write summary.csv, paired.csv, predictions.csv, report.md and the figures into `out`
+/// from the runs in `dirs`.
 /// Returns the Markdown.
 pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
     let runs = read_runs(dirs)?;
@@ -509,6 +559,10 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
         ));
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
+    write_atomic(
+        &out.join("predictions.csv"),
+        predictions_csv(&runs).as_bytes(),
+    )?;
     // Each kind's combinations against its own IMG, then each kind against the paper's
     // VGG on the same combination.
     let mut pairs = Vec::new();
