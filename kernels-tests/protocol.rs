@@ -794,6 +794,46 @@ fn command_line_trains_and_applies_a_classifier() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("P(effusion) = "), "{out}");
+    let single: f64 = out.split("= ").nth(1).unwrap()[..6].parse().unwrap();
+    // A folder of images (and the same image again, by name) into one CSV.
+    let many = root.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for (i, s) in data.samples.iter().take(20).enumerate() {
+        let px: Vec<u16> = s.image.iter().map(|&v| (v * 65535.0) as u16).collect();
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(32, 32, px)
+            .unwrap()
+            .save(many.join(format!("{i:02}.png")))
+            .unwrap();
+    }
+    let csv_path = root.join("predictions.csv");
+    let (code, out, err) = run_cli(&[
+        "classify",
+        "--seg",
+        &seg_s,
+        "--model",
+        &cls_path,
+        "--input",
+        many.to_str().unwrap(),
+        &img_s,
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut rdr = csv::Reader::from_path(&csv_path).unwrap();
+    assert_eq!(
+        rdr.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["image", "p_effusion", "decision"]
+    );
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 21);
+    assert!(rows[0][0].ends_with("00.png") && rows[20][0].ends_with("one.png"));
+    // The image classified alone or among others gets the same probability.
+    let again: f64 = rows[20][1].parse().unwrap();
+    assert!((again - single).abs() < 1e-4, "{again} vs {single}");
+    for r in &rows {
+        let p: f64 = r[1].parse().unwrap();
+        assert_eq!(&r[2], if p > 0.5 { "effusion" } else { "normal" });
+    }
 
     // A regularised, augmented classifier: its file records the options, classify reads
     // them.

@@ -159,9 +159,13 @@ enum Command {
         /// Classifier (safetensors) written by train-cls.
         #[arg(long)]
         model: PathBuf,
-        /// A grayscale PNG (resized to the segmentation network's input).
+        /// Grayscale PNG, JPEG or TIFF images, or folders of them (fitted to the
+        /// segmentation network's input keeping their aspect ratio); repeatable.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// Also write the predictions as CSV: image, P(disease), decision.
         #[arg(long)]
-        input: PathBuf,
+        csv: Option<PathBuf>,
     },
     /// The few-positive protocol: every disease x combination x k x repetition; resumable.
     Experiment {
@@ -715,7 +719,12 @@ fn main() {
         } => train_cls(
             &seg, &data, &disease, &features, positives, rep, &protocol, &out,
         ),
-        Command::Classify { seg, model, input } => classify(&seg, &model, &input),
+        Command::Classify {
+            seg,
+            model,
+            input,
+            csv,
+        } => classify(&seg, &model, &input, csv.as_deref()),
         Command::Experiment {
             seg,
             data,
@@ -1343,7 +1352,12 @@ fn train_cls(
     Ok(())
 }
 
-fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
+fn classify(
+    seg_path: &Path,
+    model: &Path,
+    inputs: &[PathBuf],
+    csv_out: Option<&Path>,
+) -> Result<()> {
     let gpu = Gpu::new()?;
     let (unet, seg_meta) = checkpoint::load_unet(&gpu, seg_path)?;
     let (vgg, meta) = checkpoint::load_classifier(&gpu, model)?;
@@ -1378,47 +1392,96 @@ fn classify(seg_path: &Path, model: &Path, input: &Path) -> Result<()> {
             c.size
         );
     }
-    let img = segfeat::limits::open_image(input)
-        .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
+    // The images: files as given, folders expanded to their image files in name order.
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error(format!("cannot list {}: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.extension().is_some_and(|x| {
+                        ["png", "jpg", "jpeg", "tif", "tiff"]
+                            .iter()
+                            .any(|e| x.eq_ignore_ascii_case(e))
+                    })
+                })
+                .collect();
+            if inside.is_empty() {
+                bail!("{} holds no PNG, JPEG or TIFF images", p.display());
+            }
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(p.clone());
+        }
+    }
     check_normalisation(
         folder::FLAT_NORMALISATION,
         &seg_meta.normalisation,
-        &input.display().to_string(),
+        "the images",
     );
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let x = data::fit_image(&folder::intensities(&img), w, h, c.size, 0.0);
-    let bank = FeatureBank::compute(
-        &gpu,
-        &unet,
-        &[&x],
-        &[meta.features],
-        vgg.config.size,
-        1,
-        |_| {},
-    )?;
     let classifier = cls::Classifier {
         vgg,
         combo: meta.features,
         stats: meta.stats,
         class_weights: meta.class_weights,
     };
-    let p = cls::predict(&gpu, &classifier, &bank, &[0], 1)?[0];
-    if !p.is_finite() {
-        bail!(
-            "{}: the classifier's probability is {p}, not a number between 0 and 1 (are the image's values finite?); no decision made",
-            input.display()
-        );
-    }
-    println!(
-        "{}: P({}) = {p:.4} -> {}",
-        input.display(),
-        meta.disease,
-        if p > 0.5 {
-            meta.disease.as_str()
-        } else {
-            "normal"
+    let mut table = csv::Writer::from_writer(Vec::new());
+    let disease_col = format!("p_{}", meta.disease);
+    let _ = table.write_record(["image", disease_col.as_str(), "decision"]);
+    // In chunks, so that thousands of images never sit in memory at once.
+    for chunk in files.chunks(16) {
+        let mut xs = Vec::with_capacity(chunk.len());
+        for f in chunk {
+            let img = segfeat::limits::open_image(f)
+                .map_err(|e| Error(format!("{}: unreadable image: {e}", f.display())))?;
+            let (w, h) = (img.width() as usize, img.height() as usize);
+            xs.push(data::fit_image(
+                &folder::intensities(&img),
+                w,
+                h,
+                c.size,
+                0.0,
+            ));
         }
-    );
+        let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let bank = FeatureBank::compute(
+            &gpu,
+            &unet,
+            &refs,
+            &[meta.features],
+            classifier.vgg.config.size,
+            16,
+            |_| {},
+        )?;
+        let ids: Vec<usize> = (0..chunk.len()).collect();
+        let probs = cls::predict(&gpu, &classifier, &bank, &ids, 16)?;
+        for (f, p) in chunk.iter().zip(probs) {
+            let decision = if p > 0.5 {
+                meta.disease.as_str()
+            } else {
+                "normal"
+            };
+            println!(
+                "{}: P({}) = {p:.4} -> {decision}",
+                f.display(),
+                meta.disease
+            );
+            let _ = table.write_record([
+                f.display().to_string(),
+                format!("{p}"),
+                decision.to_string(),
+            ]);
+        }
+    }
+    if let Some(out) = csv_out {
+        let bytes = table
+            .into_inner()
+            .map_err(|e| Error(format!("cannot write {}: {e}", out.display())))?;
+        checkpoint::write_atomic(out, &bytes)?;
+        println!("wrote {} ({} images)", out.display(), files.len());
+    }
     Ok(())
 }
 
