@@ -627,6 +627,16 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
     for d in ["effusion", "septal"] {
         let img = image::open(full.join(format!("fig-{d}.png"))).unwrap();
         assert!(img.width() >= 400 && img.height() >= 300);
+        let svg = file(&full, &format!("fig-{d}.svg"));
+        assert!(
+            svg.contains("<svg") && svg.contains("true-negative rate"),
+            "{d}"
+        );
+        // The figure's data: every (metric, series, measured k) once, with its band.
+        let data = file(&full, &format!("fig-{d}.csv"));
+        let rows: Vec<&str> = data.lines().skip(1).collect();
+        assert_eq!(rows.len(), 4 * 2 * 2, "{data}");
+        assert!(rows.iter().all(|r| r.split(',').count() == 7), "{data}");
     }
     // Again: nothing left to do, nothing changes.
     assert_eq!(

@@ -386,8 +386,17 @@ fn segment_writes_an_overlay_and_probabilities() {
         "segment", "--model", &m, "--input", &i, "--out", &o, "--probs", &p,
     ]);
     assert_eq!(code, 0, "{err}");
-    let overlay = image::open(&o).unwrap();
-    assert_eq!((overlay.width(), overlay.height()), (16, 16));
+    // The overlay keeps the input's pixels at the top left, a legend strip below.
+    let overlay = image::open(&o).unwrap().to_rgb8();
+    assert!(overlay.width() >= 16 && overlay.height() > 16);
+    let src = image::open(&input).unwrap().to_luma8();
+    for (x, y, g) in src.enumerate_pixels() {
+        let px = overlay.get_pixel(x, y).0;
+        // Background pixels are the input's gray level (labelled ones are mixed).
+        if px[0] == px[1] && px[1] == px[2] {
+            assert!((px[0] as i32 - g.0[0] as i32).abs() <= 1, "({x}, {y})");
+        }
+    }
     let ck = segfeat::nn::checkpoint::load(Path::new(&p)).unwrap();
     let (shape, probs) = &ck.tensors["probs"];
     assert_eq!(shape, &vec![6, 16, 16]);
@@ -505,8 +514,10 @@ fn segment_writes_the_label_map_and_probabilities_at_the_inputs_size() {
     let m = image::open(&map).unwrap();
     assert_eq!((m.width(), m.height()), (40, 24));
     assert!(m.to_luma8().pixels().all(|p| p.0[0] < 6));
+    // The overlay: the input's pixels, then a legend strip below (at least 240 wide).
     let o = image::open(&overlay).unwrap();
-    assert_eq!((o.width(), o.height()), (40, 24));
+    assert_eq!(o.width(), 240);
+    assert!(o.height() > 24 + 3 * 20, "{}", o.height());
     let ck = segfeat::nn::checkpoint::load(&probs).unwrap();
     let (shape, values) = &ck.tensors["probs"];
     assert_eq!(shape, &vec![6, 24, 40]);

@@ -1069,16 +1069,6 @@ fn cv_seg(
     Ok(())
 }
 
-/// Colours of the overlay, by label (the chd-ct-mini palette; grey beyond six labels).
-const COLOURS: [[u8; 3]; 6] = [
-    [0, 0, 0],
-    [255, 255, 0],
-    [0, 0, 255],
-    [0, 255, 0],
-    [255, 0, 0],
-    [255, 0, 255],
-];
-
 fn segment(
     model: &Path,
     input: &Path,
@@ -1130,19 +1120,12 @@ fn segment(
     let pixels = folder::intensities(&img);
     let x = data::fit_image(&pixels, w, h, s, 0.0);
     let labels = data::unfit_labels(&seg::predict(&gpu, &unet, &x, 1)?, s, w, h);
-    let mut rgb = image::RgbImage::new(w as u32, h as u32);
-    for (i, px) in rgb.pixels_mut().enumerate() {
-        let g = (pixels[i].clamp(0.0, 1.0) * 255.0) as f32;
-        let l = labels[i] as usize;
-        px.0 = if l == 0 {
-            [g as u8; 3]
-        } else {
-            let c = COLOURS.get(l).copied().unwrap_or([128, 128, 128]);
-            [0, 1, 2].map(|k| (0.55 * g + 0.45 * c[k] as f32) as u8)
-        };
-    }
-    rgb.save(out)
-        .map_err(|e| Error(format!("cannot write {}: {e}", out.display())))?;
+    let rgb = segfeat::protocol::plot::overlay(&pixels, &labels, w, h, &meta.label_names)
+        .map_err(|e| Error(format!("cannot draw {}: {e}", out.display())))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    rgb.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| Error(format!("cannot encode {}: {e}", out.display())))?;
+    checkpoint::write_atomic(out, png.get_ref())?;
     let counts: Vec<String> = meta
         .label_names
         .iter()

@@ -1,7 +1,8 @@
 //! Reports of an experiment: read the JSONL runs of one or several folders (shards),
 //! summarise them by (disease, combination, k) as mean and standard deviation over
-//! repetitions, and write `summary.csv`, `report.md` and one figure per disease
-//! (`fig-<disease>.png`, like the paper's Fig. 4: TPR and kappa against k).
+//! repetitions, and write `summary.csv`, `paired.csv`, `predictions.csv`, `report.md` and
+//! one figure per disease (`fig-<disease>.png` and `.svg`, with its data in `.csv`; like
+//! the paper's Fig. 4: TPR, TNR, kappa and AUC against k, see [`plot`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -608,7 +609,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             .map(|r| ((r.features.as_str(), r.k), *r))
             .collect();
         md.push_str(&format!(
-            "\n## {disease}\n\n![{disease}](fig-{disease}.png)\n"
+            "\n## {disease}\n\n![{disease}](fig-{disease}.png)\n\n(Also as `fig-{disease}.svg`; its data in `fig-{disease}.csv`.)\n"
         ));
         type Pick = fn(&Row) -> Option<(f64, f64, usize)>;
         let metrics: [(&str, Pick); 4] = [
@@ -740,34 +741,60 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
                 format!("{lo} to {hi}")
             }
         ));
-        let series = |pick: fn(&Row) -> Option<(f64, f64, usize)>| -> Vec<plot::Series> {
-            combos
-                .iter()
-                .map(|c| plot::Series {
-                    name: c.to_ascii_uppercase(),
-                    points: ks
-                        .iter()
-                        .filter_map(|&k| {
-                            let v = cell.get(&(c.as_str(), k)).and_then(|r| pick(r))?;
-                            Some((k as f64, v.0))
-                        })
-                        .collect(),
-                })
-                .collect()
+        let series =
+            |pick: fn(&Row) -> Option<(f64, f64, usize)>, ci: usize| -> Vec<plot::Series> {
+                combos
+                    .iter()
+                    .map(|c| plot::Series {
+                        name: c.to_ascii_uppercase(),
+                        points: ks
+                            .iter()
+                            .filter_map(|&k| {
+                                let r = cell.get(&(c.as_str(), k))?;
+                                let (mean, _, _) = pick(r)?;
+                                Some(plot::Point {
+                                    k,
+                                    mean,
+                                    band: r.ci[ci],
+                                    reps: r.reps,
+                                })
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            };
+        let figure = plot::Figure {
+            title: format!("{disease}: mean over repetitions"),
+            caption: format!(
+                "Each point is the mean over {} repetitions of one feature combination at one measured k; the shaded band is the bootstrap 95% confidence interval of that mean (10,000 resamples of the repetitions, seeded by the cell). Lines join measured k only.",
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo} to {hi}")
+                }
+            ),
+            ks: ks.clone(),
+            panels: [
+                ("true-positive rate", series(|r| r.tpr, 0)),
+                ("true-negative rate", series(|r| r.tnr, 1)),
+                ("Cohen's kappa", series(|r| r.kappa, 2)),
+                ("AUC", series(|r| r.auc, 3)),
+            ]
+            .into_iter()
+            .map(|(metric, series)| plot::Panel {
+                metric: metric.into(),
+                series,
+            })
+            .collect(),
         };
-        let png = plot::figure(
-            &format!("{disease}: mean over repetitions"),
-            &[
-                ("true-positive rate", series(|r| r.tpr)),
-                ("Cohen's kappa", series(|r| r.kappa)),
-                ("AUC", series(|r| r.auc)),
-            ],
-            "positive training images (k)",
-        );
-        let file = out.join(format!("fig-{disease}.png"));
-        let bytes = plot::png_bytes(&png)
-            .map_err(|e| Error(format!("cannot encode {}: {e}", file.display())))?;
-        write_atomic(&file, &bytes)?;
+        let stem = out.join(format!("fig-{disease}"));
+        let fail =
+            |ext: &str, e: String| Error(format!("cannot draw {}.{ext}: {e}", stem.display()));
+        let png = plot::png(&figure).map_err(|e| fail("png", e))?;
+        write_atomic(&stem.with_extension("png"), &png)?;
+        let svg = plot::svg(&figure).map_err(|e| fail("svg", e))?;
+        write_atomic(&stem.with_extension("svg"), svg.as_bytes())?;
+        write_atomic(&stem.with_extension("csv"), plot::csv(&figure).as_bytes())?;
     }
     write_atomic(&out.join("report.md"), md.as_bytes())?;
     Ok(md)
