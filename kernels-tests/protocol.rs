@@ -884,11 +884,13 @@ fn command_line_trains_and_applies_a_classifier() {
         ck.metadata["regularisation"],
         "bn=1,dropout=0.5,leaky=0.1,gap=1"
     );
-    assert!(
-        ck.metadata["training"].contains("augment=rotate=10,noise=0.02"),
+    let training: serde_json::Value = serde_json::from_str(&ck.metadata["training"]).unwrap();
+    assert_eq!(
+        training["augment"], "rotate=10,noise=0.02",
         "{:?}",
         ck.metadata
     );
+    assert!(training["images"].as_array().is_some_and(|a| a.len() > 2));
     assert!(ck.tensors.contains_key("block1.conv1.bn.running"));
     let (code, out, err) = run_cli(&[
         "classify", "--seg", &seg_s, "--model", &reg_path, "--input", &img_s,

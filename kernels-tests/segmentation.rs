@@ -119,7 +119,17 @@ fn checkpoints_reload_bit_for_bit() {
     ] {
         assert!(ck.metadata.contains_key(key), "no {key}");
     }
-    assert_eq!(ck.metadata["label_names"], "BG,RA,LA,RV,LV,Myo");
+    // Lists and records in the metadata are JSON.
+    assert_eq!(
+        ck.metadata["label_names"],
+        r#"["BG","RA","LA","RV","LV","Myo"]"#
+    );
+    let cw: Vec<f64> = serde_json::from_str(&ck.metadata["class_weights"]).unwrap();
+    assert_eq!(cw.len(), 6);
+    let pts: Vec<String> = serde_json::from_str(&ck.metadata["train_patients"]).unwrap();
+    assert!(!pts.is_empty());
+    let tr: serde_json::Value = serde_json::from_str(&ck.metadata["training"]).unwrap();
+    assert!(tr["seed"].is_u64() && tr["lr"].is_f64(), "{tr}");
     assert!(ck.tensors.contains_key("enc1.conv1.weight"));
     assert_eq!(ck.tensors["out.weight"].0, vec![6, 2, 1, 1]);
 

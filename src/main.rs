@@ -1318,17 +1318,18 @@ fn train_cls(
         disease: disease.name().into(),
         seg: (unet.config.channels, unet.config.labels, unet.config.size),
         seg_sha256: meta.sha256.clone(),
-        training: format!(
-            "seed={} rep={rep} lr={} batch={} batches_per_epoch={} epochs={} augment={} seg={} images={}",
-            p.seed,
-            p.train.lr,
-            p.train.batch,
-            p.train.batches_per_epoch,
-            p.train.epochs,
-            p.train.augment.describe(),
-            seg_path.display(),
-            names.join(",")
-        ),
+        training: serde_json::json!({
+            "seed": p.seed,
+            "rep": rep,
+            "lr": p.train.lr,
+            "batch": p.train.batch,
+            "batches_per_epoch": p.train.batches_per_epoch,
+            "epochs": p.train.epochs,
+            "augment": p.train.augment.describe(),
+            "seg": seg_path.display().to_string(),
+            "images": names,
+        })
+        .to_string(),
     };
     checkpoint::save_classifier(&gpu, out, &c.vgg, &cm)?;
     println!("classifier: {}", out.display());

@@ -361,14 +361,14 @@ pub fn unet_metadata(c: &UnetConfig, meta: &SegMeta) -> BTreeMap<String, String>
     m.insert("labels".into(), c.labels.to_string());
     m.insert("size".into(), c.size.to_string());
     m.insert("in_channels".into(), c.in_channels.to_string());
-    m.insert("label_names".into(), meta.label_names.join(","));
+    m.insert("label_names".into(), strings(&meta.label_names));
     m.insert("class_weights".into(), floats(&meta.class_weights));
     m.insert("input_normalisation".into(), meta.normalisation.clone());
     m.insert("epochs_done".into(), meta.epochs_done.to_string());
     m.insert("epochs_planned".into(), meta.epochs_planned.to_string());
     m.insert("steps".into(), meta.steps.to_string());
     m.insert("training".into(), meta.training.clone());
-    m.insert("train_patients".into(), meta.patients.join(","));
+    m.insert("train_patients".into(), strings(&meta.patients));
     m.insert("train_data".into(), meta.data.clone());
     m
 }
@@ -413,11 +413,7 @@ pub fn unet_meta_of(ck: &Checkpoint, path: &Path) -> Result<(UnetConfig, SegMeta
     config
         .validate()
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;
-    let label_names: Vec<String> = ck
-        .meta("label_names", path)?
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let label_names = parse_strings(ck.meta("label_names", path)?, "label_names", path)?;
     let class_weights = parse_floats(ck.meta("class_weights", path)?, "class_weights", path)?;
     if label_names.len() != config.labels || class_weights.len() != config.labels {
         bail!(
@@ -436,9 +432,11 @@ pub fn unet_meta_of(ck: &Checkpoint, path: &Path) -> Result<(UnetConfig, SegMeta
         epochs_planned: ck.meta_usize("epochs_planned", path)?,
         steps: ck.meta_usize("steps", path)? as u64,
         training: ck.metadata.get("training").cloned().unwrap_or_default(),
-        patients: crate::data::parse_list(
+        patients: parse_strings(
             ck.metadata.get("train_patients").map_or("", |s| s.as_str()),
-        ),
+            "train_patients",
+            path,
+        )?,
         data: ck.metadata.get("train_data").cloned().unwrap_or_default(),
         sha256: ck.sha256.clone(),
     };
@@ -473,18 +471,45 @@ pub struct ClsMeta {
     pub seg_sha256: String,
 }
 
+/// A list of numbers as a JSON array (each f32 written in its shortest round-trip form).
 fn floats(v: &[f32]) -> String {
-    v.iter()
-        .map(|w| format!("{w:?}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let items: Vec<String> = v.iter().map(|w| format!("{w:?}")).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// A list of names as a JSON array.
+fn strings(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A metadata list: a JSON array, or (in files written before lists were JSON) a comma
+/// list; empty text is an empty list.
+fn parse_json_or_commas<T: serde::de::DeserializeOwned>(
+    s: &str,
+    key: &str,
+    path: &Path,
+    item: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>> {
+    let t = s.trim();
+    let bad = || Error(format!("{}: unreadable {key} '{s}'", path.display()));
+    if t.starts_with('[') {
+        return serde_json::from_str(t).map_err(|_| bad());
+    }
+    if t.is_empty() {
+        return Ok(Vec::new());
+    }
+    t.split(',')
+        .map(|x| item(x.trim()).ok_or_else(bad))
+        .collect()
 }
 
 fn parse_floats(s: &str, key: &str, path: &Path) -> Result<Vec<f32>> {
-    s.split(',')
-        .map(|x| x.trim().parse::<f32>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| Error(format!("{}: unreadable {key}", path.display())))
+    let v: Vec<f64> = parse_json_or_commas(s, key, path, |x| x.parse().ok())?;
+    Ok(v.into_iter().map(|x| x as f32).collect())
+}
+
+fn parse_strings(s: &str, key: &str, path: &Path) -> Result<Vec<String>> {
+    parse_json_or_commas(s, key, path, |x| Some(x.to_string()))
 }
 
 /// Save a classifier and its metadata (atomically).
@@ -501,7 +526,7 @@ pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Res
     m.insert("architecture".into(), CLASSIFIER_ARCHITECTURE.into());
     m.insert("in_channels".into(), c.in_channels.to_string());
     m.insert("size".into(), c.size.to_string());
-    m.insert("widths".into(), widths.join(","));
+    m.insert("widths".into(), format!("[{}]", widths.join(",")));
     m.insert("fc".into(), c.fc.to_string());
     m.insert("classes".into(), c.classes.to_string());
     m.insert("regularisation".into(), c.reg.describe());
@@ -512,7 +537,8 @@ pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Res
     m.insert("disease".into(), meta.disease.clone());
     m.insert(
         "seg".into(),
-        format!("{},{},{}", meta.seg.0, meta.seg.1, meta.seg.2),
+        serde_json::json!({"channels": meta.seg.0, "labels": meta.seg.1, "size": meta.seg.2})
+            .to_string(),
     );
     m.insert("training".into(), meta.training.clone());
     m.insert("seg_sha256".into(), meta.seg_sha256.clone());
@@ -529,13 +555,12 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
             path.display()
         );
     }
-    let widths = ck
-        .meta("widths", path)?
-        .split(',')
-        .map(|w| w.trim().parse::<usize>().ok())
-        .collect::<Option<Vec<_>>>()
-        .and_then(|v| <[usize; 5]>::try_from(v).ok())
-        .ok_or_else(|| Error(format!("{}: 'widths' must be five numbers", path.display())))?;
+    let widths = parse_json_or_commas(ck.meta("widths", path)?, "widths", path, |w| {
+        w.parse::<usize>().ok()
+    })
+    .ok()
+    .and_then(|v| <[usize; 5]>::try_from(v).ok())
+    .ok_or_else(|| Error(format!("{}: 'widths' must be five numbers", path.display())))?;
     let config = VggConfig {
         in_channels: ck.meta_usize("in_channels", path)?,
         size: ck.meta_usize("size", path)?,
@@ -564,13 +589,20 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
             config.in_channels
         );
     }
-    let seg: Vec<usize> = ck
-        .meta("seg", path)?
-        .split(',')
-        .filter_map(|x| x.trim().parse().ok())
-        .collect();
-    let [sc, sl, ss] = seg[..] else {
-        bail!("{}: 'seg' must be channels,labels,size", path.display());
+    // {"channels", "labels", "size"}, or "channels,labels,size" in older files.
+    let seg_text = ck.meta("seg", path)?;
+    let seg: Option<Vec<usize>> = match serde_json::from_str::<serde_json::Value>(seg_text) {
+        Ok(v) if v.is_object() => ["channels", "labels", "size"]
+            .iter()
+            .map(|k| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize))
+            .collect(),
+        _ => seg_text.split(',').map(|x| x.trim().parse().ok()).collect(),
+    };
+    let Some([sc, sl, ss]) = seg.and_then(|v| <[usize; 3]>::try_from(v).ok()) else {
+        bail!(
+            "{}: 'seg' must name the segmentation network's channels, labels and size",
+            path.display()
+        );
     };
     let meta = ClsMeta {
         features,

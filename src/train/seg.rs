@@ -59,16 +59,17 @@ impl Default for SegTrainOptions {
 pub const DEFAULT_LR: f32 = 1e-3;
 
 impl SegTrainOptions {
+    /// The training's options as a JSON record (the model's `training` metadata).
     fn describe(&self) -> String {
-        format!(
-            "seed={} lr={} batch={} batches_per_epoch={} epochs={} augment={}",
-            self.seed,
-            self.lr,
-            self.batch,
-            self.batches_per_epoch,
-            self.epochs,
-            self.augment.describe()
-        )
+        serde_json::json!({
+            "seed": self.seed,
+            "lr": self.lr,
+            "batch": self.batch,
+            "batches_per_epoch": self.batches_per_epoch,
+            "epochs": self.epochs,
+            "augment": self.augment.describe(),
+        })
+        .to_string()
     }
 }
 
@@ -344,11 +345,26 @@ fn save_state(
 }
 
 /// The `key=value` items of a training's description (see `SegTrainOptions::describe`).
-fn described(training: &str) -> BTreeMap<&str, &str> {
-    training
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .collect()
+/// The items of a training's description: a JSON record (see
+/// `SegTrainOptions::describe`), or `key=value` words in files written before.
+fn described(training: &str) -> BTreeMap<String, String> {
+    match serde_json::from_str::<serde_json::Value>(training) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect(),
+        _ => training
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
 }
 
 /// Every way this training differs from the one recorded in `meta` (epochs aside: a
@@ -386,7 +402,10 @@ pub fn resume_differences(
     let now = opts.describe();
     let now = described(&now);
     for key in ["seed", "lr", "batch", "batches_per_epoch", "augment"] {
-        let (a, mut f) = (now.get(key).copied().unwrap_or(""), rec.get(key).copied());
+        let (a, mut f) = (
+            now.get(key).map_or("", String::as_str),
+            rec.get(key).map(String::as_str),
+        );
         // Files written before augmentation existed trained without it.
         if key == "augment" && f.is_none() && rec.contains_key("seed") {
             f = Some("none");
