@@ -248,8 +248,9 @@ fn checkpoint_loader_takes_arbitrary_bytes() {
     let cm = checkpoint::ClsMeta {
         features: segfeat::train::features::Combo::Img,
         stats: segfeat::train::features::ChannelStats::identity(1),
-        class_weights: [0.5, 0.5],
+        class_weights: vec![0.5, 0.5],
         disease: "effusion".into(),
+        class_names: vec!["normal".into(), "effusion".into()],
         seg: (1, 2, 16),
         training: "test".into(),
         seg_sha256: String::new(),

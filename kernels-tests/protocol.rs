@@ -172,6 +172,8 @@ fn paired_table_pairs_runs_by_repetition() {
         test_patients: Vec::new(),
         test_y: Vec::new(),
         probs: Vec::new(),
+        classes: Vec::new(),
+        probs_all: Vec::new(),
     };
     let mut runs = Vec::new();
     for rep in 0..4 {
@@ -264,6 +266,8 @@ fn run_records_round_trip_and_a_torn_last_line_is_skipped() {
         test_patients: vec!["E001".into(), "N031".into(), "N031".into()],
         test_y: vec![1, 0, 0],
         probs: vec![0.75, 0.5, 0.875],
+        classes: Vec::new(),
+        probs_all: Vec::new(),
     };
     let v = rec.to_json();
     assert!(close(v["kappa"].as_f64(), 0.625), "{v}");
@@ -600,7 +604,8 @@ fn protocol_end_to_end_resumes_shards_and_reports() {
             "image",
             "patient",
             "truth",
-            "p"
+            "p",
+            "class_probs"
         ]
     );
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
@@ -1119,8 +1124,9 @@ fn regularised_vgg_trains_saves_and_reloads() {
     let meta = ClsMeta {
         features: Combo::Img,
         stats: ChannelStats::identity(2),
-        class_weights: [0.5, 0.5],
+        class_weights: vec![0.5, 0.5],
         disease: "effusion".into(),
+        class_names: vec!["normal".into(), "effusion".into()],
         seg: (2, 6, 32),
         training: "test".into(),
         seg_sha256: "0".repeat(64),
@@ -1395,4 +1401,215 @@ fn summary_intervals_are_bootstrap_intervals_reproducible_from_their_cell() {
     let with_none = [Some(0.5), None, Some(0.5)];
     assert_eq!(mean_ci(with_none.into_iter(), "x"), Some((0.5, 0.5)));
     assert_eq!(mean_ci([None, None].into_iter(), "x"), None);
+}
+
+#[test]
+fn multi_class_kappa_on_hand_computed_matrices() {
+    use segfeat::protocol::metrics::MultiConfusion;
+    // Truth rows, predictions columns: n = 20, p_o = (5 + 4 + 3) / 20 = 0.6; row sums
+    // 8, 6, 6 and column sums 7, 7, 6 give p_e = (56 + 42 + 36) / 400 = 0.335, so
+    // kappa = (0.6 - 0.335) / 0.665.
+    let m = MultiConfusion {
+        counts: vec![vec![5, 2, 1], vec![1, 4, 1], vec![1, 2, 3]],
+    };
+    assert_eq!(m.total(), 20);
+    assert!(close(m.accuracy(), 0.6));
+    assert!(close(m.kappa(), (0.6 - 0.335) / 0.665));
+    assert!(close(m.recall(1), 4.0 / 6.0));
+    assert!(close(m.precision(0), 5.0 / 7.0));
+    // Two classes: the same kappa as the two-class matrix.
+    let c = Confusion {
+        tp: 8,
+        fn_: 2,
+        tn: 45,
+        fp: 5,
+    };
+    let two = MultiConfusion {
+        counts: vec![vec![45, 5], vec![2, 8]],
+    };
+    assert!(close(two.kappa(), c.kappa().unwrap()));
+    // Everything in one class: chance agreement 1, kappa undefined.
+    let one = MultiConfusion {
+        counts: vec![vec![0, 0], vec![0, 7]],
+    };
+    assert_eq!(one.kappa(), None);
+    // Macro AUC: class 0 perfectly ranked, class 1 inverted, class 2 absent (left out).
+    let truth = [0u8, 0, 1, 1];
+    let probs = vec![
+        vec![0.9, 0.1, 0.0],
+        vec![0.8, 0.2, 0.0],
+        vec![0.1, 0.05, 0.85],
+        vec![0.2, 0.0, 0.8],
+    ];
+    let a = segfeat::protocol::metrics::macro_auc(&truth, &probs).unwrap();
+    // Class 0: 1.0; class 1: its scores 0.05, 0.0 against 0.1, 0.2: 0.0; class 2: no
+    // positives, undefined.
+    assert!((a - 0.5).abs() < 1e-12, "{a}");
+}
+
+#[test]
+fn a_three_class_experiment_counts_every_test_image_once() {
+    let dir = scratch("protocol_three_class");
+    let seg = dir.join("seg.st");
+    let s = seg.to_str().unwrap();
+    let (code, _, err) = run_cli(&[
+        "train-seg",
+        "--data",
+        "phantom",
+        "--size",
+        "32",
+        "--channels",
+        "2",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "2",
+        "--patients",
+        "N001,N002,N003",
+        "--out",
+        s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let exp = dir.join("exp");
+    let (code, out, err) = run_cli(&[
+        "experiment",
+        "--seg",
+        s,
+        "--data",
+        "phantom",
+        "--classes",
+        "normal,effusion,septal",
+        "--features",
+        "img,concat",
+        "--positives",
+        "1,3",
+        "--reps",
+        "2",
+        "--preset",
+        "quick",
+        "--negatives-train",
+        "6",
+        "--negatives-test",
+        "6",
+        "--pool",
+        "4",
+        "--positives-test",
+        "4",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        exp.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("A multi-class task: classes normal, effusion, septal"),
+        "{out}"
+    );
+    let runs = report::read_runs(std::slice::from_ref(&exp)).unwrap();
+    assert_eq!(runs.len(), 2 * 2 * 2);
+    for r in &runs {
+        assert_eq!(r.disease, "normal+effusion+septal");
+        assert_eq!(r.classes, ["normal", "effusion", "septal"]);
+        // 6 normal and 4 of each disease tested, each counted once.
+        let m = r.matrix().unwrap();
+        assert_eq!(m.total(), 6 + 4 + 4);
+        let rows: Vec<u64> = m.counts.iter().map(|row| row.iter().sum()).collect();
+        assert_eq!(rows, [6, 4, 4]);
+        assert!(r
+            .probs_all
+            .iter()
+            .all(|p| (p.iter().sum::<f32>() - 1.0).abs() < 1e-4));
+        // Kappa by hand from the matrix.
+        let n = m.total() as f64;
+        let po = (0..3).map(|i| m.counts[i][i]).sum::<u64>() as f64 / n;
+        let pe = (0..3)
+            .map(|i| rows[i] as f64 * m.counts.iter().map(|row| row[i]).sum::<u64>() as f64)
+            .sum::<f64>()
+            / (n * n);
+        match r.kappa() {
+            Some(k) => assert!((k - (po - pe) / (1.0 - pe)).abs() < 1e-12),
+            None => assert!((1.0 - pe).abs() < 1e-12),
+        }
+        assert_eq!(r.tpr(), None);
+    }
+    // The same images as the two-class runs: in each repetition, the effusion and normal
+    // test images are the ones the two-class effusion run tests.
+    let binary = dir.join("binary");
+    let (code, _, err) = run_cli(&[
+        "experiment",
+        "--seg",
+        s,
+        "--data",
+        "phantom",
+        "--diseases",
+        "effusion",
+        "--features",
+        "img",
+        "--positives",
+        "1",
+        "--reps",
+        "2",
+        "--preset",
+        "quick",
+        "--negatives-train",
+        "6",
+        "--negatives-test",
+        "6",
+        "--pool",
+        "4",
+        "--positives-test",
+        "4",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        binary.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let two = report::read_runs(std::slice::from_ref(&binary)).unwrap();
+    for b in &two {
+        let m = runs
+            .iter()
+            .find(|r| r.rep == b.rep && r.k == 1 && r.features == "img")
+            .unwrap();
+        let of = |r: &RunRecord, y: u8| -> Vec<String> {
+            let mut v: Vec<String> = r
+                .test
+                .iter()
+                .zip(&r.test_y)
+                .filter(|(_, &t)| t == y)
+                .map(|(n, _)| n.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(of(b, 1), of(m, 1), "effusion, rep {}", b.rep);
+        assert_eq!(of(b, 0), of(m, 0), "normal, rep {}", b.rep);
+        assert_eq!(m.split_seed, b.split_seed);
+    }
+    // The SVM is two-class.
+    let (code, _, err) = run_cli(&[
+        "experiment",
+        "--seg",
+        s,
+        "--data",
+        "phantom",
+        "--classes",
+        "effusion,septal",
+        "--classifiers",
+        "svm",
+        "--out",
+        dir.join("exp2").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("two-class"), "{err}");
 }

@@ -293,8 +293,9 @@ fn cls_meta(seg_sha256: String) -> ClsMeta {
     ClsMeta {
         features: Combo::Img,
         stats: ChannelStats::identity(1),
-        class_weights: [0.5, 0.5],
+        class_weights: vec![0.5, 0.5],
         disease: "effusion".into(),
+        class_names: vec!["normal".into(), "effusion".into()],
         seg: (2, 6, 32),
         training: "test".into(),
         seg_sha256,

@@ -174,9 +174,14 @@ enum Command {
         seg: PathBuf,
         #[command(flatten)]
         data: DataArgs,
-        /// Diseases, comma-separated.
+        /// Diseases, comma-separated: each is detected against normal (the paper).
         #[arg(long, default_value = "effusion,septal")]
         diseases: String,
+        /// Instead of --diseases, one multi-class task: its classes, comma-separated
+        /// (`normal,effusion,septal`, or diseases alone); k training images of each
+        /// disease class, and the training negatives when normal is a class.
+        #[arg(long, conflicts_with = "diseases")]
+        classes: Option<String>,
         /// Feature combinations, comma-separated.
         #[arg(long, default_value = "img,seg,img+seg,concat,img+concat")]
         features: String,
@@ -420,6 +425,31 @@ fn parse_diseases(s: &str) -> Result<Vec<Group>> {
                 "unknown disease '{d}' (effusion, septal, or a group of the data's manifest: letters, digits, '-' and '_')"
             ),
         }
+    }
+    Ok(out)
+}
+
+/// The classes of a multi-class task: `normal` and disease names, in output order.
+fn parse_classes(s: &str, normal: &str) -> Result<Vec<Group>> {
+    let mut out = Vec::new();
+    for c in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let g = if c.eq_ignore_ascii_case(normal.trim()) {
+            Some(Group::Normal)
+        } else {
+            Group::parse(c)
+        };
+        let Some(g) = g else {
+            bail!(
+                "--classes: '{c}' is not normal or a disease name of letters, digits, '-' and '_'"
+            );
+        };
+        if out.contains(&g) {
+            bail!("--classes lists {} more than once", g.name());
+        }
+        out.push(g);
+    }
+    if out.len() < 2 {
+        bail!("--classes needs at least two classes, got '{s}'");
     }
     Ok(out)
 }
@@ -729,6 +759,7 @@ fn main() {
             seg,
             data,
             diseases,
+            classes,
             features,
             positives,
             reps,
@@ -738,8 +769,16 @@ fn main() {
             classifiers,
             out,
         } => (|| {
+            let classes = classes
+                .as_deref()
+                .map(|c| parse_classes(c, &data.normal))
+                .transpose()?;
             let p = Protocol {
-                diseases: parse_diseases(&diseases)?,
+                diseases: match &classes {
+                    Some(c) => c.iter().copied().filter(|&g| g != Group::Normal).collect(),
+                    None => parse_diseases(&diseases)?,
+                },
+                classes: classes.unwrap_or_default(),
                 combos: Combo::parse_list(&features)?,
                 positives: parse_counts(&positives, "positives")?,
                 reps,
@@ -1316,6 +1355,7 @@ fn train_cls(
         stats: c.stats.clone(),
         class_weights: c.class_weights,
         disease: disease.name().into(),
+        class_names: vec!["normal".into(), disease.name().into()],
         seg: (unet.config.channels, unet.config.labels, unet.config.size),
         seg_sha256: meta.sha256.clone(),
         training: serde_json::json!({

@@ -52,6 +52,15 @@ impl Group {
     }
 }
 
+impl Group {
+    /// The group naming a multi-class task: its classes' names joined by `+`
+    /// (`normal+effusion+septal`), as its runs are recorded.
+    pub fn task(classes: &[Group]) -> Group {
+        let names: Vec<&str> = classes.iter().map(|c| c.name()).collect();
+        Group::Named(intern(names.join("+")))
+    }
+}
+
 /// One `&'static str` per distinct disease name, so that [`Group`] stays `Copy`. A process
 /// sees a handful of names, so the table never grows beyond them.
 fn intern(name: String) -> &'static str {

@@ -460,8 +460,13 @@ pub const CLASSIFIER_ARCHITECTURE: &str = "vgg16-wong2017";
 pub struct ClsMeta {
     pub features: Combo,
     pub stats: ChannelStats,
-    pub class_weights: [f32; 2],
+    /// One weight per class.
+    pub class_weights: Vec<f32>,
+    /// What it detects: the disease of a two-class classifier, or the task of a
+    /// multi-class one (its class names joined by `+`).
     pub disease: String,
+    /// The classes in output order: `["normal", disease]` for two classes.
+    pub class_names: Vec<String>,
     /// The segmentation network's (channels, labels, size).
     pub seg: (usize, usize, usize),
     /// Free text: the seed, options and images it was trained on.
@@ -535,6 +540,7 @@ pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Res
     m.insert("channel_std".into(), floats(&meta.stats.std));
     m.insert("class_weights".into(), floats(&meta.class_weights));
     m.insert("disease".into(), meta.disease.clone());
+    m.insert("class_names".into(), strings(&meta.class_names));
     m.insert(
         "seg".into(),
         serde_json::json!({"channels": meta.seg.0, "labels": meta.seg.1, "size": meta.seg.2})
@@ -582,7 +588,24 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
     let mean = parse_floats(ck.meta("channel_mean", path)?, "channel_mean", path)?;
     let std = parse_floats(ck.meta("channel_std", path)?, "channel_std", path)?;
     let cw = parse_floats(ck.meta("class_weights", path)?, "class_weights", path)?;
-    if mean.len() != config.in_channels || std.len() != config.in_channels || cw.len() != 2 {
+    let disease = ck.meta("disease", path)?.to_string();
+    // Absent from files written before multi-class classifiers: normal and the disease.
+    let class_names = match ck.metadata.get("class_names") {
+        Some(c) => parse_strings(c, "class_names", path)?,
+        None => vec!["normal".to_string(), disease.clone()],
+    };
+    if class_names.len() != config.classes {
+        bail!(
+            "{}: {} class names for {} classes",
+            path.display(),
+            class_names.len(),
+            config.classes
+        );
+    }
+    if mean.len() != config.in_channels
+        || std.len() != config.in_channels
+        || cw.len() != config.classes
+    {
         bail!(
             "{}: channel statistics or class weights do not match {} input channels",
             path.display(),
@@ -607,8 +630,9 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
     let meta = ClsMeta {
         features,
         stats: ChannelStats { mean, std },
-        class_weights: [cw[0], cw[1]],
-        disease: ck.meta("disease", path)?.to_string(),
+        class_weights: cw,
+        disease,
+        class_names,
         seg: (sc, sl, ss),
         training: ck.metadata.get("training").cloned().unwrap_or_default(),
         seg_sha256: ck.metadata.get("seg_sha256").cloned().unwrap_or_default(),

@@ -62,6 +62,12 @@ pub struct Protocol {
     pub classifiers: Vec<ClassifierKind>,
     /// What `vgg-reg` adds to the paper's VGG.
     pub regularised: Regularised,
+    /// Empty for the paper's protocol (each disease against normal). Otherwise the
+    /// classes of one multi-class task (normal and diseases, or diseases alone): every
+    /// run trains one C-way classifier on k images of each disease class (and the
+    /// training negatives when normal is a class) and tests it on each class's test
+    /// images. `diseases` then lists the disease classes.
+    pub classes: Vec<Group>,
 }
 
 /// A classifier of the protocol, run on each feature combination.
@@ -183,6 +189,7 @@ impl Default for Protocol {
             split: SplitBy::Image,
             classifiers: vec![ClassifierKind::Vgg],
             regularised: Regularised::default(),
+            classes: Vec::new(),
         }
     }
 }
@@ -278,6 +285,26 @@ impl Protocol {
         if let Some(d) = first_repeat(&self.diseases) {
             bail!("--diseases lists {} more than once", d.name());
         }
+        if !self.classes.is_empty() {
+            if self.classes.len() < 2 {
+                bail!("--classes needs at least two classes");
+            }
+            if let Some(c) = first_repeat(&self.classes) {
+                bail!("--classes lists {} more than once", c.name());
+            }
+            let diseases: Vec<Group> = self
+                .classes
+                .iter()
+                .copied()
+                .filter(|&c| c != Group::Normal)
+                .collect();
+            if diseases != self.diseases {
+                bail!("a multi-class protocol's diseases are its classes other than normal");
+            }
+            if self.classifiers.contains(&ClassifierKind::Svm) {
+                bail!("the linear SVM is two-class: run --classes with vgg or vgg-reg");
+            }
+        }
         if let Some(&k) = self.positives.iter().find(|&&k| k > self.pool) {
             bail!(
                 "k = {k} positives exceeds the training pool of {} (--pool)",
@@ -302,8 +329,13 @@ impl Protocol {
     /// Every run in the fixed order: repetition, disease, k, combination, classifier.
     pub fn runs(&self) -> Vec<RunId> {
         let mut out = Vec::new();
+        let tasks = if self.classes.is_empty() {
+            self.diseases.clone()
+        } else {
+            vec![Group::task(&self.classes)]
+        };
         for rep in 0..self.reps {
-            for &disease in &self.diseases {
+            for &disease in &tasks {
                 for &k in &self.positives {
                     for &combo in &self.combos {
                         for &kind in &self.classifiers {
@@ -360,6 +392,9 @@ impl Protocol {
         }
         if !self.train.augment.is_identity() {
             v["classifier"]["augment"] = json!(self.train.augment.describe());
+        }
+        if !self.classes.is_empty() {
+            v["classes"] = json!(self.classes.iter().map(|c| c.name()).collect::<Vec<_>>());
         }
         if self.classifiers.contains(&ClassifierKind::VggReg) {
             v["vgg_reg"] = json!({
@@ -499,52 +534,11 @@ impl Cohort {
     /// run `r`, with the split seed.
     pub fn split(&self, p: &Protocol, r: &RunId) -> Result<Split> {
         let split_seed = mix(&[p.seed, r.rep as u64]);
-        let neg: Vec<usize> = (0..self.negatives.len()).collect();
-        let mut offset = self.negatives.len();
-        let mut pos = Vec::new();
-        let mut code = 0;
-        for (d, idx) in &self.positives {
-            if *d == r.disease {
-                pos = (offset..offset + idx.len()).collect();
-                code = disease_code(*d);
-                break;
-            }
-            offset += idx.len();
+        if !p.classes.is_empty() {
+            return self.split_classes(p, r, split_seed);
         }
-        let neg_rng = &mut rng(mix(&[split_seed, 0]));
-        let pos_rng = &mut rng(mix(&[split_seed, code]));
-        let (neg_train, neg_test, pool, pos_test) = match p.split {
-            SplitBy::Image => {
-                let (mut neg, mut pos) = (neg, pos);
-                neg.shuffle(neg_rng);
-                pos.shuffle(pos_rng);
-                (
-                    neg[..p.negatives_train].to_vec(),
-                    neg[p.negatives_train..p.negatives_train + p.negatives_test].to_vec(),
-                    pos[..p.pool].to_vec(),
-                    pos[p.pool..p.pool + p.positives_test].to_vec(),
-                )
-            }
-            SplitBy::Patient => {
-                let (neg_train, neg_test) = self.by_patient(
-                    &neg,
-                    neg_rng,
-                    (p.negatives_train, p.negatives_test),
-                    false,
-                    "normal",
-                    r.rep,
-                )?;
-                let (pool, pos_test) = self.by_patient(
-                    &pos,
-                    pos_rng,
-                    (p.pool, p.positives_test),
-                    true,
-                    r.disease.name(),
-                    r.rep,
-                )?;
-                (neg_train, neg_test, pool, pos_test)
-            }
-        };
+        let (neg_train, neg_test) = self.negatives_split(p, r, split_seed)?;
+        let (pool, pos_test) = self.positives_split(p, r, r.disease, split_seed)?;
         let mut train: Vec<usize> = pool[..r.k].to_vec();
         let mut train_y = vec![1u8; r.k];
         train.extend(&neg_train);
@@ -560,6 +554,102 @@ impl Cohort {
             test_y,
             seed: split_seed,
         })
+    }
+
+    /// A multi-class run's split: class c's images labelled c, in class order; each
+    /// disease's images drawn exactly as its two-class runs draw them (k of its pool to
+    /// train, its test images to test), normal's as the negatives are.
+    fn split_classes(&self, p: &Protocol, r: &RunId, split_seed: u64) -> Result<Split> {
+        let (mut train, mut train_y, mut test, mut test_y) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (c, &class) in p.classes.iter().enumerate() {
+            let (tr, te) = if class == Group::Normal {
+                self.negatives_split(p, r, split_seed)?
+            } else {
+                let (pool, te) = self.positives_split(p, r, class, split_seed)?;
+                (pool[..r.k].to_vec(), te)
+            };
+            train_y.extend(std::iter::repeat_n(c as u8, tr.len()));
+            test_y.extend(std::iter::repeat_n(c as u8, te.len()));
+            train.extend(tr);
+            test.extend(te);
+        }
+        Ok(Split {
+            train,
+            train_y,
+            test,
+            test_y,
+            seed: split_seed,
+        })
+    }
+
+    /// The negatives of a repetition: (training, test) bank positions.
+    fn negatives_split(
+        &self,
+        p: &Protocol,
+        r: &RunId,
+        split_seed: u64,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let neg: Vec<usize> = (0..self.negatives.len()).collect();
+        let neg_rng = &mut rng(mix(&[split_seed, 0]));
+        match p.split {
+            SplitBy::Image => {
+                let mut neg = neg;
+                neg.shuffle(neg_rng);
+                Ok((
+                    neg[..p.negatives_train].to_vec(),
+                    neg[p.negatives_train..p.negatives_train + p.negatives_test].to_vec(),
+                ))
+            }
+            SplitBy::Patient => self.by_patient(
+                &neg,
+                neg_rng,
+                (p.negatives_train, p.negatives_test),
+                false,
+                "normal",
+                r.rep,
+            ),
+        }
+    }
+
+    /// A disease's images in a repetition: (training pool, test) bank positions.
+    fn positives_split(
+        &self,
+        p: &Protocol,
+        r: &RunId,
+        disease: Group,
+        split_seed: u64,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let mut offset = self.negatives.len();
+        let mut pos = Vec::new();
+        let mut code = 0;
+        for (d, idx) in &self.positives {
+            if *d == disease {
+                pos = (offset..offset + idx.len()).collect();
+                code = disease_code(*d);
+                break;
+            }
+            offset += idx.len();
+        }
+        let pos_rng = &mut rng(mix(&[split_seed, code]));
+        match p.split {
+            SplitBy::Image => {
+                let mut pos = pos;
+                pos.shuffle(pos_rng);
+                Ok((
+                    pos[..p.pool].to_vec(),
+                    pos[p.pool..p.pool + p.positives_test].to_vec(),
+                ))
+            }
+            SplitBy::Patient => self.by_patient(
+                &pos,
+                pos_rng,
+                (p.pool, p.positives_test),
+                true,
+                disease.name(),
+                r.rep,
+            ),
+        }
     }
 
     /// Split the bank positions `items` by patient: patients in a random order, whole
@@ -786,14 +876,25 @@ pub fn run(
         append_line(&path, &rec.to_json())?;
         bar.inc(1);
         let left = started.elapsed().as_secs_f64() / *n as f64 * (todo.len() - *n) as f64;
+        let scores = if rec.multi() {
+            format!(
+                "accuracy {} kappa {}",
+                pct(rec.accuracy()),
+                pct(rec.kappa())
+            )
+        } else {
+            format!(
+                "TPR {} TNR {} kappa {}",
+                pct(rec.tpr()),
+                pct(rec.tnr()),
+                pct(rec.kappa())
+            )
+        };
         bar.suspend(|| {
             eprintln!(
-                "run {}/{}: {what}: TPR {} TNR {} kappa {} ({:.1} s; experiment left {})",
+                "run {}/{}: {what}: {scores} ({:.1} s; experiment left {})",
                 *n,
                 todo.len(),
-                pct(rec.confusion.tpr()),
-                pct(rec.confusion.tnr()),
-                pct(rec.confusion.kappa()),
                 rec.seconds,
                 crate::train::seg::hms(left)
             )
@@ -848,6 +949,8 @@ fn one_run(
         r.rep + 1
     );
     let mut last_loss = f32::NAN;
+    let multi = !p.classes.is_empty();
+    let mut probs_all = Vec::new();
     let probs = match r.kind {
         ClassifierKind::Svm => {
             show(&what, Some(format!("{what}: choosing C")));
@@ -857,6 +960,9 @@ fn one_run(
         }
         ClassifierKind::Vgg | ClassifierKind::VggReg => {
             let mut config = VggConfig::new(bank.channels(r.combo), p.size, p.width, p.fc)?;
+            if multi {
+                config.classes = p.classes.len();
+            }
             let mut opts = p.train.clone();
             if r.kind == ClassifierKind::VggReg {
                 config.reg = p.regularised.reg;
@@ -879,15 +985,24 @@ fn one_run(
                     );
                 },
             )?;
-            cls::predict(gpu, &cls, bank, &test, 10)?
+            if multi {
+                probs_all = cls::predict_all(gpu, &cls, bank, &test, 10)?;
+                Vec::new()
+            } else {
+                cls::predict(gpu, &cls, bank, &test, 10)?
+            }
         }
     };
-    let confusion = Confusion::from_pairs(
-        test_y
-            .iter()
-            .zip(&probs)
-            .map(|(&t, &pr)| (t == 1, pr > 0.5)),
-    );
+    let confusion = if multi {
+        Confusion::default()
+    } else {
+        Confusion::from_pairs(
+            test_y
+                .iter()
+                .zip(&probs)
+                .map(|(&t, &pr)| (t == 1, pr > 0.5)),
+        )
+    };
     let test_names = test.iter().map(|&i| cohort.names[i].clone()).collect();
     let rec = RunRecord {
         disease: r.disease.name().to_string(),
@@ -904,6 +1019,8 @@ fn one_run(
         test_patients: test.iter().map(|&i| cohort.patients[i].clone()).collect(),
         test_y,
         probs,
+        classes: p.classes.iter().map(|c| c.name().to_string()).collect(),
+        probs_all,
     };
     Ok((rec, what))
 }

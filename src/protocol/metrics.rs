@@ -116,6 +116,83 @@ pub fn auc(pairs: impl IntoIterator<Item = (bool, f64)>) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
 }
 
+/// Counts of a test with C >= 2 classes: `counts[truth][predicted]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MultiConfusion {
+    pub counts: Vec<Vec<u64>>,
+}
+
+impl MultiConfusion {
+    /// Count (truth, predicted) class pairs of a `classes`-class test.
+    pub fn from_pairs(classes: usize, pairs: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        let mut counts = vec![vec![0u64; classes]; classes];
+        for (t, p) in pairs {
+            counts[t][p] += 1;
+        }
+        MultiConfusion { counts }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// The fraction of images whose predicted class is their true class.
+    pub fn accuracy(&self) -> Option<f64> {
+        let diag: u64 = (0..self.counts.len()).map(|i| self.counts[i][i]).sum();
+        ratio(diag, self.total())
+    }
+
+    /// Recall (sensitivity) of class `c`: correct among the images of class c.
+    pub fn recall(&self, c: usize) -> Option<f64> {
+        ratio(self.counts[c][c], self.counts[c].iter().sum())
+    }
+
+    /// Precision of class `c`: correct among the images predicted as c.
+    pub fn precision(&self, c: usize) -> Option<f64> {
+        ratio(self.counts[c][c], self.counts.iter().map(|r| r[c]).sum())
+    }
+
+    /// Cohen's kappa over all classes: (p_o - p_e) / (1 - p_e), p_o the accuracy and p_e
+    /// the sum over classes of (truth share) x (prediction share). None when p_e is 1 or
+    /// the matrix is empty. With two classes it equals [`Confusion::kappa`].
+    pub fn kappa(&self) -> Option<f64> {
+        let n = self.total() as f64;
+        if n == 0.0 {
+            return None;
+        }
+        let c = self.counts.len();
+        let po = (0..c).map(|i| self.counts[i][i]).sum::<u64>() as f64 / n;
+        let pe: f64 = (0..c)
+            .map(|i| {
+                let row: u64 = self.counts[i].iter().sum();
+                let col: u64 = self.counts.iter().map(|r| r[i]).sum();
+                row as f64 * col as f64
+            })
+            .sum::<f64>()
+            / (n * n);
+        if (1.0 - pe).abs() < 1e-12 {
+            return None;
+        }
+        Some((po - pe) / (1.0 - pe))
+    }
+}
+
+/// The mean over classes of the one-vs-rest AUC of each class's probability (classes
+/// whose AUC is undefined, absent from the truth or alone in it, are left out). `probs`
+/// holds one row of C probabilities per image.
+pub fn macro_auc(truth: &[u8], probs: &[Vec<f32>]) -> Option<f64> {
+    let c = probs.first()?.len();
+    let per: Vec<f64> = (0..c)
+        .filter_map(|k| {
+            auc(truth
+                .iter()
+                .zip(probs)
+                .map(|(&t, p)| (t as usize == k, p[k] as f64)))
+        })
+        .collect();
+    (!per.is_empty()).then(|| per.iter().sum::<f64>() / per.len() as f64)
+}
+
 /// splitmix64: a fixed generator, so that intervals never depend on a crate's.
 pub struct SplitMix(pub u64);
 

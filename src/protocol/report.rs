@@ -35,13 +35,81 @@ pub struct RunRecord {
     pub test: Vec<String>,
     /// The patient of each test image (empty in records written before they were kept).
     pub test_patients: Vec<String>,
+    /// The truth of each test image: 1 = diseased, or in a multi-class run the index of
+    /// its class in `classes`.
     pub test_y: Vec<u8>,
+    /// P(diseased) of each test image (two-class runs).
     pub probs: Vec<f32>,
+    /// A multi-class run's classes, in output order (empty for two-class runs).
+    pub classes: Vec<String>,
+    /// A multi-class run's probabilities, a row of one per class for each test image.
+    pub probs_all: Vec<Vec<f32>>,
 }
 
 impl RunRecord {
-    /// Area under the ROC curve of the test probabilities (None without them).
+    /// Whether this is a multi-class run.
+    pub fn multi(&self) -> bool {
+        !self.classes.is_empty()
+    }
+
+    /// A multi-class run's confusion matrix: each test image's truth against its most
+    /// probable class.
+    pub fn matrix(&self) -> Option<metrics::MultiConfusion> {
+        if !self.multi() || self.probs_all.len() != self.test_y.len() {
+            return None;
+        }
+        let argmax =
+            |p: &Vec<f32>| (0..p.len()).fold(0, |best, c| if p[c] > p[best] { c } else { best });
+        Some(metrics::MultiConfusion::from_pairs(
+            self.classes.len(),
+            self.test_y
+                .iter()
+                .zip(&self.probs_all)
+                .map(|(&t, p)| (t as usize, argmax(p))),
+        ))
+    }
+
+    /// TPR of a two-class run (None for multi-class runs).
+    pub fn tpr(&self) -> Option<f64> {
+        (!self.multi()).then(|| self.confusion.tpr()).flatten()
+    }
+
+    /// TNR of a two-class run (None for multi-class runs).
+    pub fn tnr(&self) -> Option<f64> {
+        (!self.multi()).then(|| self.confusion.tnr()).flatten()
+    }
+
+    /// Cohen's kappa: two-class, or over all classes of a multi-class run.
+    pub fn kappa(&self) -> Option<f64> {
+        match self.matrix() {
+            Some(m) => m.kappa(),
+            None if self.multi() => None,
+            None => self.confusion.kappa(),
+        }
+    }
+
+    /// Accuracy: the fraction of test images given their true class.
+    pub fn accuracy(&self) -> Option<f64> {
+        match self.matrix() {
+            Some(m) => m.accuracy(),
+            None if self.multi() => None,
+            None => {
+                let c = &self.confusion;
+                let n = c.total();
+                (n > 0).then(|| (c.tp + c.tn) as f64 / n as f64)
+            }
+        }
+    }
+
+    /// Area under the ROC curve of the test probabilities (None without them); for a
+    /// multi-class run the mean of the classes' one-vs-rest AUCs.
     pub fn auc(&self) -> Option<f64> {
+        if self.multi() {
+            if self.probs_all.len() != self.test_y.len() {
+                return None;
+            }
+            return metrics::macro_auc(&self.test_y, &self.probs_all);
+        }
         if self.probs.is_empty() || self.probs.len() != self.test_y.len() {
             return None;
         }
@@ -64,6 +132,31 @@ impl RunRecord {
 
     pub fn to_json(&self) -> Value {
         let c = &self.confusion;
+        if self.multi() {
+            let m = self.matrix();
+            return json!({
+                "disease": self.disease,
+                "features": self.features,
+                "classifier": self.classifier,
+                "k": self.k,
+                "rep": self.rep,
+                "split_seed": self.split_seed,
+                "init_seed": self.init_seed,
+                "classes": self.classes,
+                "confusion": m.as_ref().map(|m| m.counts.clone()),
+                "accuracy": self.accuracy(),
+                "kappa": self.kappa(),
+                "recall": m.as_ref().map(|m| (0..self.classes.len()).map(|c| m.recall(c)).collect::<Vec<_>>()),
+                "precision": m.as_ref().map(|m| (0..self.classes.len()).map(|c| m.precision(c)).collect::<Vec<_>>()),
+                "auc": self.auc(),
+                "final_loss": self.final_loss,
+                "seconds": self.seconds,
+                "test": self.test,
+                "test_patients": self.test_patients,
+                "test_y": self.test_y,
+                "probs_all": self.probs_all,
+            });
+        }
         json!({
             "disease": self.disease,
             "features": self.features,
@@ -103,6 +196,16 @@ impl RunRecord {
                 .ok_or(format!("missing whole-number field '{k}'"))
         };
         let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let classes: Vec<String> = match v.get("classes") {
+            None => Vec::new(),
+            Some(c) => c
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
+                .ok_or("field 'classes' must be a list of class names")?,
+        };
+        let multi = !classes.is_empty();
+        // The largest truth a test image may have: 1 (diseased), or the last class.
+        let max_y = if multi { classes.len() as u64 - 1 } else { 1 };
         Ok(RunRecord {
             disease: s("disease")?,
             features: s("features")?,
@@ -117,11 +220,15 @@ impl RunRecord {
             rep: n("rep")? as usize,
             split_seed: n("split_seed")?,
             init_seed: n("init_seed")?,
-            confusion: Confusion {
-                tp: n("tp")?,
-                fn_: n("fn")?,
-                tn: n("tn")?,
-                fp: n("fp")?,
+            confusion: if multi {
+                Confusion::default()
+            } else {
+                Confusion {
+                    tp: n("tp")?,
+                    fn_: n("fn")?,
+                    tn: n("tn")?,
+                    fp: n("fp")?,
+                }
             },
             final_loss: f("final_loss"),
             seconds: f("seconds"),
@@ -145,10 +252,12 @@ impl RunRecord {
                     .as_array()
                     .and_then(|a| {
                         a.iter()
-                            .map(|x| x.as_u64().filter(|&y| y <= 1).map(|y| y as u8))
+                            .map(|x| x.as_u64().filter(|&y| y <= max_y).map(|y| y as u8))
                             .collect()
                     })
-                    .ok_or("field 'test_y' must be a list of 0 and 1")?,
+                    .ok_or(
+                        "field 'test_y' must be a list of class indices (0 and 1 for two classes)",
+                    )?,
             },
             probs: match v.get("probs") {
                 None => Vec::new(),
@@ -157,6 +266,26 @@ impl RunRecord {
                     .and_then(|a| a.iter().map(|x| x.as_f64().map(|p| p as f32)).collect())
                     .ok_or("field 'probs' must be a list of numbers")?,
             },
+            probs_all: match v.get("probs_all") {
+                None => Vec::new(),
+                Some(t) => t
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|row| {
+                                row.as_array()
+                                    .filter(|r| r.len() == classes.len())?
+                                    .iter()
+                                    .map(|x| x.as_f64().map(|p| p as f32))
+                                    .collect::<Option<Vec<f32>>>()
+                            })
+                            .collect()
+                    })
+                    .ok_or(
+                        "field 'probs_all' must hold one probability per class for each test image",
+                    )?,
+            },
+            classes,
         })
     }
 }
@@ -226,9 +355,11 @@ pub struct Row {
     pub tnr: Option<(f64, f64, usize)>,
     pub kappa: Option<(f64, f64, usize)>,
     pub auc: Option<(f64, f64, usize)>,
-    /// Bootstrap 95% intervals of the means over repetitions (TPR, TNR, kappa, AUC),
+    /// Bootstrap 95% intervals of the means over repetitions (TPR, TNR, kappa, AUC, accuracy),
     /// seeded by the cell, so a report reproduces them (see [`metrics::mean_ci`]).
-    pub ci: [Option<(f64, f64)>; 4],
+    pub ci: [Option<(f64, f64)>; 5],
+    /// Accuracy (the only rate of a multi-class task besides kappa and AUC).
+    pub accuracy: Option<(f64, f64, usize)>,
     /// Median final training loss over the repetitions.
     pub loss: Option<f64>,
 }
@@ -265,11 +396,12 @@ fn combo_rank(series: &str) -> usize {
 type Metric = fn(&RunRecord) -> Option<f64>;
 
 /// The metrics of a run that the summary's intervals cover, in [`Row::ci`]'s order.
-const METRICS: [(&str, Metric); 4] = [
-    ("tpr", |r| r.confusion.tpr()),
-    ("tnr", |r| r.confusion.tnr()),
-    ("kappa", |r| r.confusion.kappa()),
+const METRICS: [(&str, Metric); 5] = [
+    ("tpr", |r| r.tpr()),
+    ("tnr", |r| r.tnr()),
+    ("kappa", |r| r.kappa()),
     ("auc", |r| r.auc()),
+    ("accuracy", |r| r.accuracy()),
 ];
 
 /// The runs grouped by (disease, combination, k), in a stable order.
@@ -295,10 +427,11 @@ pub fn summarise(runs: &[RunRecord]) -> Vec<Row> {
             features,
             k,
             reps: rs.len(),
-            tpr: mean_std(rs.iter().map(|r| r.confusion.tpr())),
-            tnr: mean_std(rs.iter().map(|r| r.confusion.tnr())),
-            kappa: mean_std(rs.iter().map(|r| r.confusion.kappa())),
+            tpr: mean_std(rs.iter().map(|r| r.tpr())),
+            tnr: mean_std(rs.iter().map(|r| r.tnr())),
+            kappa: mean_std(rs.iter().map(|r| r.kappa())),
             auc: mean_std(rs.iter().map(|r| r.auc())),
+            accuracy: mean_std(rs.iter().map(|r| r.accuracy())),
             loss: median(rs.iter().map(|r| r.final_loss).filter(|l| l.is_finite())),
         })
         .collect()
@@ -442,9 +575,9 @@ fn paired_by(runs: &[RunRecord], baseline_of: impl Fn(&str) -> Option<String>) -
                     features: c.clone(),
                     baseline: baseline.clone(),
                     k: *k,
-                    kappa: Paired::of(&diffs(c, &baseline, kk, |r| r.confusion.kappa()), seed(1)),
+                    kappa: Paired::of(&diffs(c, &baseline, kk, |r| r.kappa()), seed(1)),
                     auc: Paired::of(&diffs(c, &baseline, kk, RunRecord::auc), seed(2)),
-                    tpr: Paired::of(&diffs(c, &baseline, kk, |r| r.confusion.tpr()), seed(3)),
+                    tpr: Paired::of(&diffs(c, &baseline, kk, |r| r.tpr()), seed(3)),
                 });
             }
         }
@@ -506,11 +639,26 @@ pub fn predictions_csv(runs: &[RunRecord]) -> String {
         "patient",
         "truth",
         "p",
+        "class_probs",
     ]);
     for r in rows {
         for (i, name) in r.test.iter().enumerate() {
-            let (Some(y), Some(p)) = (r.test_y.get(i), r.probs.get(i)) else {
+            let Some(y) = r.test_y.get(i) else {
                 continue;
+            };
+            // Two classes: P(diseased). More: every class's probability, in the order of
+            // the task's name (`normal+effusion+septal`), and no single p.
+            let (p, all) = if r.multi() {
+                let Some(row) = r.probs_all.get(i) else {
+                    continue;
+                };
+                let all: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
+                (String::new(), all.join(";"))
+            } else {
+                let Some(p) = r.probs.get(i) else {
+                    continue;
+                };
+                (format!("{p}"), String::new())
             };
             let _ = w.write_record([
                 r.disease.as_str(),
@@ -521,11 +669,57 @@ pub fn predictions_csv(runs: &[RunRecord]) -> String {
                 name,
                 r.test_patients.get(i).map_or("", String::as_str),
                 &y.to_string(),
-                &format!("{p}"),
+                &p,
+                &all,
             ]);
         }
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// A multi-class task's classes, and for each combination its confusion matrix summed
+/// over repetitions at the largest k with the classes' recall and precision.
+fn multi_class_notes(runs: &[&RunRecord], combos: &[String], ks: &[usize]) -> String {
+    let Some(classes) = runs.iter().find(|r| r.multi()).map(|r| r.classes.clone()) else {
+        return String::new();
+    };
+    let k = ks.iter().copied().max().unwrap_or(0);
+    let mut md = format!(
+        "\nA multi-class task: classes {} (each test image is given its most probable class). Confusion matrices at k = {k}, summed over repetitions (rows: truth, columns: predicted), with each class's recall and precision:\n",
+        classes.join(", ")
+    );
+    for c in combos {
+        let mut sum = metrics::MultiConfusion {
+            counts: vec![vec![0; classes.len()]; classes.len()],
+        };
+        for r in runs.iter().filter(|r| r.series() == *c && r.k == k) {
+            if let Some(m) = r.matrix() {
+                for (row, mrow) in sum.counts.iter_mut().zip(&m.counts) {
+                    for (a, b) in row.iter_mut().zip(mrow) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+        md.push_str(&format!(
+            "\n{}:\n\n| truth \\ predicted | {} | recall |\n|---|{}---|\n",
+            c.to_ascii_uppercase(),
+            classes.join(" | "),
+            "---|".repeat(classes.len())
+        ));
+        let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.0}%", 100.0 * v));
+        for (i, name) in classes.iter().enumerate() {
+            let cells: Vec<String> = sum.counts[i].iter().map(u64::to_string).collect();
+            md.push_str(&format!(
+                "| {name} | {} | {} |\n",
+                cells.join(" | "),
+                pct(sum.recall(i))
+            ));
+        }
+        let prec: Vec<String> = (0..classes.len()).map(|i| pct(sum.precision(i))).collect();
+        md.push_str(&format!("| precision | {} | |\n", prec.join(" | ")));
+    }
+    md
 }
 
 /// Write summary.csv, paired.csv, predictions.csv, report.md and the figures into `out`
@@ -538,7 +732,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
         .map_err(|e| Error(format!("cannot create folder {}: {e}", out.display())))?;
 
     let mut csv = String::from(
-        "disease,features,k,reps,tpr_mean,tpr_std,tnr_mean,tnr_std,kappa_mean,kappa_std,auc_mean,auc_std,median_final_loss,tpr_ci_lo,tpr_ci_hi,tnr_ci_lo,tnr_ci_hi,kappa_ci_lo,kappa_ci_hi,auc_ci_lo,auc_ci_hi\n",
+        "disease,features,k,reps,tpr_mean,tpr_std,tnr_mean,tnr_std,kappa_mean,kappa_std,auc_mean,auc_std,median_final_loss,tpr_ci_lo,tpr_ci_hi,tnr_ci_lo,tnr_ci_hi,kappa_ci_lo,kappa_ci_hi,auc_ci_lo,auc_ci_hi,accuracy_mean,accuracy_std,accuracy_ci_lo,accuracy_ci_hi\n",
     );
     for r in &rows {
         let ci: Vec<String> =
@@ -546,7 +740,7 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
                 .map(|c| c.map_or(",".into(), |(lo, hi)| format!("{lo:.4},{hi:.4}")))
                 .collect();
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.disease,
             r.features,
             r.k,
@@ -556,7 +750,9 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
             csv_cell(r.kappa),
             csv_cell(r.auc),
             r.loss.map_or(String::new(), |l| format!("{l:.4}")),
-            ci.join(",")
+            ci[..4].join(","),
+            csv_cell(r.accuracy),
+            ci[4]
         ));
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
@@ -611,13 +807,28 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
         md.push_str(&format!(
             "\n## {disease}\n\n![{disease}](fig-{disease}.png)\n\n(Also as `fig-{disease}.svg`; its data in `fig-{disease}.csv`.)\n"
         ));
+        // A multi-class task (its runs record their classes) has no TPR or TNR: its
+        // tables are accuracy, kappa over all classes and the mean one-vs-rest AUC.
+        let task_runs: Vec<&RunRecord> = runs.iter().filter(|r| &r.disease == disease).collect();
+        let multi = task_runs.iter().any(|r| r.multi());
+        if multi {
+            md.push_str(&multi_class_notes(&task_runs, &combos, &ks));
+        }
         type Pick = fn(&Row) -> Option<(f64, f64, usize)>;
-        let metrics: [(&str, Pick); 4] = [
-            ("True-positive rate (%)", |r| r.tpr),
-            ("True-negative rate (%)", |r| r.tnr),
-            ("Cohen's kappa (%)", |r| r.kappa),
-            ("AUC (%)", |r| r.auc),
-        ];
+        let metrics: Vec<(&str, Pick)> = if multi {
+            vec![
+                ("Accuracy (%)", |r| r.accuracy),
+                ("Cohen's kappa over all classes (%)", |r| r.kappa),
+                ("AUC, mean of the classes' one-vs-rest AUCs (%)", |r| r.auc),
+            ]
+        } else {
+            vec![
+                ("True-positive rate (%)", |r| r.tpr),
+                ("True-negative rate (%)", |r| r.tnr),
+                ("Cohen's kappa (%)", |r| r.kappa),
+                ("AUC (%)", |r| r.auc),
+            ]
+        };
         for (title, pick) in metrics {
             table_head(&mut md, title, &combos);
             for &k in &ks {
@@ -774,12 +985,20 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
                 }
             ),
             ks: ks.clone(),
-            panels: [
-                ("true-positive rate", series(|r| r.tpr, 0)),
-                ("true-negative rate", series(|r| r.tnr, 1)),
-                ("Cohen's kappa", series(|r| r.kappa, 2)),
-                ("AUC", series(|r| r.auc, 3)),
-            ]
+            panels: if multi {
+                vec![
+                    ("accuracy", series(|r| r.accuracy, 4)),
+                    ("Cohen's kappa (all classes)", series(|r| r.kappa, 2)),
+                    ("AUC (one-vs-rest mean)", series(|r| r.auc, 3)),
+                ]
+            } else {
+                vec![
+                    ("true-positive rate", series(|r| r.tpr, 0)),
+                    ("true-negative rate", series(|r| r.tnr, 1)),
+                    ("Cohen's kappa", series(|r| r.kappa, 2)),
+                    ("AUC", series(|r| r.auc, 3)),
+                ]
+            }
             .into_iter()
             .map(|(metric, series)| plot::Panel {
                 metric: metric.into(),

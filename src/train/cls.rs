@@ -76,12 +76,20 @@ impl ClsTrainOptions {
 /// and 1 (diseased). The fourth root keeps the rare positives from dominating as much as
 /// plain 1 - f would make them; a class absent from training gets weight 1.
 pub fn class_weights(labels: &[u8]) -> [f32; 2] {
-    let pos = labels.iter().filter(|&&l| l == 1).count() as f64;
+    let w = class_weights_of(labels, 2);
+    [w[0], w[1]]
+}
+
+/// The same rule for `classes` classes (labels 0 to classes - 1): w_c = 1 - (f_c / sum_k
+/// f_k)^(1/4).
+pub fn class_weights_of(labels: &[u8], classes: usize) -> Vec<f32> {
     let total = labels.len().max(1) as f64;
-    [
-        (1.0 - ((total - pos) / total).powf(0.25)) as f32,
-        (1.0 - (pos / total).powf(0.25)) as f32,
-    ]
+    (0..classes)
+        .map(|c| {
+            let f = labels.iter().filter(|&&l| l as usize == c).count() as f64;
+            (1.0 - (f / total).powf(0.25)) as f32
+        })
+        .collect()
 }
 
 /// A trained classifier: the network, the combination it reads and how inputs are
@@ -90,7 +98,8 @@ pub struct Classifier {
     pub vgg: Vgg,
     pub combo: Combo,
     pub stats: ChannelStats,
-    pub class_weights: [f32; 2],
+    /// One weight per class (see [`class_weights_of`]).
+    pub class_weights: Vec<f32>,
 }
 
 /// Train a fresh classifier (weights and batch order from `seed`) on the images `idx` of
@@ -133,8 +142,14 @@ pub fn train(
     } else {
         ChannelStats::identity(bank.channels(combo))
     };
-    let cw = class_weights(labels);
-    let class_w = Tensor::from_slice(gpu, &[2], &cw)?;
+    if let Some(&l) = labels.iter().find(|&&l| l as usize >= config.classes) {
+        bail!(
+            "a training label is {l}, but the classifier has {} classes",
+            config.classes
+        );
+    }
+    let cw = class_weights_of(labels, config.classes);
+    let class_w = Tensor::from_slice(gpu, &[config.classes], &cw)?;
     let tensors: Vec<&Tensor> = vgg.params.iter().map(|(_, t)| t).collect();
     let mut adam = Adam::new(gpu, &tensors, opts.lr)?;
     let cls = Classifier {
@@ -232,7 +247,8 @@ fn inputs(
     Tensor::from_slice(gpu, &[ids.len(), c, s, s], &x)
 }
 
-/// P(diseased) of each image `ids` of `bank`, in batches of `batch`.
+/// P(diseased) of each image `ids` of `bank` (a two-class classifier), in batches of
+/// `batch`.
 pub fn predict(
     gpu: &Gpu,
     cls: &Classifier,
@@ -240,6 +256,27 @@ pub fn predict(
     ids: &[usize],
     batch: usize,
 ) -> Result<Vec<f32>> {
+    if cls.vgg.config.classes != 2 {
+        bail!(
+            "P(diseased) is a two-class classifier's; this one has {} classes",
+            cls.vgg.config.classes
+        );
+    }
+    Ok(predict_all(gpu, cls, bank, ids, batch)?
+        .into_iter()
+        .map(|p| p[1])
+        .collect())
+}
+
+/// Every class's probability for each image `ids` of `bank`, in batches of `batch`.
+pub fn predict_all(
+    gpu: &Gpu,
+    cls: &Classifier,
+    bank: &FeatureBank,
+    ids: &[usize],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let c = cls.vgg.config.classes;
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(batch.max(1)) {
         let x = inputs(gpu, cls, bank, chunk, None)?;
@@ -247,13 +284,13 @@ pub fn predict(
         let xv = tape.constant(&x);
         let (logits, _) = tape.no_grad(|| cls.vgg.forward(&tape, &xv, Pass::Eval))?;
         let p = ops::softmax(gpu, &logits.value)?.to_vec(gpu);
-        out.extend(p.chunks(2).map(|pr| pr[1]));
+        out.extend(p.chunks(c).map(<[f32]>::to_vec));
     }
     // A non-finite probability is an error, never a decision (NaN > 0.5 is false, so it
     // would silently count as negative).
-    if let Some(i) = out.iter().position(|p| !p.is_finite()) {
+    if let Some(i) = out.iter().position(|p| p.iter().any(|v| !v.is_finite())) {
         bail!(
-            "the classifier's probability for image {} of the batch is {}: its inputs or weights are not finite; no decision made",
+            "the classifier's probabilities for image {} of the batch are {:?}: its inputs or weights are not finite; no decision made",
             ids[i],
             out[i]
         );
