@@ -1596,6 +1596,89 @@ fn a_three_class_experiment_counts_every_test_image_once() {
         assert_eq!(of(b, 0), of(m, 0), "normal, rep {}", b.rep);
         assert_eq!(m.split_seed, b.split_seed);
     }
+    // One three-class classifier through train-cls, applied by classify.
+    let cls3 = dir.join("cls3.st");
+    let (code, out, err) = run_cli(&[
+        "train-cls",
+        "--seg",
+        s,
+        "--data",
+        "phantom",
+        "--classes",
+        "normal,effusion,septal",
+        "--features",
+        "concat",
+        "--positives",
+        "3",
+        "--preset",
+        "quick",
+        "--negatives-train",
+        "6",
+        "--negatives-test",
+        "6",
+        "--pool",
+        "4",
+        "--positives-test",
+        "4",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        cls3.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("test (14 images): accuracy"), "{out}");
+    let ck = segfeat::nn::checkpoint::load(&cls3).unwrap();
+    assert_eq!(ck.metadata["classes"], "3");
+    assert_eq!(
+        ck.metadata["class_names"],
+        r#"["normal","effusion","septal"]"#
+    );
+    let ph = dir.join("ph");
+    let (code, _, err) = run_cli(&[
+        "phantom",
+        "--out",
+        ph.to_str().unwrap(),
+        "--size",
+        "32",
+        "--normal-patients",
+        "2",
+        "--slices",
+        "2..2",
+        "--effusion",
+        "2",
+        "--septal",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let csv_path = dir.join("c.csv");
+    let (code, _, err) = run_cli(&[
+        "classify",
+        "--seg",
+        s,
+        "--model",
+        cls3.to_str().unwrap(),
+        "--input",
+        ph.join("images").to_str().unwrap(),
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut rdr = csv::Reader::from_path(&csv_path).unwrap();
+    assert_eq!(
+        rdr.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["image", "p_normal", "p_effusion", "p_septal", "decision"]
+    );
+    for r in rdr.records().map(|r| r.unwrap()) {
+        let p: Vec<f64> = (1..4).map(|i| r[i].parse().unwrap()).collect();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+        let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        assert_eq!(&r[4], ["normal", "effusion", "septal"][best]);
+    }
+
     // The SVM is two-class.
     let (code, _, err) = run_cli(&[
         "experiment",

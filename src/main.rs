@@ -132,9 +132,13 @@ enum Command {
         seg: PathBuf,
         #[command(flatten)]
         data: DataArgs,
-        /// The disease to detect: effusion or septal.
-        #[arg(long)]
-        disease: String,
+        /// The disease to detect against normal (effusion, septal, or a manifest's group).
+        #[arg(long, required_unless_present = "classes")]
+        disease: Option<String>,
+        /// Instead of --disease, a multi-class classifier's classes, comma-separated
+        /// (`normal,effusion,septal`, or diseases alone): k images of each disease class.
+        #[arg(long, conflicts_with = "disease")]
+        classes: Option<String>,
         /// Feature combination: img, seg, img+seg, concat or img+concat.
         #[arg(long, default_value = "concat")]
         features: String,
@@ -508,7 +512,7 @@ impl DataArgs {
 fn check_normalisation(data: &str, model: &str, what: &str) {
     if data != model {
         eprintln!(
-            "warning: {what} is normalised as \"{data}\", but the model was trained on \"{model}\"; its outputs may mean little (give the model's --window and --axis, or retrain)"
+            "warning: {what}: read as \"{data}\", but the model was trained on \"{model}\"; if the intensities differ, its outputs mean little (give the model's --window and --axis, or retrain)"
         );
     }
 }
@@ -741,13 +745,22 @@ fn main() {
             seg,
             data,
             disease,
+            classes,
             features,
             positives,
             rep,
             protocol,
             out,
         } => train_cls(
-            &seg, &data, &disease, &features, positives, rep, &protocol, &out,
+            &seg,
+            &data,
+            disease.as_deref(),
+            classes.as_deref(),
+            &features,
+            positives,
+            rep,
+            &protocol,
+            &out,
         ),
         Command::Classify {
             seg,
@@ -1241,16 +1254,32 @@ fn seg_and_data(
 fn train_cls(
     seg_path: &Path,
     data_args: &DataArgs,
-    disease: &str,
+    disease: Option<&str>,
+    classes: Option<&str>,
     features: &str,
     k: usize,
     rep: usize,
     args: &ProtocolArgs,
     out: &Path,
 ) -> Result<()> {
-    let diseases = parse_diseases(disease)?;
-    let [disease] = diseases[..] else {
-        bail!("--disease names one disease (effusion or septal), got '{disease}'");
+    let classes = classes
+        .map(|c| parse_classes(c, &data_args.normal))
+        .transpose()?
+        .unwrap_or_default();
+    let (diseases, disease) = if classes.is_empty() {
+        let given = disease.unwrap_or_default();
+        let diseases = parse_diseases(given)?;
+        let [disease] = diseases[..] else {
+            bail!("--disease names one disease (effusion or septal), got '{given}'");
+        };
+        (diseases, disease)
+    } else {
+        let diseases: Vec<Group> = classes
+            .iter()
+            .copied()
+            .filter(|&g| g != Group::Normal)
+            .collect();
+        (diseases, Group::task(&classes))
     };
     let combo = Combo::parse(features)?;
     let chosen = args.reg.regularised(Regularised {
@@ -1258,7 +1287,8 @@ fn train_cls(
         augment: Augment::default(),
     })?;
     let p = Protocol {
-        diseases: vec![disease],
+        diseases,
+        classes: classes.clone(),
         combos: vec![combo],
         positives: vec![k],
         reps: rep + 1,
@@ -1297,6 +1327,9 @@ fn train_cls(
     } = cohort.split(&p, &run)?;
     let mut config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
     config.reg = chosen.reg;
+    if !classes.is_empty() {
+        config.classes = classes.len();
+    }
     p.train.augment = chosen.augment;
     let (params, flops) = config.cost();
     eprintln!(
@@ -1331,21 +1364,47 @@ fn train_cls(
         },
     )?;
     bar.finish_and_clear();
-    let probs = cls::predict(&gpu, &c, &bank, &test, 10)?;
-    let conf = Confusion::from_pairs(test_y.iter().zip(&probs).map(|(&t, &p)| (t == 1, p > 0.5)));
     let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.1}%", 100.0 * v));
-    println!(
-        "test ({} positives, {} negatives): TPR {} TNR {} kappa {} (TP {} FN {} TN {} FP {})",
-        p.positives_test,
-        p.negatives_test,
-        pct(conf.tpr()),
-        pct(conf.tnr()),
-        pct(conf.kappa()),
-        conf.tp,
-        conf.fn_,
-        conf.tn,
-        conf.fp
-    );
+    let class_names: Vec<String> = if classes.is_empty() {
+        vec!["normal".into(), disease.name().into()]
+    } else {
+        classes.iter().map(|c| c.name().to_string()).collect()
+    };
+    if classes.is_empty() {
+        let probs = cls::predict(&gpu, &c, &bank, &test, 10)?;
+        let conf =
+            Confusion::from_pairs(test_y.iter().zip(&probs).map(|(&t, &p)| (t == 1, p > 0.5)));
+        println!(
+            "test ({} positives, {} negatives): TPR {} TNR {} kappa {} (TP {} FN {} TN {} FP {})",
+            p.positives_test,
+            p.negatives_test,
+            pct(conf.tpr()),
+            pct(conf.tnr()),
+            pct(conf.kappa()),
+            conf.tp,
+            conf.fn_,
+            conf.tn,
+            conf.fp
+        );
+    } else {
+        let probs = cls::predict_all(&gpu, &c, &bank, &test, 10)?;
+        let argmax = |p: &Vec<f32>| (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        let m = segfeat::protocol::metrics::MultiConfusion::from_pairs(
+            classes.len(),
+            test_y
+                .iter()
+                .zip(&probs)
+                .map(|(&t, p)| (t as usize, argmax(p))),
+        );
+        println!(
+            "test ({} images): accuracy {} kappa {}; confusion (rows truth, columns predicted; {}): {:?}",
+            test.len(),
+            pct(m.accuracy()),
+            pct(m.kappa()),
+            class_names.join(", "),
+            m.counts
+        );
+    }
     let names: Vec<&str> = train
         .iter()
         .map(|&b| ds.samples[bank_images[b]].name.as_str())
@@ -1355,7 +1414,7 @@ fn train_cls(
         stats: c.stats.clone(),
         class_weights: c.class_weights,
         disease: disease.name().into(),
-        class_names: vec!["normal".into(), disease.name().into()],
+        class_names,
         seg: (unet.config.channels, unet.config.labels, unet.config.size),
         seg_sha256: meta.sha256.clone(),
         training: serde_json::json!({
@@ -1452,8 +1511,15 @@ fn classify(
         class_weights: meta.class_weights,
     };
     let mut table = csv::Writer::from_writer(Vec::new());
-    let disease_col = format!("p_{}", meta.disease);
-    let _ = table.write_record(["image", disease_col.as_str(), "decision"]);
+    let two = meta.class_names.len() == 2;
+    let mut head = vec!["image".to_string()];
+    if two {
+        head.push(format!("p_{}", meta.disease));
+    } else {
+        head.extend(meta.class_names.iter().map(|c| format!("p_{c}")));
+    }
+    head.push("decision".into());
+    let _ = table.write_record(&head);
     // In chunks, so that thousands of images never sit in memory at once.
     for chunk in files.chunks(16) {
         let mut xs = Vec::with_capacity(chunk.len());
@@ -1480,23 +1546,38 @@ fn classify(
             |_| {},
         )?;
         let ids: Vec<usize> = (0..chunk.len()).collect();
-        let probs = cls::predict(&gpu, &classifier, &bank, &ids, 16)?;
-        for (f, p) in chunk.iter().zip(probs) {
-            let decision = if p > 0.5 {
-                meta.disease.as_str()
+        let probs = cls::predict_all(&gpu, &classifier, &bank, &ids, 16)?;
+        for (f, row) in chunk.iter().zip(probs) {
+            let mut record = vec![f.display().to_string()];
+            let decision = if two {
+                let p = row[1];
+                let decision = if p > 0.5 { &meta.disease } else { "normal" };
+                println!(
+                    "{}: P({}) = {p:.4} -> {decision}",
+                    f.display(),
+                    meta.disease
+                );
+                record.push(format!("{p}"));
+                decision.to_string()
             } else {
-                "normal"
+                let best = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+                let all: Vec<String> = meta
+                    .class_names
+                    .iter()
+                    .zip(&row)
+                    .map(|(c, p)| format!("{c} {p:.4}"))
+                    .collect();
+                println!(
+                    "{}: {} -> {}",
+                    f.display(),
+                    all.join(", "),
+                    meta.class_names[best]
+                );
+                record.extend(row.iter().map(|p| format!("{p}")));
+                meta.class_names[best].clone()
             };
-            println!(
-                "{}: P({}) = {p:.4} -> {decision}",
-                f.display(),
-                meta.disease
-            );
-            let _ = table.write_record([
-                f.display().to_string(),
-                format!("{p}"),
-                decision.to_string(),
-            ]);
+            record.push(decision);
+            let _ = table.write_record(&record);
         }
     }
     if let Some(out) = csv_out {
