@@ -537,3 +537,119 @@ fn segment_writes_the_label_map_and_probabilities_at_the_inputs_size() {
         assert!((s - 1.0).abs() < 1e-4, "pixel {px}: {s}");
     }
 }
+
+#[test]
+fn a_volume_is_segmented_into_a_nifti_label_volume_like_its_slices() {
+    use segfeat::data::folder::{load_with, ReadOptions};
+    use segfeat::data::volume::{read_nifti, Axis, Window};
+    let dir = scratch("seg_volume");
+    // Phantom patients as volumes of 8-bit values (three 32x32 slices each) with label
+    // volumes, in a data folder of NIfTI files.
+    let ds = PhantomSpec {
+        size: 32,
+        normal_patients: 4,
+        slices: (3, 3),
+        effusion_images: 0,
+        septal_images: 0,
+        ..PhantomSpec::default()
+    }
+    .generate()
+    .unwrap();
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    std::fs::create_dir_all(data.join("masks")).unwrap();
+    let write = |path: &Path, f: &dyn Fn(usize, usize, usize) -> u8| {
+        let arr = ndarray::Array3::from_shape_fn((32, 32, 3), |(x, y, z)| f(x, y, z));
+        nifti::writer::WriterOptions::new(path)
+            .write_nifti(&arr)
+            .unwrap();
+    };
+    for p in ds.patients() {
+        let sl: Vec<&segfeat::data::Sample> =
+            ds.samples.iter().filter(|s| s.patient == p).collect();
+        let v = |x: usize, y: usize, z: usize| (sl[z].image[y * 32 + x] * 255.0).round() as u8;
+        write(&data.join(format!("images/{p}.nii.gz")), &v);
+        write(&data.join(format!("masks/{p}.nii.gz")), &|x, y, z| {
+            sl[z].label[y * 32 + x]
+        });
+    }
+    let read = ReadOptions {
+        window: Window::Fixed(0.0, 255.0),
+        axis: Axis::Z,
+        ..Default::default()
+    };
+    let names: Vec<String> = segfeat::data::CARDIAC_LABELS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let vols = load_with(&data, 32, &names, None, &read).unwrap();
+    assert_eq!(vols.samples.len(), 12);
+    let gpu = gpu();
+    let model = dir.join("m.st");
+    seg::train(&gpu, &vols, &opts(2, 32, 1, 2, 2), &model, false).unwrap();
+    let (_, meta) = load_unet(&gpu, &model).unwrap();
+    assert!(
+        meta.normalisation.contains("window 0,255"),
+        "{}",
+        meta.normalisation
+    );
+
+    // The volume through segment: a NIfTI label volume of the same voxels.
+    let out = dir.join("labels.nii.gz");
+    let m = model.to_str().unwrap();
+    let (code, stdout, err) = run_cli(&[
+        "segment",
+        "--model",
+        m,
+        "--input",
+        data.join("images/N004.nii.gz").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("3 slices along z"), "{stdout}");
+    let labels = read_nifti(&out).unwrap();
+    assert_eq!(labels.dims, [32, 32, 3]);
+    // Each slice as an 8-bit PNG through the 2-D path gives the same label map.
+    let sl: Vec<&segfeat::data::Sample> =
+        ds.samples.iter().filter(|s| s.patient == "N004").collect();
+    for (z, s) in sl.iter().enumerate() {
+        let png = dir.join(format!("s{z}.png"));
+        image::GrayImage::from_fn(32, 32, |x, y| {
+            image::Luma([(s.image[(y * 32 + x) as usize] * 255.0).round() as u8])
+        })
+        .save(&png)
+        .unwrap();
+        let map = dir.join(format!("map{z}.png"));
+        let (code, _, err) = run_cli(&[
+            "segment",
+            "--model",
+            m,
+            "--input",
+            png.to_str().unwrap(),
+            "--out",
+            dir.join(format!("o{z}.png")).to_str().unwrap(),
+            "--label-map",
+            map.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let want = image::open(&map).unwrap().to_luma8().into_raw();
+        let got: Vec<u8> = labels.values[z * 1024..(z + 1) * 1024]
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        assert_eq!(got, want, "slice {z}");
+    }
+    // A volume's labels go to a NIfTI file, and nowhere else.
+    let (code, _, err) = run_cli(&[
+        "segment",
+        "--model",
+        m,
+        "--input",
+        data.join("images/N004.nii.gz").to_str().unwrap(),
+        "--out",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("must name a NIfTI file"), "{err}");
+}

@@ -1158,6 +1158,9 @@ fn segment(
     if (1..named.len()).any(|i| named[..i].contains(&named[i])) {
         bail!("--out, --label-map and --probs must name different files");
     }
+    if input.is_dir() || segfeat::data::volume::is_nifti(input) {
+        return segment_volume(model, input, out, label_map.is_some() || probs.is_some());
+    }
     let gpu = Gpu::new()?;
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
     let s = unet.config.size;
@@ -1233,6 +1236,66 @@ fn segment(
         )?;
         println!("wrote {} (probs: labels x {h} x {w})", p.display());
     }
+    Ok(())
+}
+
+/// Segment a volume (NIfTI file or DICOM series folder) slice by slice, read as the
+/// model's training data was, into a NIfTI label volume of the same voxels.
+fn segment_volume(model: &Path, input: &Path, out: &Path, extras: bool) -> Result<()> {
+    use segfeat::data::volume;
+    if extras {
+        bail!("a volume's segmentation is one label volume: give --out LABELS.nii.gz, without --label-map or --probs");
+    }
+    if !volume::is_nifti(out) {
+        bail!(
+            "--out {} must name a NIfTI file (.nii or .nii.gz) for the labels of the volume {}",
+            out.display(),
+            input.display()
+        );
+    }
+    let gpu = Gpu::new()?;
+    let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
+    let opts = match folder::ReadOptions::from_normalisation(&meta.normalisation) {
+        Some(o) => o,
+        None => {
+            let o = folder::ReadOptions::default();
+            check_normalisation(
+                &o.describe_volumes(),
+                &meta.normalisation,
+                &input.display().to_string(),
+            );
+            o
+        }
+    };
+    let vol = volume::read_volume(input)?;
+    let labels = seg::segment_volume(&gpu, &unet, &vol, &opts)?;
+    volume::write_nifti_labels(out, vol.dims, vol.spacing, &labels)?;
+    let counts: Vec<String> = meta
+        .label_names
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(l, n)| {
+            format!(
+                "{n} {}",
+                labels.iter().filter(|&&v| v as usize == l).count()
+            )
+        })
+        .collect();
+    println!(
+        "wrote {} ({}x{}x{} labels, {} slices along {}; voxels per label: {})",
+        out.display(),
+        vol.dims[0],
+        vol.dims[1],
+        vol.dims[2],
+        match opts.axis {
+            volume::Axis::X => vol.dims[0],
+            volume::Axis::Y => vol.dims[1],
+            volume::Axis::Z => vol.dims[2],
+        },
+        opts.axis.name(),
+        counts.join(", ")
+    );
     Ok(())
 }
 

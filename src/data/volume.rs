@@ -620,3 +620,68 @@ fn dicom_lengths_fit(b: &[u8]) -> std::result::Result<(), String> {
     }
     Ok(())
 }
+
+impl Volume {
+    /// Put slices taken along `axis` (as [`Volume::slices`] gives them, each `w x h`
+    /// row-major) back into a volume of `dims`: the inverse of slicing.
+    pub fn from_slices<T: Copy + Default>(
+        dims: [usize; 3],
+        axis: Axis,
+        slices: &[Vec<T>],
+    ) -> Vec<T> {
+        let [nx, ny, nz] = dims;
+        let mut out = vec![T::default(); nx * ny * nz];
+        for (k, sl) in slices.iter().enumerate() {
+            for (j, &v) in sl.iter().enumerate() {
+                let (x, y, z) = match axis {
+                    Axis::Z => (j % nx, j / nx, k),
+                    Axis::Y => (j % nx, k, j / nx),
+                    Axis::X => (k, j % ny, j / ny),
+                };
+                out[x + nx * (y + ny * z)] = v;
+            }
+        }
+        out
+    }
+}
+
+/// Write a label volume (x fastest, as [`Volume::values`]) as NIfTI (`.nii` or
+/// `.nii.gz`, unsigned 8-bit) with the voxel size `spacing`, through a temporary file
+/// renamed into place.
+pub fn write_nifti_labels(
+    path: &Path,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    labels: &[u8],
+) -> Result<()> {
+    let [nx, ny, nz] = dims;
+    let arr =
+        ndarray::Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| labels[x + nx * (y + ny * z)]);
+    let header = nifti::NiftiHeader {
+        pixdim: [
+            1.0,
+            spacing[0] as f32,
+            spacing[1] as f32,
+            spacing[2] as f32,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+        ],
+        ..Default::default()
+    };
+    // The writer picks compression from the name: keep the extension on the temporary.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".tmp{}-{name}", std::process::id()));
+    nifti::writer::WriterOptions::new(&tmp)
+        .reference_header(&header)
+        .write_nifti(&arr)
+        .map_err(|e| Error(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error(format!("cannot write {}: {e}", path.display()))
+    })
+}

@@ -743,3 +743,27 @@ pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<
     }
     Ok(report)
 }
+
+/// Segment a volume: window it as `opts` says, slice it along `opts.axis`, fit each slice
+/// to the network, predict, bring each label map back to its slice's size, and put the
+/// slices back together: the label of every voxel, in the volume's order.
+pub fn segment_volume(
+    gpu: &Gpu,
+    unet: &Unet,
+    volume: &crate::data::volume::Volume,
+    opts: &crate::data::folder::ReadOptions,
+) -> Result<Vec<u8>> {
+    use crate::data::{fit_image, unfit_labels, volume::Volume};
+    let s = unet.config.size;
+    let windowed = Volume {
+        values: opts.window.apply(&volume.values),
+        ..volume.clone()
+    };
+    let mut out = Vec::new();
+    for sl in windowed.slices(opts.axis) {
+        let x = fit_image(&sl.values, sl.w, sl.h, s, 0.0);
+        let pred = predict(gpu, unet, &x, 1)?;
+        out.push(unfit_labels(&pred, s, sl.w, sl.h));
+    }
+    Ok(Volume::from_slices(volume.dims, opts.axis, &out))
+}
