@@ -240,6 +240,7 @@ fn checkpoint_loader_takes_arbitrary_bytes() {
         patients: vec!["P1".into()],
         data: "test".into(),
         sha256: String::new(),
+        pixel_spacing: Some((0.7, 0.8)),
     };
     let seg = dir.join("seg.st");
     save_unet(&gpu, &seg, &unet, &meta).unwrap();

@@ -593,6 +593,8 @@ fn a_volume_is_segmented_into_a_nifti_label_volume_like_its_slices() {
         "{}",
         meta.normalisation
     );
+    // The files' pixel size (the writer's default pixdim of 1) is recorded.
+    assert_eq!(meta.pixel_spacing, Some((1.0, 1.0)));
 
     // The volume through segment: a NIfTI label volume of the same voxels.
     let out = dir.join("labels.nii.gz");

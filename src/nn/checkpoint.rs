@@ -349,6 +349,9 @@ pub struct SegMeta {
     /// SHA-256 of the file it was loaded from (empty for a model not yet saved); a
     /// classifier records it, and refuses features from any other model.
     pub sha256: String,
+    /// The training images' pixel size (columns, rows) at the network's input, the median
+    /// over the images, where the files gave one (NIfTI, DICOM; millimetres in most).
+    pub pixel_spacing: Option<(f64, f64)>,
 }
 
 pub const ARCHITECTURE: &str = "unet-wong2017";
@@ -370,6 +373,9 @@ pub fn unet_metadata(c: &UnetConfig, meta: &SegMeta) -> BTreeMap<String, String>
     m.insert("training".into(), meta.training.clone());
     m.insert("train_patients".into(), strings(&meta.patients));
     m.insert("train_data".into(), meta.data.clone());
+    if let Some((sx, sy)) = meta.pixel_spacing {
+        m.insert("pixel_spacing".into(), format!("[{sx:?},{sy:?}]"));
+    }
     m
 }
 
@@ -439,6 +445,13 @@ pub fn unet_meta_of(ck: &Checkpoint, path: &Path) -> Result<(UnetConfig, SegMeta
         )?,
         data: ck.metadata.get("train_data").cloned().unwrap_or_default(),
         sha256: ck.sha256.clone(),
+        pixel_spacing: match ck.metadata.get("pixel_spacing") {
+            None => None,
+            Some(t) => match serde_json::from_str::<Vec<f64>>(t).ok().as_deref() {
+                Some(&[sx, sy]) if sx > 0.0 && sy > 0.0 => Some((sx, sy)),
+                _ => bail!("{}: unreadable pixel_spacing '{t}'", path.display()),
+            },
+        },
     };
     Ok((config, meta))
 }

@@ -158,6 +158,7 @@ pub fn train(
             patients: data.patients(),
             data: data.source.clone(),
             sha256: String::new(),
+            pixel_spacing: median_spacing(data),
         };
         let _ = std::fs::remove_file(&lp);
         (unet, meta, adam, LOG_HEADER.to_string())
@@ -243,6 +244,20 @@ fn file_sha256(out: &Path) -> Result<String> {
     let bytes =
         std::fs::read(out).map_err(|e| Error(format!("cannot read {}: {e}", out.display())))?;
     Ok(checkpoint::sha256_hex(&bytes))
+}
+
+/// The median pixel size of the images, where every image has one.
+fn median_spacing(data: &Dataset) -> Option<(f64, f64)> {
+    let sp: Option<Vec<(f64, f64)>> = data.samples.iter().map(|s| s.spacing).collect();
+    let sp = sp.filter(|v| !v.is_empty())?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Some((
+        median(sp.iter().map(|s| s.0).collect()),
+        median(sp.iter().map(|s| s.1).collect()),
+    ))
 }
 
 const LOG_HEADER: &str = "epoch,steps,mean_loss,seconds,images_per_s\n";
