@@ -478,7 +478,7 @@ struct DataArgs {
     /// intercept: LO,HI (Hounsfield units for CT) or `auto` (each volume's 0.5th to 99.5th
     /// percentile, for MRI). Default: the model's, when it was trained on volumes, else the
     /// phantom's cardiac window -250,450.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     window: Option<String>,
     /// The axis NIfTI volumes are sliced along: x, y or z. Default: the model's, else z.
     #[arg(long)]
