@@ -56,6 +56,51 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The tiny segmentation training the command-line tests share, as flag-value pairs: the
+/// phantom at 32x32, n = 2, three patients, two epochs of two batches of two (about a
+/// second on lavapipe).
+pub const TINY_TRAIN: [(&str, &str); 8] = [
+    ("--data", "phantom"),
+    ("--size", "32"),
+    ("--channels", "2"),
+    ("--epochs", "2"),
+    ("--batches-per-epoch", "2"),
+    ("--batch", "2"),
+    ("--patients", "N001,N002,N003"),
+    ("--lr", "0.001"),
+];
+
+/// Run `segfeat train-seg` with [`TINY_TRAIN`] into `out`, `extra` flags replacing its
+/// own (`--resume` stands alone), in the environment `env`: (exit status, stderr).
+pub fn train_cli(
+    out: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
+    let mut args = vec!["train-seg".to_string()];
+    for (flag, value) in TINY_TRAIN {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_segfeat"))
+        .args(&args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (o.status, String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+/// A tiny model trained by [`train_cli`] into `dir/name`, with `extra` flags.
+pub fn tiny_model(dir: &std::path::Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let (st, err) = train_cli(&out, extra, &[]);
+    assert!(st.success(), "tiny training failed: {err}");
+    out
+}
+
 /// A GPU whose storage bindings are limited to `bytes`, so that launchers must split.
 pub fn gpu_small_bindings(bytes: u64) -> Gpu {
     Gpu::with_options(GpuOptions {

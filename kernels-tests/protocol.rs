@@ -1293,30 +1293,8 @@ fn a_renamed_phantom_runs_the_protocol_with_any_group_names() {
         })
         .collect();
     std::fs::write(&manifest, renamed).unwrap();
-    let seg = dir.join("seg.st");
+    let seg = common::tiny_model(&dir, "seg.st", &["--data", d, "--normal", "healthy"]);
     let s = seg.to_str().unwrap();
-    let (code, _, err) = run_cli(&[
-        "train-seg",
-        "--data",
-        d,
-        "--normal",
-        "healthy",
-        "--size",
-        "32",
-        "--channels",
-        "2",
-        "--epochs",
-        "1",
-        "--batches-per-epoch",
-        "2",
-        "--batch",
-        "2",
-        "--patients",
-        "N001,N002,N003",
-        "--out",
-        s,
-    ]);
-    assert_eq!(code, 0, "{err}");
     let exp = dir.join("exp");
     let (code, out, err) = run_cli(&[
         "experiment",
@@ -1447,33 +1425,46 @@ fn multi_class_kappa_on_hand_computed_matrices() {
     assert!((a - 0.5).abs() < 1e-12, "{a}");
 }
 
+/// The small protocol of the multi-class test's commands.
+const SMALL: [&str; 16] = [
+    "--preset",
+    "quick",
+    "--negatives-train",
+    "6",
+    "--negatives-test",
+    "6",
+    "--pool",
+    "4",
+    "--positives-test",
+    "4",
+    "--epochs",
+    "1",
+    "--batches-per-epoch",
+    "2",
+    "--batch",
+    "4",
+];
+
+/// `args` with the `"SMALL"` placeholder replaced by [`SMALL`].
+fn with_small<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter()
+        .flat_map(|&a| {
+            if a == "SMALL" {
+                SMALL.to_vec()
+            } else {
+                vec![a]
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn a_three_class_experiment_counts_every_test_image_once() {
     let dir = scratch("protocol_three_class");
-    let seg = dir.join("seg.st");
+    let seg = common::tiny_model(&dir, "seg.st", &[]);
     let s = seg.to_str().unwrap();
-    let (code, _, err) = run_cli(&[
-        "train-seg",
-        "--data",
-        "phantom",
-        "--size",
-        "32",
-        "--channels",
-        "2",
-        "--epochs",
-        "1",
-        "--batches-per-epoch",
-        "2",
-        "--batch",
-        "2",
-        "--patients",
-        "N001,N002,N003",
-        "--out",
-        s,
-    ]);
-    assert_eq!(code, 0, "{err}");
     let exp = dir.join("exp");
-    let (code, out, err) = run_cli(&[
+    let (code, out, err) = run_cli(&with_small(&[
         "experiment",
         "--seg",
         s,
@@ -1487,25 +1478,10 @@ fn a_three_class_experiment_counts_every_test_image_once() {
         "1,3",
         "--reps",
         "2",
-        "--preset",
-        "quick",
-        "--negatives-train",
-        "6",
-        "--negatives-test",
-        "6",
-        "--pool",
-        "4",
-        "--positives-test",
-        "4",
-        "--epochs",
-        "1",
-        "--batches-per-epoch",
-        "2",
-        "--batch",
-        "4",
+        "SMALL",
         "--out",
         exp.to_str().unwrap(),
-    ]);
+    ]));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("A multi-class task: classes normal, effusion, septal"),
@@ -1541,7 +1517,7 @@ fn a_three_class_experiment_counts_every_test_image_once() {
     // The same images as the two-class runs: in each repetition, the effusion and normal
     // test images are the ones the two-class effusion run tests.
     let binary = dir.join("binary");
-    let (code, _, err) = run_cli(&[
+    let (code, _, err) = run_cli(&with_small(&[
         "experiment",
         "--seg",
         s,
@@ -1555,25 +1531,10 @@ fn a_three_class_experiment_counts_every_test_image_once() {
         "1",
         "--reps",
         "2",
-        "--preset",
-        "quick",
-        "--negatives-train",
-        "6",
-        "--negatives-test",
-        "6",
-        "--pool",
-        "4",
-        "--positives-test",
-        "4",
-        "--epochs",
-        "1",
-        "--batches-per-epoch",
-        "2",
-        "--batch",
-        "4",
+        "SMALL",
         "--out",
         binary.to_str().unwrap(),
-    ]);
+    ]));
     assert_eq!(code, 0, "{err}");
     let two = report::read_runs(std::slice::from_ref(&binary)).unwrap();
     for b in &two {
@@ -1598,7 +1559,7 @@ fn a_three_class_experiment_counts_every_test_image_once() {
     }
     // One three-class classifier through train-cls, applied by classify.
     let cls3 = dir.join("cls3.st");
-    let (code, out, err) = run_cli(&[
+    let (code, out, err) = run_cli(&with_small(&[
         "train-cls",
         "--seg",
         s,
@@ -1610,25 +1571,10 @@ fn a_three_class_experiment_counts_every_test_image_once() {
         "concat",
         "--positives",
         "3",
-        "--preset",
-        "quick",
-        "--negatives-train",
-        "6",
-        "--negatives-test",
-        "6",
-        "--pool",
-        "4",
-        "--positives-test",
-        "4",
-        "--epochs",
-        "1",
-        "--batches-per-epoch",
-        "2",
-        "--batch",
-        "4",
+        "SMALL",
         "--out",
         cls3.to_str().unwrap(),
-    ]);
+    ]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("test (14 images): accuracy"), "{out}");
     let ck = segfeat::nn::checkpoint::load(&cls3).unwrap();

@@ -14,43 +14,12 @@ use segfeat::nn::checkpoint::{self, load_classifier, load_unet, save_classifier,
 use segfeat::nn::{Vgg, VggConfig};
 use segfeat::train::features::{ChannelStats, Combo};
 
-/// The tiny training every test uses (three patients, two epochs) as flag-value pairs.
-const TRAIN: [(&str, &str); 8] = [
-    ("--data", "phantom"),
-    ("--size", "32"),
-    ("--channels", "2"),
-    ("--epochs", "2"),
-    ("--batches-per-epoch", "2"),
-    ("--batch", "2"),
-    ("--patients", "N001,N002,N003"),
-    ("--lr", "0.001"),
-];
-
-/// Run the tiny training into `out` with `extra` flags (a flag given there replaces the
-/// tiny training's; `--resume` stands alone) and the given environment; returns (exit
-/// status, stderr).
 fn train(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let mut args = vec!["train-seg".to_string()];
-    for (flag, value) in TRAIN {
-        if !extra.contains(&flag) {
-            args.extend([flag.to_string(), value.to_string()]);
-        }
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(["--out".to_string(), out.display().to_string()]);
-    let o = Command::new(env!("CARGO_BIN_EXE_segfeat"))
-        .args(&args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (o.status, String::from_utf8_lossy(&o.stderr).to_string())
+    common::train_cli(out, extra, env)
 }
 
 fn trained(dir: &Path, name: &str) -> PathBuf {
-    let out = dir.join(name);
-    let (st, err) = train(&out, &[], &[]);
-    assert!(st.success(), "tiny training failed: {err}");
-    out
+    common::tiny_model(dir, name, &[])
 }
 
 fn cli(args: &[&str]) -> (i32, String) {

@@ -422,30 +422,9 @@ fn segment_writes_an_overlay_and_probabilities() {
     assert!(err.contains("bad.png: unreadable image"), "{err}");
 }
 
-/// A tiny model trained through the command line (phantom at 32x32, n = 2, 3 patients).
+/// A tiny model trained through the command line (see `common::TINY_TRAIN`).
 fn tiny_cli_model(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("seg.st");
-    let (code, _, err) = run_cli(&[
-        "train-seg",
-        "--data",
-        "phantom",
-        "--size",
-        "32",
-        "--channels",
-        "2",
-        "--epochs",
-        "1",
-        "--batches-per-epoch",
-        "2",
-        "--batch",
-        "2",
-        "--patients",
-        "N001,N002,N003",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out
+    common::tiny_model(dir, "seg.st", &[])
 }
 
 #[test]

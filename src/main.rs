@@ -1181,23 +1181,8 @@ fn segment(
     rgb.write_to(&mut png, image::ImageFormat::Png)
         .map_err(|e| Error(format!("cannot encode {}: {e}", out.display())))?;
     checkpoint::write_atomic(out, png.get_ref())?;
-    let counts: Vec<String> = meta
-        .label_names
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(l, n)| {
-            format!(
-                "{n} {}",
-                labels.iter().filter(|&&v| v as usize == l).count()
-            )
-        })
-        .collect();
-    println!(
-        "wrote {} (pixels per label: {})",
-        out.display(),
-        counts.join(", ")
-    );
+    let counts = label_counts(&meta.label_names, &labels);
+    println!("wrote {} (pixels per label: {})", out.display(), counts);
     if let Some(p) = label_map {
         let map = image::GrayImage::from_raw(w as u32, h as u32, labels.clone())
             .ok_or_else(|| Error("the label map does not match the input's size".into()))?;
@@ -1239,6 +1224,22 @@ fn segment(
     Ok(())
 }
 
+/// "RA 120, LA 98, ...": how many pixels (or voxels) carry each label but the background.
+fn label_counts(names: &[String], labels: &[u8]) -> String {
+    let counts: Vec<String> = names
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(l, n)| {
+            format!(
+                "{n} {}",
+                labels.iter().filter(|&&v| v as usize == l).count()
+            )
+        })
+        .collect();
+    counts.join(", ")
+}
+
 /// Segment a volume (NIfTI file or DICOM series folder) slice by slice, read as the
 /// model's training data was, into a NIfTI label volume of the same voxels.
 fn segment_volume(model: &Path, input: &Path, out: &Path, extras: bool) -> Result<()> {
@@ -1270,18 +1271,7 @@ fn segment_volume(model: &Path, input: &Path, out: &Path, extras: bool) -> Resul
     let vol = volume::read_volume(input)?;
     let labels = seg::segment_volume(&gpu, &unet, &vol, &opts)?;
     volume::write_nifti_labels(out, vol.dims, vol.spacing, &labels)?;
-    let counts: Vec<String> = meta
-        .label_names
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(l, n)| {
-            format!(
-                "{n} {}",
-                labels.iter().filter(|&&v| v as usize == l).count()
-            )
-        })
-        .collect();
+    let counts = label_counts(&meta.label_names, &labels);
     println!(
         "wrote {} ({}x{}x{} labels, {} slices along {}; voxels per label: {})",
         out.display(),
@@ -1294,7 +1284,7 @@ fn segment_volume(model: &Path, input: &Path, out: &Path, extras: bool) -> Resul
             volume::Axis::Z => vol.dims[2],
         },
         opts.axis.name(),
-        counts.join(", ")
+        counts
     );
     Ok(())
 }

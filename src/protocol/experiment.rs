@@ -591,25 +591,9 @@ impl Cohort {
         split_seed: u64,
     ) -> Result<(Vec<usize>, Vec<usize>)> {
         let neg: Vec<usize> = (0..self.negatives.len()).collect();
-        let neg_rng = &mut rng(mix(&[split_seed, 0]));
-        match p.split {
-            SplitBy::Image => {
-                let mut neg = neg;
-                neg.shuffle(neg_rng);
-                Ok((
-                    neg[..p.negatives_train].to_vec(),
-                    neg[p.negatives_train..p.negatives_train + p.negatives_test].to_vec(),
-                ))
-            }
-            SplitBy::Patient => self.by_patient(
-                &neg,
-                neg_rng,
-                (p.negatives_train, p.negatives_test),
-                false,
-                "normal",
-                r.rep,
-            ),
-        }
+        let want = (p.negatives_train, p.negatives_test);
+        let seed = mix(&[split_seed, 0]);
+        self.two_sides(p.split, neg, seed, want, false, "normal", r.rep)
     }
 
     /// A disease's images in a repetition: (training pool, test) bank positions.
@@ -631,24 +615,34 @@ impl Cohort {
             }
             offset += idx.len();
         }
-        let pos_rng = &mut rng(mix(&[split_seed, code]));
-        match p.split {
+        let want = (p.pool, p.positives_test);
+        let seed = mix(&[split_seed, code]);
+        self.two_sides(p.split, pos, seed, want, true, disease.name(), r.rep)
+    }
+
+    /// `items` split into sides of `want.0` and `want.1` with a generator seeded by
+    /// `seed`: shuffled images, or whole patients (see [`Cohort::by_patient`]).
+    #[allow(clippy::too_many_arguments)]
+    fn two_sides(
+        &self,
+        split: SplitBy,
+        mut items: Vec<usize>,
+        seed: u64,
+        want: (usize, usize),
+        interleave: bool,
+        what: &str,
+        rep: usize,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let r = &mut rng(seed);
+        match split {
             SplitBy::Image => {
-                let mut pos = pos;
-                pos.shuffle(pos_rng);
+                items.shuffle(r);
                 Ok((
-                    pos[..p.pool].to_vec(),
-                    pos[p.pool..p.pool + p.positives_test].to_vec(),
+                    items[..want.0].to_vec(),
+                    items[want.0..want.0 + want.1].to_vec(),
                 ))
             }
-            SplitBy::Patient => self.by_patient(
-                &pos,
-                pos_rng,
-                (p.pool, p.positives_test),
-                true,
-                disease.name(),
-                r.rep,
-            ),
+            SplitBy::Patient => self.by_patient(&items, r, want, interleave, what, rep),
         }
     }
 

@@ -131,33 +131,7 @@ impl RunRecord {
     }
 
     pub fn to_json(&self) -> Value {
-        let c = &self.confusion;
-        if self.multi() {
-            let m = self.matrix();
-            return json!({
-                "disease": self.disease,
-                "features": self.features,
-                "classifier": self.classifier,
-                "k": self.k,
-                "rep": self.rep,
-                "split_seed": self.split_seed,
-                "init_seed": self.init_seed,
-                "classes": self.classes,
-                "confusion": m.as_ref().map(|m| m.counts.clone()),
-                "accuracy": self.accuracy(),
-                "kappa": self.kappa(),
-                "recall": m.as_ref().map(|m| (0..self.classes.len()).map(|c| m.recall(c)).collect::<Vec<_>>()),
-                "precision": m.as_ref().map(|m| (0..self.classes.len()).map(|c| m.precision(c)).collect::<Vec<_>>()),
-                "auc": self.auc(),
-                "final_loss": self.final_loss,
-                "seconds": self.seconds,
-                "test": self.test,
-                "test_patients": self.test_patients,
-                "test_y": self.test_y,
-                "probs_all": self.probs_all,
-            });
-        }
-        json!({
+        let mut v = json!({
             "disease": self.disease,
             "features": self.features,
             "classifier": self.classifier,
@@ -165,21 +139,44 @@ impl RunRecord {
             "rep": self.rep,
             "split_seed": self.split_seed,
             "init_seed": self.init_seed,
-            "tpr": c.tpr(),
-            "tnr": c.tnr(),
-            "kappa": c.kappa(),
-            "tp": c.tp,
-            "fn": c.fn_,
-            "tn": c.tn,
-            "fp": c.fp,
+            "kappa": self.kappa(),
             "auc": self.auc(),
             "final_loss": self.final_loss,
             "seconds": self.seconds,
             "test": self.test,
             "test_patients": self.test_patients,
             "test_y": self.test_y,
-            "probs": self.probs,
-        })
+        });
+        let extra = if self.multi() {
+            let m = self.matrix();
+            let per_class = |f: fn(&metrics::MultiConfusion, usize) -> Option<f64>| {
+                m.as_ref()
+                    .map(|m| (0..self.classes.len()).map(|c| f(m, c)).collect::<Vec<_>>())
+            };
+            json!({
+                "classes": self.classes,
+                "confusion": m.as_ref().map(|m| m.counts.clone()),
+                "accuracy": self.accuracy(),
+                "recall": per_class(metrics::MultiConfusion::recall),
+                "precision": per_class(metrics::MultiConfusion::precision),
+                "probs_all": self.probs_all,
+            })
+        } else {
+            let c = &self.confusion;
+            json!({
+                "tpr": c.tpr(),
+                "tnr": c.tnr(),
+                "tp": c.tp,
+                "fn": c.fn_,
+                "tn": c.tn,
+                "fp": c.fp,
+                "probs": self.probs,
+            })
+        };
+        if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
+            base.extend(more);
+        }
+        v
     }
 
     /// Parse a JSONL line; the metrics are recomputed from the confusion counts.
