@@ -22,6 +22,27 @@ fn trained(dir: &Path, name: &str) -> PathBuf {
     common::tiny_model(dir, name, &[])
 }
 
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A copy of the checkpoint `src` at `dst`, its metadata and tensors changed by `f` (as a
+/// damaged or hand-edited file would be).
+fn altered(
+    src: &Path,
+    dst: &Path,
+    f: impl FnOnce(&mut std::collections::BTreeMap<String, String>, &mut Tensors),
+) {
+    let ck = checkpoint::load(src).unwrap();
+    let mut md = ck.metadata.clone();
+    let mut tensors: Tensors = ck
+        .tensors
+        .iter()
+        .map(|(n, (s, d))| (n.clone(), s.clone(), d.clone()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    f(&mut md, &mut tensors);
+    checkpoint::save(dst, &tensors, &md).unwrap();
+}
+
 fn cli(args: &[&str]) -> (i32, String) {
     let (code, _, err) = run_cli(args);
     (code, err)
@@ -77,17 +98,10 @@ fn defect1_resume_with_other_settings_is_refused_naming_each_difference() {
 fn defect1_a_model_that_does_not_name_its_training_patients_is_refused() {
     let dir = scratch("rel_defect1_patients");
     let out = trained(&dir, "seg.st");
-    let ck = checkpoint::load(&out).unwrap();
-    let mut md = ck.metadata.clone();
-    md.remove("train_patients");
-    let mut tensors: Vec<_> = ck
-        .tensors
-        .iter()
-        .map(|(n, (s, d))| (n.clone(), s.clone(), d.clone()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let anon = dir.join("anonymous.st");
-    checkpoint::save(&anon, &tensors, &md).unwrap();
+    altered(&out, &anon, |md, _| {
+        md.remove("train_patients");
+    });
     let exp = dir.join("exp");
     let (code, err) = cli(&[
         "experiment",
@@ -210,20 +224,14 @@ fn seg_log(out: &Path) -> PathBuf {
 fn defect3_non_finite_weights_are_refused_naming_the_tensor() {
     let dir = scratch("rel_defect3_nan");
     let out = trained(&dir, "seg.st");
-    let ck = checkpoint::load(&out).unwrap();
-    let mut tensors: Vec<_> = ck
-        .tensors
-        .iter()
-        .map(|(n, (s, d))| (n.clone(), s.clone(), d.clone()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let victim = tensors
-        .iter()
-        .position(|t| t.0 == "enc2.conv1.weight")
-        .unwrap();
-    tensors[victim].2[5] = f32::NAN;
     let bad = dir.join("nan.st");
-    checkpoint::save(&bad, &tensors, &ck.metadata).unwrap();
+    altered(&out, &bad, |_, tensors| {
+        let victim = tensors
+            .iter()
+            .position(|t| t.0 == "enc2.conv1.weight")
+            .unwrap();
+        tensors[victim].2[5] = f32::NAN;
+    });
     let img = dir.join("x.png");
     image::GrayImage::from_pixel(32, 32, image::Luma([90]))
         .save(&img)
@@ -348,17 +356,10 @@ fn defect4_sizes_are_bounded_before_anything_is_allocated() {
 
     // A checkpoint whose metadata claims a huge input.
     let model = trained(&dir, "seg.st");
-    let ck = checkpoint::load(&model).unwrap();
-    let mut md = ck.metadata.clone();
-    md.insert("size".into(), "100000".into());
-    let mut tensors: Vec<_> = ck
-        .tensors
-        .iter()
-        .map(|(n, (s, d))| (n.clone(), s.clone(), d.clone()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let huge = dir.join("huge.st");
-    checkpoint::save(&huge, &tensors, &md).unwrap();
+    altered(&model, &huge, |md, _| {
+        md.insert("size".into(), "100000".into());
+    });
     let (code, err) = cli(&[
         "eval-seg",
         "--model",
