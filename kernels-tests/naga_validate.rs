@@ -68,3 +68,66 @@ fn every_shader_parses_and_validates() {
         "entry points validated: {entry_points:?}"
     );
 }
+
+/// Every entry point of every shader translated by naga's own back ends to Metal Shading
+/// Language (Metal) and HLSL (DX12), with no device: a shader one of them would reject
+/// fails here, although only Vulkan ever runs in CI. The subgroup extension
+/// (conv3x3_subgroup) needs HLSL shader model 6.0 (wave intrinsics) and Metal's simdgroup
+/// functions, both of which the back ends support; on an adapter without subgroups
+/// segfeat never loads it.
+#[test]
+fn every_entry_point_translates_to_msl_and_hlsl() {
+    let mut translated = Vec::new();
+    for (name, _) in segfeat::gpu::SHADERS {
+        let src = segfeat::gpu::kernels::source(name).unwrap();
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&src)));
+        let extension = segfeat::gpu::kernels::EXTENSIONS
+            .iter()
+            .any(|(n, _)| n == name);
+        let caps = if extension {
+            naga::valid::Capabilities::SUBGROUP
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&src)));
+        for ep in &module.entry_points {
+            let stage = ep.stage;
+            let (msl, _) = naga::back::msl::write_string(
+                &module,
+                &info,
+                &naga::back::msl::Options::default(),
+                &naga::back::msl::PipelineOptions {
+                    entry_point: Some((stage, ep.name.clone())),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{name}::{} does not translate to MSL: {e}", ep.name));
+            assert!(msl.contains("kernel void"), "{name}::{}: {msl}", ep.name);
+            let mut hlsl = String::new();
+            let options = naga::back::hlsl::Options {
+                shader_model: if extension {
+                    naga::back::hlsl::ShaderModel::V6_0
+                } else {
+                    naga::back::hlsl::ShaderModel::V5_1
+                },
+                ..Default::default()
+            };
+            let pipeline = naga::back::hlsl::PipelineOptions {
+                entry_point: Some((stage, ep.name.clone())),
+            };
+            naga::back::hlsl::Writer::new(&mut hlsl, &options, &pipeline)
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{name}::{} does not translate to HLSL: {e}", ep.name));
+            assert!(hlsl.contains("[numthreads("), "{name}::{}: {hlsl}", ep.name);
+            translated.push(format!("{name}::{}", ep.name));
+        }
+    }
+    assert_eq!(
+        translated.len(),
+        75,
+        "entry points translated: {translated:?}"
+    );
+}
