@@ -19,6 +19,7 @@
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod jsonl;
 pub mod limits;
 pub mod lock;
 pub mod nn;

@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 use super::seg::{self, mean_std, DiceReport, SegTrainOptions};
 use crate::data::{Dataset, Group};
 use crate::gpu::jobs;
-use crate::nn::checkpoint::{append_line, repair_tail};
+use crate::jsonl::{append_line, repair_tail};
 use crate::nn::init::rng;
 use crate::{bail, Error, Gpu, Result};
 
