@@ -8,11 +8,11 @@ use segfeat::data::augment::Augment;
 use segfeat::data::volume::{Axis, Window};
 use segfeat::data::{self, folder, phantom::PhantomSpec, Dataset, Group};
 use segfeat::gpu::jobs::default_jobs;
-use segfeat::nn::checkpoint::{self, ClsMeta};
+use segfeat::nn::checkpoint;
 use segfeat::nn::vgg::Regularisation;
-use segfeat::nn::{Preset, UnetConfig, VggConfig};
-use segfeat::protocol::experiment::{ClassifierKind, Cohort, Execution, Regularised, SplitBy};
-use segfeat::protocol::{report as reports, Confusion, Protocol, RunId, Shard};
+use segfeat::nn::{Preset, UnetConfig};
+use segfeat::protocol::experiment::{ClassifierKind, Execution, Regularised, SplitBy};
+use segfeat::protocol::{report as reports, Protocol, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
 use segfeat::train::features::{Combo, FeatureBank};
 use segfeat::train::{cv, seg, SegTrainOptions};
@@ -1357,132 +1357,20 @@ fn train_cls(
         );
         p.split = SplitBy::Patient;
     }
-    let cohort = Cohort::select(&ds, &meta, &p)?;
-    let bank_images = cohort.images();
-    let images: Vec<&[f32]> = bank_images
-        .iter()
-        .map(|&i| ds.samples[i].image.as_slice())
-        .collect();
-    let bank = FeatureBank::compute(&gpu, &unet, &images, &[combo], p.size, 10, |_| {})?;
-    let run = RunId {
-        rep,
-        disease,
-        k,
-        combo,
-        kind: ClassifierKind::Vgg,
-    };
-    let segfeat::protocol::experiment::Split {
-        train,
-        train_y,
-        test,
-        test_y,
-        seed: split_seed,
-    } = cohort.split(&p, &run)?;
-    let mut config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
-    config.reg = chosen.reg;
-    if !classes.is_empty() {
-        config.classes = classes.len();
-    }
     p.train.augment = chosen.augment;
-    let (params, flops) = config.cost();
-    eprintln!(
-        "training a {} classifier on {} features ({}x{}x{}; {params} parameters, {:.3} GFLOP per image) with {k} positives and {} negatives",
-        disease.name(),
-        combo.label(),
-        config.in_channels,
-        p.size,
-        p.size,
-        flops as f64 / 1e9,
-        p.negatives_train
-    );
-    let steps = p.train.epochs * p.train.batches_per_epoch;
-    let bar = segfeat::train::progress_bar(
-        true,
-        steps,
-        "training".into(),
-        "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  (left {eta})",
-    );
-    let c = cls::train(
+    let t = segfeat::protocol::single::train_one(
         &gpu,
-        &config,
-        &bank,
-        combo,
-        &train,
-        &train_y,
-        &p.train,
-        segfeat::protocol::experiment::init_seed(split_seed, k),
-        |s, loss| {
-            bar.set_position(s as u64);
-            bar.set_message(format!("loss {loss:.4}"));
-        },
+        &unet,
+        &meta,
+        &ds,
+        &p,
+        disease,
+        (combo, k, rep),
+        chosen.reg,
+        &seg_path.display().to_string(),
     )?;
-    bar.finish_and_clear();
-    let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.1}%", 100.0 * v));
-    let class_names: Vec<String> = if classes.is_empty() {
-        vec!["normal".into(), disease.name().into()]
-    } else {
-        classes.iter().map(|c| c.name().to_string()).collect()
-    };
-    if classes.is_empty() {
-        let probs = cls::predict(&gpu, &c, &bank, &test, 10)?;
-        let conf =
-            Confusion::from_pairs(test_y.iter().zip(&probs).map(|(&t, &p)| (t == 1, p > 0.5)));
-        println!(
-            "test ({} positives, {} negatives): TPR {} TNR {} kappa {} (TP {} FN {} TN {} FP {})",
-            p.positives_test,
-            p.negatives_test,
-            pct(conf.tpr()),
-            pct(conf.tnr()),
-            pct(conf.kappa()),
-            conf.tp,
-            conf.fn_,
-            conf.tn,
-            conf.fp
-        );
-    } else {
-        let probs = cls::predict_all(&gpu, &c, &bank, &test, 10)?;
-        let argmax = |p: &Vec<f32>| (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-        let m = segfeat::protocol::metrics::MultiConfusion::from_pairs(
-            classes.len(),
-            test_y
-                .iter()
-                .zip(&probs)
-                .map(|(&t, p)| (t as usize, argmax(p))),
-        );
-        println!(
-            "test ({} images): accuracy {} kappa {}; confusion (rows truth, columns predicted; {}): {:?}",
-            test.len(),
-            pct(m.accuracy()),
-            pct(m.kappa()),
-            class_names.join(", "),
-            m.counts
-        );
-    }
-    let names: Vec<&str> = train
-        .iter()
-        .map(|&b| ds.samples[bank_images[b]].name.as_str())
-        .collect();
-    let cm = ClsMeta {
-        features: combo,
-        stats: c.stats.clone(),
-        class_weights: c.class_weights,
-        disease: disease.name().into(),
-        class_names,
-        seg: (unet.config.channels, unet.config.labels, unet.config.size),
-        seg_sha256: meta.sha256.clone(),
-        training: serde_json::json!({
-            "seed": p.seed,
-            "rep": rep,
-            "lr": p.train.lr,
-            "batch": p.train.batch,
-            "batches_per_epoch": p.train.batches_per_epoch,
-            "epochs": p.train.epochs,
-            "augment": p.train.augment.describe(),
-            "seg": seg_path.display().to_string(),
-            "images": names,
-        })
-        .to_string(),
-    };
+    println!("{}", t.summary);
+    let (c, cm) = (t.classifier, t.meta);
     checkpoint::save_classifier(&gpu, out, &c.vgg, &cm)?;
     println!("classifier: {}", out.display());
     Ok(())

@@ -7,6 +7,7 @@ pub mod experiment;
 pub mod metrics;
 pub mod plot;
 pub mod report;
+pub mod single;
 
 pub use experiment::{Protocol, RunId, Shard};
 pub use metrics::Confusion;
