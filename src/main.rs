@@ -14,7 +14,7 @@ use segfeat::nn::{Preset, UnetConfig};
 use segfeat::protocol::experiment::{ClassifierKind, Execution, Regularised, SplitBy};
 use segfeat::protocol::{report as reports, Protocol, Shard};
 use segfeat::train::cls::{self, ClsTrainOptions};
-use segfeat::train::features::{Combo, FeatureBank};
+use segfeat::train::features::Combo;
 use segfeat::train::{cv, seg, SegTrainOptions};
 use segfeat::{bail, Error, Gpu, Result};
 
@@ -1463,31 +1463,7 @@ fn classify(
     let _ = table.write_record(&head);
     // In chunks, so that thousands of images never sit in memory at once.
     for chunk in files.chunks(16) {
-        let mut xs = Vec::with_capacity(chunk.len());
-        for f in chunk {
-            let img = segfeat::limits::open_image(f)
-                .map_err(|e| Error(format!("{}: unreadable image: {e}", f.display())))?;
-            let (w, h) = (img.width() as usize, img.height() as usize);
-            xs.push(data::fit_image(
-                &folder::intensities(&img),
-                w,
-                h,
-                c.size,
-                0.0,
-            ));
-        }
-        let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
-        let bank = FeatureBank::compute(
-            &gpu,
-            &unet,
-            &refs,
-            &[meta.features],
-            classifier.vgg.config.size,
-            16,
-            |_| {},
-        )?;
-        let ids: Vec<usize> = (0..chunk.len()).collect();
-        let probs = cls::predict_all(&gpu, &classifier, &bank, &ids, 16)?;
+        let probs = segfeat::protocol::single::classify_files(&gpu, &unet, &classifier, chunk)?;
         for (f, row) in chunk.iter().zip(probs) {
             let mut record = vec![f.display().to_string()];
             let decision = if two {

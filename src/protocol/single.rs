@@ -166,3 +166,27 @@ pub fn train_one(
         summary,
     })
 }
+
+/// Every class's probability for each image file (PNG, JPEG or TIFF): read, fitted to the
+/// segmentation network's input keeping its aspect ratio, through the frozen network,
+/// then the classifier. Call it on a few files at a time (their features sit in memory).
+pub fn classify_files(
+    gpu: &Gpu,
+    unet: &Unet,
+    classifier: &Classifier,
+    files: &[std::path::PathBuf],
+) -> Result<Vec<Vec<f32>>> {
+    let mut xs = Vec::with_capacity(files.len());
+    for f in files {
+        let img = crate::limits::open_image(f)
+            .map_err(|e| crate::Error(format!("{}: unreadable image: {e}", f.display())))?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let pixels = crate::data::folder::intensities(&img);
+        xs.push(crate::data::fit_image(&pixels, w, h, unet.config.size, 0.0));
+    }
+    let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+    let size = classifier.vgg.config.size;
+    let bank = FeatureBank::compute(gpu, unet, &refs, &[classifier.combo], size, 16, |_| {})?;
+    let ids: Vec<usize> = (0..files.len()).collect();
+    cls::predict_all(gpu, classifier, &bank, &ids, 16)
+}
