@@ -1037,50 +1037,16 @@ fn eval_seg(
         ds.samples.len(),
         ds.patients().len()
     );
-    let mut per_label = Vec::new();
     for (l, name) in meta.label_names.iter().enumerate().skip(1) {
         let (m, s, n) = report.label_stats(l);
         let (hm, hs, hn) = report.hd95_stats(l);
         println!("  {name:<6} Dice {m:.4} +- {s:.4}  ({n} images)   HD95 {hm:.2} +- {hs:.2}  ({hn} images)");
-        per_label.push(serde_json::json!({
-            "label": name, "index": l,
-            "dice_mean": m, "dice_std": s, "dice_images": n,
-            "hd95_mean": hm, "hd95_std": hs, "hd95_images": hn,
-        }));
     }
     println!("  mean   {:.4}", report.mean());
     if let Some(p) = json {
-        // Per patient: the mean over the patient's images of each label's Dice and HD95.
-        let mut per_patient = Vec::new();
-        for pt in ds.patients() {
-            let rows: Vec<usize> = (0..report.images.len())
-                .filter(|&i| report.patients[i] == pt)
-                .collect();
-            let mean_of = |m: &Vec<Vec<Option<f64>>>, l: usize| {
-                seg::mean_std(rows.iter().filter_map(|&i| m[i][l])).0
-            };
-            let labels = meta.label_names.len() - 1;
-            per_patient.push(serde_json::json!({
-                "patient": pt,
-                "images": rows.len(),
-                "dice": (0..labels).map(|l| mean_of(&report.dice, l)).collect::<Vec<_>>(),
-                "hd95": (0..labels).map(|l| mean_of(&report.hd95, l)).collect::<Vec<_>>(),
-            }));
-        }
-        let v = serde_json::json!({
-            "model": model.display().to_string(),
-            "data": data_args.data,
-            "label_names": meta.label_names,
-            "columns": &meta.label_names[1..],
-            "labels": per_label,
-            "mean_dice": report.mean(),
-            "hd95_unit": report.hd95_unit,
-            "images": report.images,
-            "patients": report.patients,
-            "dice": report.dice,
-            "hd95": report.hd95,
-            "per_patient": per_patient,
-        });
+        let mut v = report.to_json();
+        v["model"] = serde_json::json!(model.display().to_string());
+        v["data"] = serde_json::json!(data_args.data);
         checkpoint::write_atomic(p, format!("{v:#}\n").as_bytes())?;
         println!(
             "wrote {} (the columns of `dice` and `hd95`, per image and per patient, are the labels of `columns`, in order)",

@@ -620,6 +620,60 @@ impl DiceReport {
         let n = self.label_names.len();
         (1..n).map(|l| self.label_stats(l).0).sum::<f64>() / (n - 1) as f64
     }
+    /// The report as JSON: `label_names` (all, in index order), `columns` (the labels of
+    /// every row of `dice` and `hd95`, background excluded, in order), per-label means
+    /// (`labels`), per image (`images`, `patients`, `dice`, `hd95`) and per patient
+    /// (`per_patient`: each label's mean over the patient's images).
+    pub fn to_json(&self) -> serde_json::Value {
+        let labels: Vec<serde_json::Value> = (1..self.label_names.len())
+            .map(|l| {
+                let (m, s, n) = self.label_stats(l);
+                let (hm, hs, hn) = self.hd95_stats(l);
+                serde_json::json!({
+                    "label": self.label_names[l], "index": l,
+                    "dice_mean": m, "dice_std": s, "dice_images": n,
+                    "hd95_mean": hm, "hd95_std": hs, "hd95_images": hn,
+                })
+            })
+            .collect();
+        let mut patients: Vec<&String> = Vec::new();
+        for p in &self.patients {
+            if !patients.contains(&p) {
+                patients.push(p);
+            }
+        }
+        let per_patient: Vec<serde_json::Value> = patients
+            .iter()
+            .map(|&pt| {
+                let rows: Vec<usize> = (0..self.images.len())
+                    .filter(|&i| &self.patients[i] == pt)
+                    .collect();
+                let mean_of = |m: &Vec<Vec<Option<f64>>>, l: usize| {
+                    mean_std(rows.iter().filter_map(|&i| m[i][l])).0
+                };
+                let n = self.label_names.len() - 1;
+                serde_json::json!({
+                    "patient": pt,
+                    "images": rows.len(),
+                    "dice": (0..n).map(|l| mean_of(&self.dice, l)).collect::<Vec<_>>(),
+                    "hd95": (0..n).map(|l| mean_of(&self.hd95, l)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "label_names": self.label_names,
+            "columns": &self.label_names[1..],
+            "labels": labels,
+            "mean_dice": self.mean(),
+            "hd95_unit": self.hd95_unit,
+            "images": self.images,
+            "patients": self.patients,
+            "dice": self.dice,
+            "hd95": self.hd95,
+            "per_patient": per_patient,
+        })
+    }
+
     /// (mean, std, images counted) of label `l`'s HD95.
     pub fn hd95_stats(&self, l: usize) -> (f64, f64, usize) {
         mean_std(self.hd95.iter().filter_map(|d| d[l - 1]))
