@@ -1129,7 +1129,6 @@ fn segment(
     }
     let gpu = Gpu::new()?;
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
-    let s = unet.config.size;
     let img = segfeat::limits::open_image(input)
         .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
     check_normalisation(
@@ -1139,8 +1138,7 @@ fn segment(
     );
     let (w, h) = (img.width() as usize, img.height() as usize);
     let pixels = folder::intensities(&img);
-    let x = data::fit_image(&pixels, w, h, s, 0.0);
-    let labels = data::unfit_labels(&seg::predict(&gpu, &unet, &x, 1)?, s, w, h);
+    let labels = seg::segment_image(&gpu, &unet, &pixels, w, h)?;
     let rgb = segfeat::protocol::plot::overlay(&pixels, &labels, w, h, &meta.label_names)
         .map_err(|e| Error(format!("cannot draw {}: {e}", out.display())))?;
     let mut png = std::io::Cursor::new(Vec::new());
@@ -1168,13 +1166,12 @@ fn segment(
         );
     }
     if let Some(p) = probs {
-        let prob = seg::probabilities(&gpu, &unet, &x)?;
-        let at_input: Vec<f32> = prob
-            .chunks(s * s)
-            .flat_map(|plane| data::unfit_image(plane, s, w, h))
-            .collect();
+        let at_input = seg::probabilities_at_input(&gpu, &unet, &pixels, w, h)?;
         let mut md = std::collections::BTreeMap::new();
-        md.insert("label_names".to_string(), meta.label_names.join(","));
+        md.insert(
+            "label_names".to_string(),
+            serde_json::json!(meta.label_names).to_string(),
+        );
         md.insert("source".to_string(), input.display().to_string());
         checkpoint::save(
             p,

@@ -813,6 +813,41 @@ pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<
     Ok(report)
 }
 
+/// Segment one image of any size (`w x h` values in [0, 1]): fitted to the network's
+/// input keeping its aspect ratio, predicted, and the label map brought back to `w x h`.
+pub fn segment_image(
+    gpu: &Gpu,
+    unet: &Unet,
+    pixels: &[f32],
+    w: usize,
+    h: usize,
+) -> Result<Vec<u8>> {
+    let s = unet.config.size;
+    let x = crate::data::fit_image(pixels, w, h, s, 0.0);
+    Ok(crate::data::unfit_labels(
+        &predict(gpu, unet, &x, 1)?,
+        s,
+        w,
+        h,
+    ))
+}
+
+/// The softmax probabilities (labels, h, w) of one image of any size, at its size.
+pub fn probabilities_at_input(
+    gpu: &Gpu,
+    unet: &Unet,
+    pixels: &[f32],
+    w: usize,
+    h: usize,
+) -> Result<Vec<f32>> {
+    let s = unet.config.size;
+    let x = crate::data::fit_image(pixels, w, h, s, 0.0);
+    Ok(probabilities(gpu, unet, &x)?
+        .chunks(s * s)
+        .flat_map(|plane| crate::data::unfit_image(plane, s, w, h))
+        .collect())
+}
+
 /// Segment a volume: window it as `opts` says, slice it along `opts.axis`, fit each slice
 /// to the network, predict, bring each label map back to its slice's size, and put the
 /// slices back together: the label of every voxel, in the volume's order.
