@@ -76,7 +76,13 @@ fn conv3x3_weight_gradient_subgroup_sharing_is_bit_for_bit() {
     // output channels (12), none at all (4), and a single pixel column.
     let gpu = gpu();
     if !gpu.has_subgroups() {
-        eprintln!("this adapter has no subgroups, hence no subgroup tile to compare");
+        // No subgroups (every GPU: segfeat asks for them on CPU adapters only): then the
+        // subgroup kernel must never be chosen, and asking for it must be refused.
+        assert_ne!(gpu.conv_tiling(), ConvTiling::Channels4Pixels8Subgroup);
+        let e = gpu
+            .set_conv_tiling(ConvTiling::Channels4Pixels8Subgroup)
+            .expect_err("the subgroup tile refused without subgroups");
+        assert!(e.0.contains("needs subgroups"), "{e}");
         return;
     }
     for (i, &(n, cin, cout, h, w)) in [

@@ -940,7 +940,10 @@ fn summary(channels: usize, size: usize, labels: usize) -> Result<()> {
         flops as f64 / 1e9
     );
     println!("FLOPs: 2 per multiply-add, 1 per bias add and per ELU; pooling, upsampling and concatenation count 0");
-    println!("feature maps for the classifier: SEG = out ({labels} channels), CONCAT = concat1 ({} channels)", 3 * channels);
+    println!(
+        "feature maps for the classifier: SEG = out ({labels} channels), CONCAT = concat1 ({} channels)",
+        config.concat_channels()
+    );
     Ok(())
 }
 

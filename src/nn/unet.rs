@@ -128,6 +128,19 @@ impl UnetConfig {
         steps
     }
 
+    /// The channels of the CONCAT feature map: the last concatenation's (3n: the
+    /// upsampled level-2 features, 2n, beside the level-1 ones, n).
+    pub fn concat_channels(&self) -> usize {
+        self.steps()
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Step::ConcatSkip { cout, .. } => Some(*cout),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
     /// (name, shape) of every parameter, in the order the checkpoint and Adam keep them.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut out = Vec::new();
@@ -333,23 +346,21 @@ impl Unet {
                 // op that upsamples straight into the concatenation.
                 Step::Upsample { .. } => {
                     match steps.next_if(|s| matches!(s, Step::ConcatSkip { .. })) {
-                        Some(Step::ConcatSkip { name, .. }) => {
+                        Some(Step::ConcatSkip { .. }) => {
                             let skip = skips.pop().expect("one skip kept per pooling");
                             let y = ops::upsample_concat(tape, &h, &skip)?;
-                            if name == "concat1" {
-                                concat = Some(y.clone());
-                            }
+                            // The last concatenation (concat1, at full resolution) is
+                            // the CONCAT feature map: each one replaces the one before.
+                            concat = Some(y.clone());
                             y
                         }
                         _ => ops::upsample2(tape, &h)?,
                     }
                 }
-                Step::ConcatSkip { name, .. } => {
+                Step::ConcatSkip { .. } => {
                     let skip = skips.pop().expect("one skip kept per pooling");
                     let y = ops::concat(tape, &[&h, &skip])?;
-                    if name == "concat1" {
-                        concat = Some(y.clone());
-                    }
+                    concat = Some(y.clone());
                     y
                 }
                 Step::Conv1x1 { .. } => {

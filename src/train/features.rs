@@ -134,7 +134,7 @@ impl FeatureBank {
         let mut bank = FeatureBank {
             size,
             seg_channels: unet.config.labels,
-            concat_channels: 3 * unet.config.channels,
+            concat_channels: unet.config.concat_channels(),
             img: images.iter().map(|im| resize_to(im, s, 1, size)).collect(),
             seg: Vec::new(),
             concat: Vec::new(),
