@@ -11,7 +11,7 @@
 //! pre-activation's gradient with the derivative taken from y, then runs the three
 //! convolution backwards on that.
 
-use super::{affine, check_shape, u};
+use super::{check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::gpu::ConvTiling;
 use crate::{Gpu, Result, Tape, Tensor, Var};
@@ -400,14 +400,10 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Tape rule: y = conv3x3(x, w) + b.
+/// Tape rule: y = conv3x3(x, w) + b: the fused rule below with no activation (one rule
+/// per op: the one the networks run).
 pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
-    affine(
-        tape,
-        (x, w, b),
-        forward,
-        (backward_input, backward_weight, backward_bias),
-    )
+    conv3x3_act(tape, x, w, b, Activation::None)
 }
 
 /// Tape rule: y = act(conv3x3(x, w) + b), one node. The forward writes only y (and packs
@@ -433,8 +429,14 @@ pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> R
     let (xid, wid, bid) = (x.id(), w.id(), b.id());
     let bshape = b.shape().to_vec();
     Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
-        let dz = Tensor::zeros(gpu, yv.shape())?;
-        activation_backward(gpu, act, &yv, dy, &dz)?;
+        // The pre-activation's gradient: dy itself without an activation.
+        let dz = if act == Activation::None {
+            dy.clone()
+        } else {
+            let dz = Tensor::zeros(gpu, yv.shape())?;
+            activation_backward(gpu, act, &yv, dy, &dz)?;
+            dz
+        };
         if xg {
             let dx = grads.slot(xid, xv.shape())?;
             match &flipped {
