@@ -292,9 +292,7 @@ fn profiling_times_every_dispatch_by_kernel() {
     let entry = match gpu.conv_tiling() {
         segfeat::gpu::ConvTiling::Channels8Pixels4 => "conv3x3_tiled",
         // A 2 x 4 x 8 x 8 output is far below the rows tile's threshold.
-        segfeat::gpu::ConvTiling::GpuByShape
-        | segfeat::gpu::ConvTiling::GpuByShapeWeightWorkgroup => "conv3x3_tiled",
-        segfeat::gpu::ConvTiling::Channels8Pixels4Workgroup => "conv3x3_workgroup",
+        segfeat::gpu::ConvTiling::GpuByShape => "conv3x3_tiled",
         segfeat::gpu::ConvTiling::Channels4Pixels8 => "conv3x3_rows",
         segfeat::gpu::ConvTiling::Channels4Pixels8Subgroup => "conv3x3_rows_subgroup",
     };

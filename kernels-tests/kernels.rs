@@ -30,8 +30,7 @@ fn conv3x3_all_entry_points() {
             // 32 input channels: 8 quads, one subgroup of the weight gradient's (sharing
             // its dy loads), with 12 output channels (a partial second group).
             (2, 32, 12, 5, 8),
-            // The workgroup weight gradient (gpuwg) in shares of 4 rows (80 pixels: lanes
-            // walk on past a row's end), one of them across the two samples (rows 16-19).
+            // 48 input channels over two samples of 18 rows (shares across samples).
             (2, 48, 16, 18, 20),
             // Images of at most 4 x 4, a whole one per invocation on CPU adapters.
             (3, 7, 9, 4, 4),
@@ -52,8 +51,7 @@ fn conv3x3_tilings_agree_bit_for_bit() {
     // and evaluated on lavapipe sees the same convolution (the second shape has rows of
     // whole 8-pixel tiles, which the subgroup tile takes).
     let gpu = gpu();
-    // The third has two bands of rows and two of columns of the workgroup tile, and a
-    // last chunk of one input channel.
+    // The third has many rows and columns, and a last chunk of one input channel.
     // The last three are the CPU tiles' whole-image kernel's: 4x4, 3x2 and 1x4 images.
     for (n, cin, cout, h, w) in [
         (2, 5, 11, 6, 21),
@@ -153,13 +151,11 @@ fn tilings_agree(gpu: &segfeat::Gpu, n: usize, cin: usize, cout: usize, h: usize
 }
 
 /// The conv3x3 tiles this device can run: the subgroup tile where the device has
-/// subgroups. lavapipe (CI's adapter) has them, so there all six are checked.
+/// subgroups. lavapipe (CI's adapter) has them, so there all four are checked.
 fn tilings(gpu: &segfeat::Gpu) -> Vec<ConvTiling> {
     let mut t = vec![
         ConvTiling::Channels8Pixels4,
         ConvTiling::GpuByShape,
-        ConvTiling::GpuByShapeWeightWorkgroup,
-        ConvTiling::Channels8Pixels4Workgroup,
         ConvTiling::Channels4Pixels8,
     ];
     if gpu.has_subgroups() {

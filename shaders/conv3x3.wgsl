@@ -4,15 +4,11 @@
 //   y  is (N, Cout, H, W)
 //   y[n,co,i,j] = b[co] + sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,i+ky-1,j+kx-1]
 //
-// The forward and the backward to the input share one register-tiled kernel on weights
-// packed by conv3x3_pack, in shapes chosen by the adapter's type: conv3x3_workgroup
-// (8 channels x 4 pixels per invocation, inputs and weights staged in workgroup memory)
-// on GPUs, conv3x3_tiled (the same tile loading from storage), conv3x3_rows (4 channels
-// x 8 pixels x 2 rows) on CPU adapters, where it loads fewer values per multiply-add (see
-// there); the
-// backward to the weights is register-tiled too (8 channels x 1 or 4 input channels x 9 taps, rows
-// split in shares summed by a second entry point); the bias gradient is one channel per
-// invocation. Every sum
+// The forward and the backward to the input share register-tiled kernels on weights
+// packed by conv3x3_pack; which kernel runs for which adapter and shape is the table at
+// the top of src/ops/conv3x3.rs. The backward to the weights is register-tiled too (8
+// channels x 1 or 4 input channels x 9 taps, rows split in shares summed by a second
+// entry point); the bias gradient is one channel per invocation. Every sum
 // runs serially in a fixed order, so results are deterministic (no atomics). `*_off` are element offsets of
 // the tensor inside its binding: the launcher may bind a byte range that starts before
 // the tensor chunk (offsets must be aligned), see src/gpu/kernels.rs.
@@ -169,7 +165,7 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     store_8x4(n, g, row, tx * 4u, t);
 }
 
-// The 8 x 4 tile of conv3x3_tiled and conv3x3_workgroup: a*, the sums of output channels
+// The 8 x 4 tile of conv3x3_tiled: a*, the sums of output channels
 // 8g .. 8g+3, b*, of 8g+4 .. 8g+7; *0 .. *3, the four pixels.
 struct Tile8x4 { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
                  b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32> }
@@ -217,87 +213,6 @@ fn store_8x4(n: u32, g: u32, row: u32, c0: u32, t: Tile8x4) {
             }
         }
     }
-}
-
-// ---- conv3x3_workgroup: 1 x, 2 packed weights, 3 b, 4 y (GPUs) ----
-// conv3x3_tiled's register tile (8 output channels x 4 pixels per invocation) with the
-// inputs and weights staged in workgroup memory, the usual shape on GPUs: a workgroup of
-// 64 invocations owns 8 rows x 32 columns of one sample and 8 output channels. Per chunk
-// of 4 input channels it loads the 10 x 34 input patch (with the halo, zero outside the
-// image) and the 4 x 9 pairs of weight vec4s once, for all 64 invocations (each input is
-// loaded once instead of up to 18 times), waits at a barrier, and each invocation reads
-// its 6 inputs per kernel row from the patch. Each sum runs over (ci, ky, kx) in
-// conv3x3_tiled's order, skipping the rows outside the image as it does: the same bits.
-// Launched with 64 invocations per (sample, channel pair, 8-row band, 32-column band)
-// (p.total of them; p.wq is the column bands per row); all of a workgroup's invocations
-// reach the barriers, those past the image store nothing.
-const WG_ROWS: u32 = 8u;
-const WG_COLS: u32 = 32u;
-const WG_PW: u32 = 34u; // patch row: WG_COLS + 2 halo columns
-const WG_PATCH: u32 = 340u; // (WG_ROWS + 2) x WG_PW, one input channel
-const WG_CHUNK: u32 = 4u; // input channels per barrier
-var<workgroup> xpatch: array<f32, 1360>; // WG_CHUNK x WG_PATCH
-var<workgroup> wpatch: array<vec4<f32>, 72>; // WG_CHUNK x 9 taps x 2 vec4 groups
-
-@compute @workgroup_size(64)
-fn conv3x3_workgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    let wg = (wid.z * nwg.y + wid.y) * nwg.x + wid.x; // the same in every invocation
-    let hw = p.h * p.w;
-    let pairs = p.cq / 2u; // p.cq is even here: channels in pairs of vec4 groups
-    let bands = (p.h + WG_ROWS - 1u) / WG_ROWS;
-    let bx = wg % p.wq;
-    let by = (wg / p.wq) % bands;
-    let g = (wg / (p.wq * bands)) % pairs;
-    let n = wg / (p.wq * bands * pairs);
-    let lr = lid / 8u; // this invocation's row in the band
-    let lq = lid % 8u; // and its 4-pixel group
-    let row = by * WG_ROWS + lr;
-    let c0 = bx * WG_COLS + lq * 4u;
-    let r_top = i32(by * WG_ROWS) - 1; // image row of the patch's first row
-    let c_left = i32(bx * WG_COLS) - 1;
-    var t = zero_8x4();
-    for (var cs = 0u; cs < p.cin; cs += WG_CHUNK) {
-        // Stage the chunk: inputs (zero outside the image and past the last channel) and
-        // weights.
-        for (var e = lid; e < WG_CHUNK * WG_PATCH; e += 64u) {
-            let cc = e / WG_PATCH;
-            let py = i32((e % WG_PATCH) / WG_PW) + r_top;
-            let px = i32(e % WG_PW) + c_left;
-            var v = 0.0;
-            if (cs + cc < p.cin && py >= 0 && py < i32(p.h) && px >= 0 && px < i32(p.w)) {
-                v = x[p.off_a + (n * p.cin + cs + cc) * hw + u32(py) * p.w + u32(px)];
-            }
-            xpatch[e] = v;
-        }
-        for (var e = lid; e < WG_CHUNK * 18u; e += 64u) {
-            let ci = cs + e / 18u;
-            var v = vec4(0.0);
-            if (ci < p.cin) { v = wq[(ci * 9u + (e % 18u) / 2u) * p.cq + 2u * g + e % 2u]; }
-            wpatch[e] = v;
-        }
-        workgroupBarrier();
-        for (var cc = 0u; cc < min(WG_CHUNK, p.cin - cs); cc++) {
-            for (var ky = 0u; ky < 3u; ky++) {
-                let sy = i32(row) + i32(ky) - 1;
-                if (sy < 0 || sy >= i32(p.h)) { continue; }
-                let pb = cc * WG_PATCH + (lr + ky) * WG_PW + lq * 4u;
-                let v0 = vec4(xpatch[pb]);
-                let v1 = vec4(xpatch[pb + 1u]);
-                let v2 = vec4(xpatch[pb + 2u]);
-                let v3 = vec4(xpatch[pb + 3u]);
-                let v4 = vec4(xpatch[pb + 4u]);
-                let v5 = vec4(xpatch[pb + 5u]);
-                let k0 = cc * 18u + ky * 6u;
-                let w0 = wpatch[k0]; let w1 = wpatch[k0 + 2u]; let w2 = wpatch[k0 + 4u];
-                let u0 = wpatch[k0 + 1u]; let u1 = wpatch[k0 + 3u]; let u2 = wpatch[k0 + 5u];
-                t = fma_row_8x4(t, v0, v1, v2, v3, v4, v5, w0, w1, w2, u0, u1, u2);
-            }
-        }
-        workgroupBarrier();
-    }
-    if (row >= p.h || c0 >= p.w) { return; }
-    store_8x4(n, g, row, c0, t);
 }
 
 // ---- conv3x3_rows: 1 x, 2 packed weights, 3 b, 4 y (CPU adapters) ----
@@ -664,110 +579,6 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
         partial[bb] = sd;
         if (has_b) { partial[bb + 1u] = se; }
-    }
-}
-
-// ---- conv3x3_backward_weight_wg: 1 dy, 2 x (as xin), 4 partial ----
-// conv3x3_backward_weight for GPUs with a workgroup where that kernel has an invocation:
-// one per (input channel, 8 output channels, share of rows). Its 64 lanes take every 64th
-// pixel of the share, so neighbouring lanes load neighbouring pixels of x and dy (in
-// conv3x3_backward_weight neighbouring invocations are different input channels, and
-// each x load of a GPU's warp touches as many planes). Each lane keeps its own 72 sums
-// plus 8 of the bias, 20 vec4s, which the workgroup then adds as a tree in workgroup
-// memory, in a fixed order (deterministic; not the one-invocation kernel's order, as its
-// shares are not either). Writes the same `partial` layout, added up by
-// conv3x3_backward_weight_sum. Launched in whole workgroups: p.total counts workgroups,
-// p.wq rows per share, p.flags shares.
-var<workgroup> red: array<vec4<f32>, 1280>; // 20 sums x 64 lanes
-
-// The 3x3 window of x around column c (zero outside the image: c - 1 wraps past p.w).
-fn window_at(x: Rows, c: u32) -> Window {
-    return Window(ldx(x.b0, x.k0, c - 1u), ldx(x.b0, x.k0, c), ldx(x.b0, x.k0, c + 1u),
-                  ldx(x.b1, x.k1, c - 1u), ldx(x.b1, x.k1, c), ldx(x.b1, x.k1, c + 1u),
-                  ldx(x.b2, x.k2, c - 1u), ldx(x.b2, x.k2, c), ldx(x.b2, x.k2, c + 1u));
-}
-
-// Lane l's 9 tap sums into rows k0 .. k0 + 8 of `red`.
-fn put_taps(k0: u32, l: u32, a: Taps) {
-    red[k0 * 64u + l] = a.t0;
-    red[(k0 + 1u) * 64u + l] = a.t1;
-    red[(k0 + 2u) * 64u + l] = a.t2;
-    red[(k0 + 3u) * 64u + l] = a.t3;
-    red[(k0 + 4u) * 64u + l] = a.t4;
-    red[(k0 + 5u) * 64u + l] = a.t5;
-    red[(k0 + 6u) * 64u + l] = a.t6;
-    red[(k0 + 7u) * 64u + l] = a.t7;
-    red[(k0 + 8u) * 64u + l] = a.t8;
-}
-
-@compute @workgroup_size(64)
-fn conv3x3_backward_weight_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                              @builtin(local_invocation_index) l: u32) {
-    let wg = (wid.z * nwg.y + wid.y) * nwg.x + wid.x;
-    // Whole workgroups past the last (the grid's fold): uniform, so no barrier is skipped
-    // by some lanes only.
-    if (wg >= p.total) { return; }
-    let hw = p.h * p.w;
-    let cq2 = (p.cq + 1u) / 2u;
-    let ci = wg % p.cin;
-    let g = (wg / p.cin) % cq2;
-    let s = wg / (p.cin * cq2);
-    let co = g * 8u;
-    let has_b = 2u * g + 1u < p.cq;
-    var a = zero_taps(); var b = zero_taps();
-    var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
-    let q0 = s * p.wq;
-    let q_end = min(q0 + p.wq, p.n * p.h);
-    // Lane l starts at pixel l of the share (row q = (n, r), column c) and moves 64 pixels
-    // on per step, carrying columns into rows and rows into samples: no division per pixel
-    // (four, each tens of instructions on a GPU, against the pixel's 72 multiply-adds).
-    var q = q0 + l / p.w;
-    var c = l % p.w;
-    var n = q / p.h;
-    var r = q % p.h;
-    while (q < q_end) {
-        let w = window_at(rows_of(p.off_b + (n * p.cin + ci) * hw, ci, r), c);
-        let yb = p.off_a + n * p.cout * hw + r * p.w + c;
-        let d = ldy4(yb, co);
-        a = add_taps(a, d, w);
-        sd += d;
-        if (has_b) {
-            let e = ldy4(yb, co + 4u);
-            b = add_taps(b, e, w);
-            se += e;
-        }
-        c += 64u;
-        while (c >= p.w) {
-            c -= p.w;
-            q += 1u;
-            r += 1u;
-            if (r == p.h) { r = 0u; n += 1u; }
-        }
-    }
-    put_taps(0u, l, a);
-    put_taps(9u, l, b);
-    red[18u * 64u + l] = sd;
-    red[19u * 64u + l] = se;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride /= 2u) {
-        if (l < stride) {
-            for (var k = 0u; k < 20u; k++) {
-                red[k * 64u + l] += red[k * 64u + l + stride];
-            }
-        }
-        workgroupBarrier();
-    }
-    // Lane k < 20 stores sum k: 0-8 the taps of channels 8g.., 9-17 of 8g+4.., 18-19 dy.
-    if (l >= 20u) { return; }
-    let v = red[l * 64u];
-    let base = (s * p.cin + ci) * 9u * p.cq + 2u * g;
-    if (l < 9u) {
-        partial[base + l * p.cq] = v;
-    } else if (l < 18u) {
-        if (has_b) { partial[base + 1u + (l - 9u) * p.cq] = v; }
-    } else if (ci == 0u && p.bias_grad != 0u) {
-        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
-        if (l == 18u) { partial[bb] = v; } else if (has_b) { partial[bb + 1u] = v; }
     }
 }
 

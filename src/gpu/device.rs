@@ -48,9 +48,7 @@ pub const GPU_ROWS_MIN_INVOCATIONS: usize = 65_536;
 /// same order either way, so both give the same bits (tests check both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvTiling {
-    /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`), every input loaded
-    /// from its storage buffer by each invocation that needs it (on an H200 1.2 to 1.5x
-    /// faster than `Channels8Pixels4Workgroup`, whose loads the caches already serve).
+    /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`).
     Channels8Pixels4,
     /// GPUs: per launch, the rows tile of `Channels4Pixels8` where it makes at least
     /// [`GPU_ROWS_MIN_INVOCATIONS`] invocations (the large images: on an H200 1.3 to 1.6x
@@ -59,17 +57,6 @@ pub enum ConvTiling {
     /// the rows tile is 1.3 to 1.4x slower). The weight gradient is the one-input-channel
     /// kernel, as for 8x4.
     GpuByShape,
-    /// `GpuByShape` with the weight gradient's shares taken by workgroups, their 64 lanes
-    /// spread over the pixels and their sums added in workgroup memory
-    /// (`conv3x3_backward_weight_wg`), so that neighbouring lanes load neighbouring
-    /// pixels. Built for GPUs, where the one-invocation weight gradient runs at a third
-    /// to a half of the forward's rate; not yet measured on one, so not a default.
-    GpuByShapeWeightWorkgroup,
-    /// The tile of `Channels8Pixels4` with each workgroup's inputs and weights staged in
-    /// workgroup memory, 4 input channels per barrier (`conv3x3_workgroup`): chosen by
-    /// none (slower on the H200 and on lavapipe), kept for GPUs whose caches serve
-    /// repeated loads less well.
-    Channels8Pixels4Workgroup,
     /// 4 output channels x 8 pixels per invocation, on each of two rows (`conv3x3_rows`):
     /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
     /// tile loads fewer.
@@ -85,20 +72,16 @@ pub enum ConvTiling {
 impl std::str::FromStr for ConvTiling {
     type Err = crate::Error;
 
-    /// "8x4", "8x4wg", "4x8", "4x8sg" (channels x pixels; wg: workgroup memory, sg:
-    /// subgroups), "gpu" (8x4 or 4x8 by launch size) or "gpuwg" (gpu with the workgroup
-    /// weight gradient), as the benches'
-    /// SEGFEAT_BENCH_TILING takes it.
+    /// "8x4", "4x8", "4x8sg" (channels x pixels; sg: subgroups) or "gpu" (8x4 or 4x8 by
+    /// launch size), as the benches' SEGFEAT_BENCH_TILING takes it.
     fn from_str(s: &str) -> Result<ConvTiling> {
         match s {
             "8x4" => Ok(ConvTiling::Channels8Pixels4),
             "gpu" => Ok(ConvTiling::GpuByShape),
-            "gpuwg" => Ok(ConvTiling::GpuByShapeWeightWorkgroup),
-            "8x4wg" => Ok(ConvTiling::Channels8Pixels4Workgroup),
             "4x8" => Ok(ConvTiling::Channels4Pixels8),
             "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
             _ => bail!(
-                "a conv3x3 tile is 8x4, 8x4wg, 4x8, 4x8sg (channels x pixels; wg: workgroup memory, sg: subgroups), gpu (8x4 or 4x8 by launch size) or gpuwg (gpu with the workgroup weight gradient), not {s:?}"
+                "a conv3x3 tile is 8x4, 4x8, 4x8sg (channels x pixels; sg: subgroups) or gpu (8x4 or 4x8 by launch size), not {s:?}"
             ),
         }
     }
@@ -109,8 +92,6 @@ impl std::fmt::Display for ConvTiling {
         f.write_str(match self {
             ConvTiling::Channels8Pixels4 => "8x4",
             ConvTiling::GpuByShape => "gpu",
-            ConvTiling::GpuByShapeWeightWorkgroup => "gpuwg",
-            ConvTiling::Channels8Pixels4Workgroup => "8x4wg",
             ConvTiling::Channels4Pixels8 => "4x8",
             ConvTiling::Channels4Pixels8Subgroup => "4x8sg",
         })

@@ -5,6 +5,24 @@
 //! Batches too large for one storage binding are split by sample; the weight gradient of
 //! each chunk adds into dw, so a split batch gives the sum over all samples.
 //!
+//! **Which kernel runs.** The adapter's [`ConvTiling`] (set when the device opens; tests
+//! and benches may set another) and the launch's shape choose, in [`tiled`] and
+//! [`backward_weight_bias`]; this table is the one place that says so:
+//!
+//! | kernel (shaders/) | tile per invocation | chosen when | the measurement that chose it (BENCHMARKS.md) |
+//! |---|---|---|---|
+//! | `conv3x3_rows` | 4 out-channels x 8 pixels x 2 rows | CPU adapters without subgroups (`4x8`); GPUs (`gpu`) for launches of >= 65,536 invocations | lavapipe: fewest loads per multiply-add ("conv3x3 tile for CPU adapters"); H200: the fastest forward on large images, 40-60% of the FMA ceiling ("On a GPU: NVIDIA H200") |
+//! | `conv3x3_rows_subgroup` | the same, rows loaded as vec4s, halos and weights shared by the subgroup | CPU adapters with subgroups, such as lavapipe (`4x8sg`), rows of whole 8-pixel tiles | lavapipe: 1.2-1.6x `conv3x3_rows` ("Subgroup kernels") |
+//! | `conv3x3_tiled` | 8 out-channels x 4 pixels | GPUs (`gpu`) below 65,536 invocations of the rows tile; `8x4` when forced | H200: twice the rows tile's invocations, which small images need (31.8 ms step at 256 against 34.3 for 8x4 alone) |
+//! | `conv3x3_image4` | a whole image of at most 4 x 4 | CPU tiles at the 4x4 and 2x2 levels | lavapipe: the deepest levels in one invocation per 4 channels ("What a load costs") |
+//! | `conv3x3_backward_weight_quad` (`_subgroup` with subgroups) | 8 out x 4 in channels x 9 taps, a share of rows | CPU tiles, from 4 input channels | lavapipe: 68-74% of the ceiling ("The weight gradient over four input channels") |
+//! | `conv3x3_backward_weight` | 8 out x 1 in channel x 9 taps, a share of rows | GPUs; CPU tiles below 4 input channels | H200: 21-26% of the ceiling; the four-channel kernel spills there |
+//!
+//! Removed (their numbers stay in the log): `8x4wg`, the 8x4 tile staged in workgroup
+//! memory (slower than `gpu` and than 8x4 on the H200: 39.9 against 31.8 and 34.3 ms a step
+//! at 256), and `gpuwg`, a weight gradient spread over a workgroup, never measured on a
+//! GPU. Every remaining kernel keeps each output's sum in one invocation, in a fixed order.
+//!
 //! [`conv3x3_act`] fuses the activation that follows every convolution of the networks
 //! (ELU in the U-Net, ReLU in the classifier) into the forward's epilogue: y = act(conv +
 //! b) is written once and no pre-activation is kept. Its backward turns dy into the
@@ -53,16 +71,11 @@ impl Activation {
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
-const WORKGROUP: Kernel = k("conv3x3", "conv3x3_workgroup");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const IMAGE4: Kernel = k("conv3x3", "conv3x3_image4");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3", "conv3x3_backward_weight");
 const BACKWARD_WEIGHT_QUAD: Kernel = k("conv3x3", "conv3x3_backward_weight_quad");
-const BACKWARD_WEIGHT_WG: Kernel = k("conv3x3", "conv3x3_backward_weight_wg");
-/// Workgroups `conv3x3_backward_weight_wg` aims at (65,536 lanes), as SHARE_TARGET_GPU
-/// invocations for the one-invocation kernel.
-const SHARE_TARGET_GPU_WORKGROUPS: usize = 1024;
 const BACKWARD_WEIGHT_QUAD_SUBGROUP: Kernel =
     k("conv3x3_subgroup", "conv3x3_backward_weight_quad_subgroup");
 const SHARE_TARGET_GPU: usize = 16384;
@@ -165,15 +178,14 @@ fn tiled(
     // (kernel, output channels per invocation, pixels per invocation)
     let (tile, chans, pixels) = match gpu.conv_tiling() {
         ConvTiling::Channels8Pixels4 => (TILED, 8, 4),
-        ConvTiling::Channels8Pixels4Workgroup => (WORKGROUP, 8, 32),
         ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
-        ConvTiling::GpuByShape | ConvTiling::GpuByShapeWeightWorkgroup
+        ConvTiling::GpuByShape
             if n * cout.div_ceil(4) * h.div_ceil(2) * wd.div_ceil(8)
                 >= crate::gpu::GPU_ROWS_MIN_INVOCATIONS =>
         {
             (ROWS, 4, 8)
         }
-        ConvTiling::GpuByShape | ConvTiling::GpuByShapeWeightWorkgroup => (TILED, 8, 4),
+        ConvTiling::GpuByShape => (TILED, 8, 4),
         ConvTiling::Channels4Pixels8Subgroup => (ROWS_SUBGROUP, 4, 8),
     };
     // The CPU adapters' tiles hand images of at most 4 x 4 to conv3x3_image4.
@@ -194,11 +206,9 @@ fn tiled(
             tile
         };
         let (by, oy) = gpu.bind(y, n0 * cout * hw, nb * cout * hw);
-        // The rows tile covers two output rows per invocation; a workgroup of
-        // conv3x3_workgroup (64 invocations) 8 rows x 32 columns.
+        // The rows tile covers two output rows per invocation.
         let total = match kernel {
             TILED => nb * cout.div_ceil(chans) * h * wd.div_ceil(pixels),
-            WORKGROUP => nb * cout.div_ceil(chans) * h.div_ceil(8) * wd.div_ceil(pixels) * 64,
             IMAGE4 => nb * cout.div_ceil(4),
             _ => nb * cout.div_ceil(chans) * h.div_ceil(2) * wd.div_ceil(pixels),
         };
@@ -310,19 +320,16 @@ pub fn backward_weight_bias(
         // Each invocation owns two vec4 groups (8 output channels) of one input channel
         // (GPUs) or of four (CPU adapters, where the loads it saves outweigh the spills;
         // not below four input channels, as in the first layer, where most of its sums
-        // would idle: 2x slower measured for one). With the `gpuwg` tiling a workgroup
-        // owns what an invocation owns here, its lanes spread over the share's pixels.
+        // would idle: 2x slower measured for one).
         let groups = cq.div_ceil(2);
         let (kernel, per_inv) = match gpu.conv_tiling() {
             ConvTiling::Channels4Pixels8 if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
             ConvTiling::Channels4Pixels8Subgroup if cin >= 4 => (BACKWARD_WEIGHT_QUAD_SUBGROUP, 4),
-            ConvTiling::GpuByShapeWeightWorkgroup => (BACKWARD_WEIGHT_WG, 1),
             _ => (BACKWARD_WEIGHT, 1),
         };
-        let per_workgroup = kernel == BACKWARD_WEIGHT_WG;
         let tiles = cin.div_ceil(per_inv);
-        // Enough shares of the rows that there are about 16,384 invocations for a GPU
-        // (1,024 workgroups of the workgroup kernel), 2048 to 4096 on a CPU (32 to 64
+        // Enough shares of the rows that there are about 16,384 invocations for a GPU,
+        // 2048 to 4096 on a CPU (32 to 64
         // workgroups: every core busy, and shares that fit in half the memory: each share
         // is a copy of dw). But no more shares than
         // pixels in a share (at most sqrt(rows x width) shares): the sum kernel adds the
@@ -331,9 +338,7 @@ pub fn backward_weight_bias(
         let rows = nb * h;
         let share_bytes = ((cin * 9 + 1) * cq * 16) as u64;
         let fit = (gpu.binding_limit() / share_bytes).max(1) as usize;
-        let target = if per_workgroup {
-            SHARE_TARGET_GPU_WORKGROUPS
-        } else if !gpu.is_cpu() {
+        let target = if !gpu.is_cpu() {
             SHARE_TARGET_GPU
         } else if per_inv == 1 {
             4096usize
@@ -359,8 +364,7 @@ pub fn backward_weight_bias(
             (2, bx),
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
-        let invocations = if per_workgroup { total * 64 } else { total };
-        gpu.dispatch(kernel, &prm, &bufs, invocations)?;
+        gpu.dispatch(kernel, &prm, &bufs, total)?;
         // One invocation per vec4 of a share: (ci, tap, group) for the weights, then one
         // per group for the biases.
         let total = cin * 9 * cq + db.map_or(0, |_| cq);
