@@ -204,6 +204,10 @@ fn main() -> Result<()> {
         let dw = Tensor::zeros(&gpu, &[cout, cin, 3, 3])?;
         let flops = 2.0 * (n * cout * cin * 9 * s * s) as f64;
         let shape = format!("{n}x{cin}->{cout} @{s}x{s}");
+        // The naive kernel first (one output per invocation, 2 loads per multiply-add):
+        // where the tiled kernels started.
+        let (t, c) = paired(&mut || ops::conv3x3::forward_naive(&gpu, &x, &w, &b).map(|_| ()))?;
+        push("conv3x3_naive_forward", shape.clone(), t, flops, c);
         let (t, c) = paired(&mut || ops::conv3x3::forward(&gpu, &x, &w, &b).map(|_| ()))?;
         push("conv3x3_forward", shape.clone(), t, flops, c);
         let (t, c) = paired(&mut || ops::conv3x3::backward_input(&gpu, &dy, &w, &dx))?;

@@ -183,6 +183,15 @@ pub fn check_conv3x3(gpu: &Gpu, n: usize, cin: usize, cout: usize, h: usize, w: 
         atol(cin * 9),
         RTOL,
     );
+    // The naive kernel (one output per invocation), the tiled kernels' starting point.
+    let naive = ops::conv3x3::forward_naive(gpu, &tx, &tw, &tb).unwrap();
+    check(
+        &format!("{tag} naive forward"),
+        &naive.to_vec(gpu),
+        &want,
+        atol(cin * 9),
+        RTOL,
+    );
     // The activations fused into the epilogue (ELU's slope is at most 1, ReLU's 0 or 1,
     // so the convolution's tolerance carries over).
     use ops::conv3x3::Activation;

@@ -165,6 +165,37 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     store_8x4(n, g, row, tx * 4u, t);
 }
 
+// ---- conv3x3_naive: 1 x, 2 w (as wt: (Cout, Cin, 3, 3), not packed), 3 b, 4 y ----
+// The first version of this kernel, kept as the start of the progression to the tiled
+// kernels (the kernels bench measures both): one invocation per output value, its
+// 9 Cin terms summed in (ci, ky, kx) order, every input and weight loaded from storage
+// (2 loads per multiply-add). Forward only, y = conv + b; the networks do not use it.
+@compute @workgroup_size(64)
+fn conv3x3_naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let hw = p.h * p.w;
+    let c = i % p.w;
+    let r = (i / p.w) % p.h;
+    let co = (i / hw) % p.cout;
+    let n = i / (hw * p.cout);
+    var acc = bias[co];
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xb = p.off_a + (n * p.cin + ci) * hw;
+        for (var ky = 0u; ky < 3u; ky++) {
+            let sy = i32(r) + i32(ky) - 1;
+            if (sy < 0 || sy >= i32(p.h)) { continue; }
+            for (var kx = 0u; kx < 3u; kx++) {
+                let sx = i32(c) + i32(kx) - 1;
+                if (sx < 0 || sx >= i32(p.w)) { continue; }
+                acc += wt[((co * p.cin + ci) * 3u + ky) * 3u + kx] * x[xb + u32(sy) * p.w + u32(sx)];
+            }
+        }
+    }
+    y[p.off_b + i] = acc;
+}
+
 // The 8 x 4 tile of conv3x3_tiled: a*, the sums of output channels
 // 8g .. 8g+3, b*, of 8g+4 .. 8g+7; *0 .. *3, the four pixels.
 struct Tile8x4 { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,

@@ -71,6 +71,7 @@ impl Activation {
 const PACK: Kernel = k("conv3x3", "conv3x3_pack");
 const PACK_BOTH: Kernel = k("conv3x3", "conv3x3_pack_both");
 const TILED: Kernel = k("conv3x3", "conv3x3_tiled");
+const NAIVE: Kernel = k("conv3x3", "conv3x3_naive");
 const ROWS: Kernel = k("conv3x3", "conv3x3_rows");
 const IMAGE4: Kernel = k("conv3x3", "conv3x3_image4");
 const ROWS_SUBGROUP: Kernel = k("conv3x3_subgroup", "conv3x3_rows_subgroup");
@@ -227,6 +228,29 @@ fn tiled(
         gpu.dispatch(kernel, &prm, &bufs, total)?;
     }
     Ok(())
+}
+
+/// y = conv3x3(x, w) + b by `conv3x3_naive`, one invocation per output value: the
+/// kernel a learner starts from, and the kernels bench's baseline for the tiled ones.
+pub fn forward_naive(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (n, cin, h, wd, cout) = dims(x, w)?;
+    check_shape(b, &[cout], "conv3x3 bias")?;
+    let hw = h * wd;
+    let y = Tensor::uninit(gpu, &[n, cout, h, wd])?;
+    for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
+        let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
+        let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
+        let total = nb * cout * hw;
+        let prm = params(total, nb, cin, cout, h, wd, (ox, oy), 0);
+        let bufs = [
+            (1, bx),
+            (2, gpu.whole(w, "conv3x3 weight")?),
+            (3, gpu.whole(b, "conv3x3 bias")?),
+            (4, by),
+        ];
+        gpu.dispatch(NAIVE, &prm, &bufs, total)?;
+    }
+    Ok(y)
 }
 
 /// y = conv3x3(x, w) + b
