@@ -20,30 +20,32 @@
 // (ELU: y + 1 where y <= 0; ReLU: y > 0), see elu_backward_from_output.
 
 struct Params {
-    total: u32, // invocations that do work
-    n: u32,     // batch (of this chunk)
+    total: u32,          // invocations that do work
+    n: u32,              // batch (of this chunk)
     cin: u32,
     cout: u32,
     h: u32,
     w: u32,
-    off_a: u32, // element offset of the first storage binding
-    off_b: u32, // element offset of the last storage binding
-    cq: u32,    // conv3x3_tiled: output channels / 4, rounded up (vec4 groups)
-    wq: u32,    // pixel groups per row: columns / 4 (conv3x3_tiled) or / 8 (conv3x3_rows)
-    flags: u32, // tiled/rows: bit 0 add bias and overwrite; else add into the output;
-                //   with bit 0, bits 1-2 the fused activation (0 none, 1 ELU, 2 ReLU,
-                //   3 leaky ReLU with p.slope)
-                // conv3x3_pack: bit 0 flip and transpose (for the backward to the input);
-                // conv3x3_pack_both: cq and wq are the two packings' group counts
-    bias_grad: u32, // backward_weight and its sum: 1 to compute the bias gradient as well
-    slope: f32,     // tiled/rows: the leaky ReLU's slope (activation 3)
+    off_a: u32,          // element offset of the first storage binding
+    off_b: u32,          // element offset of the last storage binding
+    cq: u32,             // vec4 groups of output channels (packed weights, shares)
+    cq_flip: u32,        // conv3x3_pack_both: the flipped packing's vec4 groups
+    row_groups: u32,     // tiled/rows: pixel groups per row (columns / 4, or / 8 for rows)
+    rows_per_share: u32, // backward weight: image rows per share
+    shares: u32,         // backward weight and its sum: the number of shares
+    epilogue: u32,       // tiled/rows: bit 0 add bias and overwrite, else add into the
+                         //   output; with bit 0, bits 1-2 the fused activation (0 none,
+                         //   1 ELU, 2 ReLU, 3 leaky ReLU with `slope`)
+    flip: u32,           // conv3x3_pack: 1 to pack the transposed, flipped weights
+    bias_grad: u32,      // backward weight and its sum: 1 to sum the bias gradient too
+    slope: f32,          // tiled/rows: the leaky ReLU's slope (activation 3)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
 // ---- conv3x3_pack: 2 w, 4 packed ----
 // Lays the weights out for conv3x3_tiled as (Cin, 9, Cq) vec4s, so that one vec4 load
 // serves four output channels; channels past Cout are zero (Cq is even for the tiled
-// kernel, which takes the groups in pairs). With flags bit 0 it packs the
+// kernel, which takes the groups in pairs). With p.flip set it packs the
 // weights of the transposed, flipped convolution instead (input channels Cout, output
 // channels Cin, tap k -> 8 - k): the backward to the input is that convolution of dy.
 // Here p.cin and p.cout are the ORIGINAL weight's (Cout, Cin, 3, 3) dimensions.
@@ -69,7 +71,7 @@ fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) lid: u32) {
     let r = flat_id(wid, nwg, lid);
     if (r >= p.total) { return; }
-    let flip = (p.flags & 1u) != 0u;
+    let flip = p.flip != 0u;
     let c = r / 9u;
     let k = r % 9u;
     let c4 = p.cq * 4u;
@@ -79,7 +81,7 @@ fn conv3x3_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // ---- conv3x3_pack_both: 2 w, 4 packed, 1 flipped ----
 // Both layouts of conv3x3_pack in one dispatch, for a convolution whose input needs a
 // gradient: invocation r writes row r of the forward packing (p.cq groups) and of the
-// flipped one (p.wq groups), each where r is inside it.
+// flipped one (p.cq_flip groups), each where r is inside it.
 @group(0) @binding(1) var<storage, read_write> flipped: array<f32>;
 
 @compute @workgroup_size(64)
@@ -94,14 +96,14 @@ fn conv3x3_pack_both(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         for (var o = 0u; o < c4; o++) { packed[r * c4 + o] = pack_value(c, k, o, false); }
     }
     if (r < p.cout * 9u) {
-        let c4 = p.wq * 4u;
+        let c4 = p.cq_flip * 4u;
         for (var o = 0u; o < c4; o++) { flipped[r * c4 + o] = pack_value(c, k, o, true); }
     }
 }
 
 // The forward's epilogue: the conv sum plus its bias, through the fused activation.
 fn epilogue(v: f32) -> f32 {
-    switch ((p.flags >> 1u) & 3u) {
+    switch ((p.epilogue >> 1u) & 3u) {
         case 1u: { return select(exp(v) - 1.0, v, v > 0.0); }
         case 2u: { return max(v, 0.0); }
         case 3u: { return select(p.slope * v, v, v > 0.0); }
@@ -116,7 +118,7 @@ fn epilogue(v: f32) -> f32 {
 // registers. Per input channel and kernel row it loads 6 inputs and 6 weight vec4s for
 // 96 multiply-adds (the naive kernel: 2 loads per multiply-add). Each sum still runs over
 // (ci, ky, kx) in a fixed order, so results are deterministic. Serves the forward
-// (flags 1: with bias, overwrite) and the backward to the input (flags 0: add into dx;
+// (epilogue bit 0: with bias, overwrite) and the backward to the input (0: add into dx;
 // x is dy, and the weights are packed flipped).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wq: array<vec4<f32>>;
@@ -135,10 +137,10 @@ fn conv3x3_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (i >= p.total) { return; }
     let hw = p.h * p.w;
     let pairs = p.cq / 2u; // p.cq is even here: channels in pairs of vec4 groups
-    let tx = i % p.wq;
-    let row = (i / p.wq) % p.h;
-    let g = (i / (p.wq * p.h)) % pairs;
-    let n = i / (p.wq * p.h * pairs);
+    let tx = i % p.row_groups;
+    let row = (i / p.row_groups) % p.h;
+    let g = (i / (p.row_groups * p.h)) % pairs;
+    let n = i / (p.row_groups * p.h * pairs);
     let c0 = i32(tx * 4u);
     var t = zero_8x4();
     for (var ci = 0u; ci < p.cin; ci++) {
@@ -226,7 +228,7 @@ fn fma_row_8x4(t0: Tile8x4, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec
 // inside y.
 fn store_8x4(n: u32, g: u32, row: u32, c0: u32, t: Tile8x4) {
     let acc = array<vec4<f32>, 8>(t.a0, t.a1, t.a2, t.a3, t.b0, t.b1, t.b2, t.b3);
-    let with_bias = (p.flags & 1u) != 0u;
+    let with_bias = (p.epilogue & 1u) != 0u;
     for (var l = 0u; l < 8u; l++) {
         let co = g * 8u + l;
         if (co >= p.cout) { break; }
@@ -262,7 +264,7 @@ fn store_8x4(n: u32, g: u32, row: u32, c0: u32, t: Tile8x4) {
 // indexed by the row, so it lives in memory); 16 pixels of one row spill. Every sum
 // still runs over (ci, ky, kx) in the same order as conv3x3_tiled (input rows outside
 // the image are skipped, not added as zeros), so the two give the same bits.
-// p.wq is the number of 8-pixel groups per row; p.cq as in conv3x3_tiled (it may
+// p.row_groups is the number of 8-pixel groups per row; p.cq as in conv3x3_tiled (it may
 // include padding groups, which this kernel never reads).
 @compute @workgroup_size(64)
 fn conv3x3_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -272,10 +274,10 @@ fn conv3x3_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let hw = p.h * p.w;
     let groups = (p.cout + 3u) / 4u;
     let hh = (p.h + 1u) / 2u;
-    let tx = i % p.wq;
-    let rp = (i / p.wq) % hh;
-    let g = (i / (p.wq * hh)) % groups;
-    let n = i / (p.wq * hh * groups);
+    let tx = i % p.row_groups;
+    let rp = (i / p.row_groups) % hh;
+    let g = (i / (p.row_groups * hh)) % groups;
+    let n = i / (p.row_groups * hh * groups);
     let c0 = i32(tx * 8u);
     let r0 = i32(rp * 2u);
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
@@ -338,7 +340,7 @@ fn store_rows(yb: u32, co0: u32, c: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<
 // 8 adjacent outputs of channel co from column c on, those inside the row.
 fn store8(i: u32, co: u32, c: u32, v0: f32, v1: f32, v2: f32, v3: f32, v4: f32, v5: f32,
           v6: f32, v7: f32) {
-    let with_bias = (p.flags & 1u) != 0u;
+    let with_bias = (p.epilogue & 1u) != 0u;
     var b = 0.0;
     if (with_bias) { b = bias[co]; }
     if (c + 8u <= p.w) {
@@ -471,13 +473,13 @@ fn conv3x3_image4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // and load, a storage load a loop over the lanes, so 20 loads per 288 multiply-adds win.
 // Measured on lavapipe against the quad: 1 input channel (11 loads per 72) 1.6x slower,
 // 2 (14 per 144) 1.15x slower, 8 (32 per 576) 1.4x slower. Input channels past Cin load
-// nothing and write nothing. The rows are split into `splits` shares (p.wq rows each)
+// nothing and write nothing. The rows are split into `splits` shares (p.rows_per_share rows each)
 // so that even the first layer (1 input channel) has work for every core; each share
 // writes its sums to `partial` (splits, Cin, 9, Cq) vec4s, and
 // conv3x3_backward_weight_sum adds the shares in a fixed order. With p.bias_grad, the
 // invocations of the first input channel (or quad) also sum dy over their share (the bias
 // gradient's share: 8 adds per pixel, no extra load) into (splits, Cq) vec4s after
-// those. Here p.flags is the number of splits. Both give the same bits.
+// those. Here p.shares is the number of splits. Both give the same bits.
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> xin: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
@@ -585,7 +587,7 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     var a = zero_taps(); var b = zero_taps();
     // The bias gradient's share: the sum of dy over the same pixels (written by ci == 0).
     var sd = vec4<f32>(0.0); var se = vec4<f32>(0.0);
-    for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
+    for (var q = s * p.rows_per_share; q < min((s + 1u) * p.rows_per_share, p.n * p.h); q++) {
         let n = q / p.h;
         let r = q % p.h;
         let x = rows_of(p.off_b + (n * p.cin + ci) * hw, ci, r);
@@ -607,7 +609,7 @@ fn conv3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     store_taps(base, a);
     if (has_b) { store_taps(base + 1u, b); }
     if (ci == 0u && p.bias_grad != 0u) {
-        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
+        let bb = p.shares * p.cin * 9u * p.cq + s * p.cq + 2u * g;
         partial[bb] = sd;
         if (has_b) { partial[bb + 1u] = se; }
     }
@@ -627,7 +629,7 @@ fn conv3x3_backward_weight_quad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     let co = g * 8u;
     let has_b = 2u * g + 1u < p.cq;
     var acc = zero_quad();
-    for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
+    for (var q = s * p.rows_per_share; q < min((s + 1u) * p.rows_per_share, p.n * p.h); q++) {
         let n = q / p.h;
         let r = q % p.h;
         let xb = p.off_b + (n * p.cin + ci) * hw;
@@ -708,7 +710,7 @@ fn store_quad(s: u32, ci: u32, g: u32, q: Quad) {
         if (has_b) { store_taps(base + 3u * step + 1u, q.b3); }
     }
     if (ci == 0u && p.bias_grad != 0u) {
-        let bb = p.flags * p.cin * 9u * p.cq + s * p.cq + 2u * g;
+        let bb = p.shares * p.cin * 9u * p.cq + s * p.cq + 2u * g;
         partial[bb] = q.sd;
         if (has_b) { partial[bb + 1u] = q.se; }
     }
@@ -720,7 +722,7 @@ fn store_quad(s: u32, ci: u32, g: u32, q: Quad) {
 // the weights (Cin 9 Cq of them), then g for the biases: neighbouring invocations load
 // neighbouring vec4s (one load per 4 sums; on a GPU the loads coalesce, where one
 // invocation per (co, ci) loaded 9 scalars a stride apart and left all but a few hundred
-// lanes idle). p.flags is the number of splits; p.total is Cin 9 Cq, plus Cq with the
+// lanes idle). p.shares is the number of splits; p.total is Cin 9 Cq, plus Cq with the
 // bias gradient.
 @group(0) @binding(1) var<storage, read> parts: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dw: array<f32>;
@@ -737,11 +739,11 @@ fn conv3x3_backward_weight_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     var base = i;
     var stride = nw;
     if (i >= nw) {
-        base = p.flags * nw + (i - nw);
+        base = p.shares * nw + (i - nw);
         stride = p.cq;
     }
     var acc = vec4<f32>(0.0);
-    for (var s = 0u; s < p.flags; s++) {
+    for (var s = 0u; s < p.shares; s++) {
         acc += parts[base + s * stride];
     }
     if (i >= nw) {

@@ -53,7 +53,7 @@ fn fma_row(a: Sums8, x: Row10, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>) -> S
 
 // ---- conv3x3_rows_subgroup: 1 x (as vec4s), 2 packed weights, 3 b, 4 y ----
 // The tile and invocation order of conv3x3_rows (4 output channels x 8 pixels x 2 rows;
-// p.cq is conv3x3_tiled's group count, p.wq the 8-pixel groups per row), for rows of a
+// p.cq is conv3x3_tiled's group count, p.row_groups the 8-pixel groups per row), for rows of a
 // multiple of 8 pixels starting on a vec4 boundary (the launcher checks; other shapes
 // take conv3x3_rows). Invocations past p.total run the tile of the last one and store
 // nothing, so that every lane of a subgroup runs the loop and the shuffles read live
@@ -72,9 +72,9 @@ fn conv3x3_rows_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let hw = p.h * p.w;
     let groups = (p.cout + 3u) / 4u;
     let hh = (p.h + 1u) / 2u;
-    let tx = i % p.wq;
-    let rp = (i / p.wq) % hh;
-    let gn = i / (p.wq * hh); // (sample, channel group)
+    let tx = i % p.row_groups;
+    let rp = (i / p.row_groups) % hh;
+    let gn = i / (p.row_groups * hh); // (sample, channel group)
     let g = gn % groups;
     let n = gn / groups;
     let r0 = rp * 2u;
@@ -86,7 +86,7 @@ fn conv3x3_rows_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     // same row (the tile's first / last column), else loaded (subgroup edges), or zero
     // padding at the image's edges.
     let has_left = tx > 0u;
-    let has_right = tx + 1u < p.wq;
+    let has_right = tx + 1u < p.row_groups;
     // (The shuffles run in every lane, outside the short-circuiting &&.)
     let before = subgroupShuffleUp(i, 1u);
     let after = subgroupShuffleDown(i, 1u);
@@ -197,7 +197,7 @@ fn conv3x3_backward_weight_quad_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let same = subgroupAll(subgroupShuffle(gs, first) == gs);
     let share = sg_size == 8u && m >= 2u && same;
     var acc = zero_quad();
-    for (var q = s * p.wq; q < min((s + 1u) * p.wq, p.n * p.h); q++) {
+    for (var q = s * p.rows_per_share; q < min((s + 1u) * p.rows_per_share, p.n * p.h); q++) {
         let n = q / p.h;
         let r = q % p.h;
         let xb = p.off_b + (n * p.cin + ci) * hw;

@@ -91,33 +91,74 @@ fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
     Ok((n, cin, h, wd, cout))
 }
 
-/// The uniform of every conv3x3 entry point (see `Params` in shaders/conv3x3.wgsl).
-#[allow(clippy::too_many_arguments)]
-fn params(
-    total: usize,
-    n: usize,
-    cin: usize,
-    cout: usize,
-    h: usize,
-    w: usize,
-    off: (u32, u32),
-    flags: u32,
-) -> [u32; 13] {
-    [
-        u(total),
-        u(n),
-        u(cin),
-        u(cout),
-        u(h),
-        u(w),
-        off.0,
-        off.1,
-        u(cout.div_ceil(4)),
-        u(w.div_ceil(4)),
-        flags,
-        0,
-        0,
-    ]
+/// The uniform of every conv3x3 entry point, field for field the WGSL `Params` of
+/// shaders/conv3x3.wgsl; each field has one meaning, and an entry point reads the ones it
+/// needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    /// Invocations that do work.
+    total: u32,
+    /// Samples in this chunk.
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    /// Element offsets of the first and the last storage binding.
+    off_a: u32,
+    off_b: u32,
+    /// vec4 groups of output channels (packed weights, weight-gradient shares).
+    cq: u32,
+    /// conv3x3_pack_both: the flipped packing's vec4 groups.
+    cq_flip: u32,
+    /// Tiled and rows kernels: pixel groups per row.
+    row_groups: u32,
+    /// Weight gradient: image rows per share.
+    rows_per_share: u32,
+    /// Weight gradient and its sum: the number of shares.
+    shares: u32,
+    /// Tiled and rows kernels: bit 0 add the bias and overwrite (else add into the
+    /// output); with it, bits 1-2 the fused activation ([`Activation::flag_bits`]).
+    epilogue: u32,
+    /// conv3x3_pack: 1 to pack the transposed, flipped weights.
+    flip: u32,
+    /// Weight gradient and its sum: 1 to sum the bias gradient as well.
+    bias_grad: u32,
+    /// The leaky ReLU's slope (activation 3).
+    slope: f32,
+}
+
+impl Params {
+    /// The sizes and offsets every entry point reads; the rest zero.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        total: usize,
+        n: usize,
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        (off_a, off_b): (u32, u32),
+    ) -> Params {
+        Params {
+            total: u(total),
+            n: u(n),
+            cin: u(cin),
+            cout: u(cout),
+            h: u(h),
+            w: u(w),
+            off_a,
+            off_b,
+            cq: u(cout.div_ceil(4)),
+            ..Params::default()
+        }
+    }
+
+    /// The uniform's words, as `Gpu::dispatch` takes them.
+    fn words(&self) -> &[u32] {
+        bytemuck::cast_slice(std::slice::from_ref(self))
+    }
 }
 
 /// The weights (Cout, Cin, 3, 3) laid out for conv3x3_tiled: (Cin, 9, Cq) vec4s with
@@ -131,13 +172,16 @@ fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
     let packed = Tensor::uninit(gpu, &[ci_t, 9, cq * 4])?;
     // One invocation per (input channel, tap) row of the packing.
     let rows = ci_t * 9;
-    let mut prm = params(rows, 0, cin, cout, 0, 0, (0, 0), flip as u32);
-    prm[8] = u(cq);
+    let prm = Params {
+        flip: flip as u32,
+        cq: u(cq),
+        ..Params::new(rows, 0, cin, cout, 0, 0, (0, 0))
+    };
     let bufs = [
         (2, gpu.whole(w, "conv3x3 weight")?),
         (4, gpu.whole(&packed, "conv3x3 packed weight")?),
     ];
-    gpu.dispatch(PACK, &prm, &bufs, rows)?;
+    gpu.dispatch(PACK, prm.words(), &bufs, rows)?;
     Ok(packed)
 }
 
@@ -149,15 +193,17 @@ fn pack_both(gpu: &Gpu, w: &Tensor) -> Result<(Tensor, Tensor)> {
     let packed = Tensor::uninit(gpu, &[cin, 9, cq * 4])?;
     let flipped = Tensor::uninit(gpu, &[cout, 9, cq_flip * 4])?;
     let rows = cin.max(cout) * 9;
-    let mut prm = params(rows, 0, cin, cout, 0, 0, (0, 0), 0);
-    prm[8] = u(cq);
-    prm[9] = u(cq_flip);
+    let prm = Params {
+        cq: u(cq),
+        cq_flip: u(cq_flip),
+        ..Params::new(rows, 0, cin, cout, 0, 0, (0, 0))
+    };
     let bufs = [
         (1, gpu.whole(&flipped, "conv3x3 flipped packed weight")?),
         (2, gpu.whole(w, "conv3x3 weight")?),
         (4, gpu.whole(&packed, "conv3x3 packed weight")?),
     ];
-    gpu.dispatch(PACK_BOTH, &prm, &bufs, rows)?;
+    gpu.dispatch(PACK_BOTH, prm.words(), &bufs, rows)?;
     Ok((packed, flipped))
 }
 
@@ -213,11 +259,13 @@ fn tiled(
             IMAGE4 => nb * cout.div_ceil(4),
             _ => nb * cout.div_ceil(chans) * h.div_ceil(2) * wd.div_ceil(pixels),
         };
-        let flags = bias.map_or(0, |(_, act)| 1 | act.flag_bits());
-        let mut prm = params(total, nb, cin, cout, h, wd, (ox, oy), flags);
-        prm[8] = u(2 * cout.div_ceil(8));
-        prm[9] = u(wd.div_ceil(pixels));
-        prm[12] = bias.map_or(0.0, |(_, act)| act.slope()).to_bits();
+        let prm = Params {
+            epilogue: bias.map_or(0, |(_, act)| 1 | act.flag_bits()),
+            cq: u(2 * cout.div_ceil(8)),
+            row_groups: u(wd.div_ceil(pixels)),
+            slope: bias.map_or(0.0, |(_, act)| act.slope()),
+            ..Params::new(total, nb, cin, cout, h, wd, (ox, oy))
+        };
         let bufs = [
             (1, bx),
             (2, gpu.whole(packed, "conv3x3 packed weight")?),
@@ -225,7 +273,7 @@ fn tiled(
             (3, gpu.whole(bias.map_or(packed, |b| b.0), "conv3x3 bias")?),
             (4, by),
         ];
-        gpu.dispatch(kernel, &prm, &bufs, total)?;
+        gpu.dispatch(kernel, prm.words(), &bufs, total)?;
     }
     Ok(())
 }
@@ -241,14 +289,14 @@ pub fn forward_naive(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Te
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
         let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
         let total = nb * cout * hw;
-        let prm = params(total, nb, cin, cout, h, wd, (ox, oy), 0);
+        let prm = Params::new(total, nb, cin, cout, h, wd, (ox, oy));
         let bufs = [
             (1, bx),
             (2, gpu.whole(w, "conv3x3 weight")?),
             (3, gpu.whole(b, "conv3x3 bias")?),
             (4, by),
         ];
-        gpu.dispatch(NAIVE, &prm, &bufs, total)?;
+        gpu.dispatch(NAIVE, prm.words(), &bufs, total)?;
     }
     Ok(y)
 }
@@ -380,20 +428,26 @@ pub fn backward_weight_bias(
         // (splits, Cin, 9, Cq) vec4 weight shares, then (splits, Cq) vec4 bias shares.
         let partial = Tensor::uninit(gpu, &[splits * (cin * 9 + 1) * cq * 4])?;
         let total = splits * tiles * groups;
-        let mut prm = params(total, nb, cin, cout, h, wd, (ody, ox), u(splits));
-        prm[9] = u(per);
-        prm[11] = bias_grad;
+        let prm = Params {
+            shares: u(splits),
+            rows_per_share: u(per),
+            bias_grad,
+            ..Params::new(total, nb, cin, cout, h, wd, (ody, ox))
+        };
         let bufs = [
             (1, bdy),
             (2, bx),
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
-        gpu.dispatch(kernel, &prm, &bufs, total)?;
+        gpu.dispatch(kernel, prm.words(), &bufs, total)?;
         // One invocation per vec4 of a share: (ci, tap, group) for the weights, then one
         // per group for the biases.
         let total = cin * 9 * cq + db.map_or(0, |_| cq);
-        let mut prm = params(total, nb, cin, cout, h, wd, (0, 0), u(splits));
-        prm[11] = bias_grad;
+        let prm = Params {
+            shares: u(splits),
+            bias_grad,
+            ..Params::new(total, nb, cin, cout, h, wd, (0, 0))
+        };
         // Without a bias gradient the kernel writes none, but the binding must exist (and
         // may not alias a buffer bound for reading): a one-element stand-in.
         let stand_in;
@@ -409,7 +463,7 @@ pub fn backward_weight_bias(
             (3, gpu.whole(db, "conv3x3 bias gradient")?),
             (4, gpu.whole(dw, "conv3x3 weight gradient")?),
         ];
-        gpu.dispatch(BACKWARD_WEIGHT_SUM, &prm, &bufs, total)?;
+        gpu.dispatch(BACKWARD_WEIGHT_SUM, prm.words(), &bufs, total)?;
     }
     Ok(())
 }
@@ -421,9 +475,9 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
     let hw = h * wd;
     for (n0, nb) in gpu.chunks(n, &[cout * hw])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
-        let prm = params(cout, nb, 0, cout, h, wd, (ody, 0), 0);
+        let prm = Params::new(cout, nb, 0, cout, h, wd, (ody, 0));
         let bufs = [(1, bdy), (4, gpu.whole(db, "conv3x3 bias gradient")?)];
-        gpu.dispatch(BACKWARD_BIAS, &prm, &bufs, cout)?;
+        gpu.dispatch(BACKWARD_BIAS, prm.words(), &bufs, cout)?;
     }
     Ok(())
 }
