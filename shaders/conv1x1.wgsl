@@ -11,14 +11,15 @@
 // one-output kernel would do. Backward entry points ADD into their gradient buffers.
 
 struct Params {
-    total: u32,
-    n: u32,
+    total: u32,  // invocations that do work
+    n: u32,      // batch (of this chunk)
     cin: u32,
     cout: u32,
-    hw: u32,
-    off_a: u32, // element offset of the first storage binding
-    off_b: u32, // element offset of the last storage binding
-    per: u32,   // pixels per share (the gradient shares below)
+    hw: u32,     // pixels per channel
+    off_a: u32,  // element offset of the first storage binding
+    off_b: u32,  // element offset of the last storage binding
+    per: u32,    // gradient shares: pixels per share
+    shares: u32, // conv1x1_backward_shares_sum: the number of shares
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -205,7 +206,7 @@ fn conv1x1_backward_bias_shares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
 
 // conv1x1_backward_shares_sum: 1 parts (as sums), 4 grad
 //   grad[i] += sum over s of sums[s, i], in split order; total = gradient elements,
-//   p.n = splits
+//   p.shares = splits
 @group(0) @binding(1) var<storage, read> sums: array<f32>;
 @group(0) @binding(4) var<storage, read_write> grad: array<f32>;
 
@@ -215,6 +216,6 @@ fn conv1x1_backward_shares_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let i = flat_id(wid, nwg, lid);
     if (i >= p.total) { return; }
     var acc = 0.0;
-    for (var s = 0u; s < p.n; s++) { acc += sums[s * p.total + i]; }
+    for (var s = 0u; s < p.shares; s++) { acc += sums[s * p.total + i]; }
     grad[i] += acc;
 }

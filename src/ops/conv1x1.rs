@@ -21,6 +21,48 @@ fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
     Ok((n, cin, h, wd, cout))
 }
 
+/// The uniform of every conv1x1 entry point, field for field the WGSL `Params` of
+/// shaders/conv1x1.wgsl; each field has one meaning.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    /// Invocations that do work.
+    total: u32,
+    /// Samples in this chunk.
+    n: u32,
+    cin: u32,
+    cout: u32,
+    /// Pixels per channel.
+    hw: u32,
+    /// Element offsets of the first and the last storage binding.
+    off_a: u32,
+    off_b: u32,
+    /// Gradient shares: pixels per share.
+    per: u32,
+    /// The sum of the shares: how many there are.
+    shares: u32,
+}
+
+impl Params {
+    fn new(total: usize, n: usize, cin: usize, cout: usize, hw: usize, off: (u32, u32)) -> Params {
+        Params {
+            total: u(total),
+            n: u(n),
+            cin: u(cin),
+            cout: u(cout),
+            hw: u(hw),
+            off_a: off.0,
+            off_b: off.1,
+            ..Params::default()
+        }
+    }
+
+    /// The uniform's words, as `Gpu::dispatch` takes them.
+    fn words(&self) -> &[u32] {
+        bytemuck::cast_slice(std::slice::from_ref(self))
+    }
+}
+
 /// y = w x + b at every pixel
 pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (n, cin, h, wd, cout) = dims(x, w)?;
@@ -32,14 +74,14 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
         let (by, oy) = gpu.bind(&y, n0 * cout * hw, nb * cout * hw);
         // Tiles of 4 output channels x 4 pixels (see shaders/conv1x1.wgsl).
         let total = nb * cout.div_ceil(4) * hw.div_ceil(4);
-        let params = [u(total), u(nb), u(cin), u(cout), u(hw), ox, oy, 0];
+        let params = Params::new(total, nb, cin, cout, hw, (ox, oy));
         let bufs = [
             (1, bx),
             (2, gpu.whole(w, "conv1x1 weight")?),
             (3, gpu.whole(b, "conv1x1 bias")?),
             (4, by),
         ];
-        gpu.dispatch(FORWARD, &params, &bufs, total)?;
+        gpu.dispatch(FORWARD, params.words(), &bufs, total)?;
     }
     Ok(y)
 }
@@ -54,9 +96,9 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
         let (bdx, odx) = gpu.bind(dx, n0 * cin * hw, nb * cin * hw);
         // Tiles of 4 input channels x 4 pixels.
         let total = nb * cin.div_ceil(4) * hw.div_ceil(4);
-        let params = [u(total), u(nb), u(cin), u(cout), u(hw), ody, odx, 0];
+        let params = Params::new(total, nb, cin, cout, hw, (ody, odx));
         let bufs = [(1, bdy), (2, gpu.whole(w, "conv1x1 weight")?), (4, bdx)];
-        gpu.dispatch(BACKWARD_INPUT, &params, &bufs, total)?;
+        gpu.dispatch(BACKWARD_INPUT, params.words(), &bufs, total)?;
     }
     Ok(())
 }
@@ -77,12 +119,15 @@ fn shares(gpu: &Gpu, pixels: usize, sums: usize) -> (usize, usize) {
 /// grad += the sum of `splits` shares in `parts` (splits, grad elements), in split order.
 fn add_shares(gpu: &Gpu, parts: &Tensor, splits: usize, grad: &Tensor) -> Result<()> {
     let total = grad.numel();
-    let params = [u(total), u(splits), 0, 0, 0, 0, 0, 0];
+    let params = Params {
+        shares: u(splits),
+        ..Params::new(total, 0, 0, 0, 0, (0, 0))
+    };
     let bufs = [
         (1, gpu.whole(parts, "conv1x1 gradient shares")?),
         (4, gpu.whole(grad, "conv1x1 gradient")?),
     ];
-    gpu.dispatch(SHARES_SUM, &params, &bufs, total)
+    gpu.dispatch(SHARES_SUM, params.words(), &bufs, total)
 }
 
 /// dw += sum over samples and pixels of dy x^T
@@ -98,13 +143,16 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
         let (per, splits) = shares(gpu, nb * hw, tiles);
         let parts = Tensor::uninit(gpu, &[splits * cout * cin])?;
         let total = splits * tiles;
-        let params = [u(total), u(nb), u(cin), u(cout), u(hw), ody, ox, u(per)];
+        let params = Params {
+            per: u(per),
+            ..Params::new(total, nb, cin, cout, hw, (ody, ox))
+        };
         let bufs = [
             (1, bdy),
             (2, bx),
             (4, gpu.whole(&parts, "conv1x1 gradient shares")?),
         ];
-        gpu.dispatch(WEIGHT_SHARES, &params, &bufs, total)?;
+        gpu.dispatch(WEIGHT_SHARES, params.words(), &bufs, total)?;
         add_shares(gpu, &parts, splits, dw)?;
     }
     Ok(())
@@ -120,9 +168,12 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
         let (per, splits) = shares(gpu, nb * hw, cout);
         let parts = Tensor::uninit(gpu, &[splits * cout])?;
         let total = splits * cout;
-        let params = [u(total), u(nb), 0, u(cout), u(hw), ody, 0, u(per)];
+        let params = Params {
+            per: u(per),
+            ..Params::new(total, nb, 0, cout, hw, (ody, 0))
+        };
         let bufs = [(1, bdy), (4, gpu.whole(&parts, "conv1x1 gradient shares")?)];
-        gpu.dispatch(BIAS_SHARES, &params, &bufs, total)?;
+        gpu.dispatch(BIAS_SHARES, params.words(), &bufs, total)?;
         add_shares(gpu, &parts, splits, db)?;
     }
     Ok(())
