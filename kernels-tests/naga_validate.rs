@@ -4,6 +4,26 @@
 
 use std::collections::BTreeSet;
 
+/// Parse and validate a shader's source: (module, its info, whether it is an extension).
+/// An extension (conv3x3_subgroup) uses subgroup operations; every other shader must
+/// validate without any capability.
+fn validated(name: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo, bool) {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
+    let extension = segfeat::gpu::kernels::EXTENSIONS
+        .iter()
+        .any(|(n, _)| *n == name);
+    let caps = if extension {
+        naga::valid::Capabilities::SUBGROUP
+    } else {
+        naga::valid::Capabilities::empty()
+    };
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}.wgsl does not validate: {}", e.emit_to_string(src)));
+    (module, info, extension)
+}
+
 #[test]
 fn every_shader_parses_and_validates() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
@@ -31,23 +51,7 @@ fn every_shader_parses_and_validates() {
             src.ends_with(&on_disk),
             "{name}: the registry holds the file on disk"
         );
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&src)));
-        // An extension (conv3x3_subgroup) uses subgroup operations; every other shader
-        // must validate without any capability.
-        let extension = segfeat::gpu::kernels::EXTENSIONS
-            .iter()
-            .any(|(n, _)| n == name);
-        let caps = if extension {
-            naga::valid::Capabilities::SUBGROUP
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .unwrap_or_else(|e| {
-                panic!("{name}.wgsl does not validate: {}", e.emit_to_string(&src))
-            });
+        let (module, _, _) = validated(name, &src);
         files += 1;
         entry_points.extend(
             module
@@ -80,19 +84,7 @@ fn every_entry_point_translates_to_msl_and_hlsl() {
     let mut translated = Vec::new();
     for (name, _) in segfeat::gpu::SHADERS {
         let src = segfeat::gpu::kernels::source(name).unwrap();
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&src)));
-        let extension = segfeat::gpu::kernels::EXTENSIONS
-            .iter()
-            .any(|(n, _)| n == name);
-        let caps = if extension {
-            naga::valid::Capabilities::SUBGROUP
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&src)));
+        let (module, info, extension) = validated(name, &src);
         for ep in &module.entry_points {
             let stage = ep.stage;
             let (msl, _) = naga::back::msl::write_string(
