@@ -56,11 +56,6 @@ impl Params {
             ..Params::default()
         }
     }
-
-    /// The uniform's words, as `Gpu::dispatch` takes them.
-    fn words(&self) -> &[u32] {
-        bytemuck::cast_slice(std::slice::from_ref(self))
-    }
 }
 
 /// y = w x + b at every pixel
@@ -81,7 +76,7 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
             (3, gpu.whole(b, "conv1x1 bias")?),
             (4, by),
         ];
-        gpu.dispatch(FORWARD, params.words(), &bufs, total)?;
+        gpu.dispatch(FORWARD, super::words(&params), &bufs, total)?;
     }
     Ok(y)
 }
@@ -98,7 +93,7 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
         let total = nb * cin.div_ceil(4) * hw.div_ceil(4);
         let params = Params::new(total, nb, cin, cout, hw, (ody, odx));
         let bufs = [(1, bdy), (2, gpu.whole(w, "conv1x1 weight")?), (4, bdx)];
-        gpu.dispatch(BACKWARD_INPUT, params.words(), &bufs, total)?;
+        gpu.dispatch(BACKWARD_INPUT, super::words(&params), &bufs, total)?;
     }
     Ok(())
 }
@@ -127,7 +122,7 @@ fn add_shares(gpu: &Gpu, parts: &Tensor, splits: usize, grad: &Tensor) -> Result
         (1, gpu.whole(parts, "conv1x1 gradient shares")?),
         (4, gpu.whole(grad, "conv1x1 gradient")?),
     ];
-    gpu.dispatch(SHARES_SUM, params.words(), &bufs, total)
+    gpu.dispatch(SHARES_SUM, super::words(&params), &bufs, total)
 }
 
 /// dw += sum over samples and pixels of dy x^T
@@ -152,7 +147,7 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
             (2, bx),
             (4, gpu.whole(&parts, "conv1x1 gradient shares")?),
         ];
-        gpu.dispatch(WEIGHT_SHARES, params.words(), &bufs, total)?;
+        gpu.dispatch(WEIGHT_SHARES, super::words(&params), &bufs, total)?;
         add_shares(gpu, &parts, splits, dw)?;
     }
     Ok(())
@@ -173,7 +168,7 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
             ..Params::new(total, nb, 0, cout, hw, (ody, 0))
         };
         let bufs = [(1, bdy), (4, gpu.whole(&parts, "conv1x1 gradient shares")?)];
-        gpu.dispatch(BIAS_SHARES, params.words(), &bufs, total)?;
+        gpu.dispatch(BIAS_SHARES, super::words(&params), &bufs, total)?;
         add_shares(gpu, &parts, splits, db)?;
     }
     Ok(())

@@ -154,11 +154,6 @@ impl Params {
             ..Params::default()
         }
     }
-
-    /// The uniform's words, as `Gpu::dispatch` takes them.
-    fn words(&self) -> &[u32] {
-        bytemuck::cast_slice(std::slice::from_ref(self))
-    }
 }
 
 /// The weights (Cout, Cin, 3, 3) laid out for conv3x3_tiled: (Cin, 9, Cq) vec4s with
@@ -181,7 +176,7 @@ fn pack(gpu: &Gpu, w: &Tensor, flip: bool) -> Result<Tensor> {
         (2, gpu.whole(w, "conv3x3 weight")?),
         (4, gpu.whole(&packed, "conv3x3 packed weight")?),
     ];
-    gpu.dispatch(PACK, prm.words(), &bufs, rows)?;
+    gpu.dispatch(PACK, super::words(&prm), &bufs, rows)?;
     Ok(packed)
 }
 
@@ -203,7 +198,7 @@ fn pack_both(gpu: &Gpu, w: &Tensor) -> Result<(Tensor, Tensor)> {
         (2, gpu.whole(w, "conv3x3 weight")?),
         (4, gpu.whole(&packed, "conv3x3 packed weight")?),
     ];
-    gpu.dispatch(PACK_BOTH, prm.words(), &bufs, rows)?;
+    gpu.dispatch(PACK_BOTH, super::words(&prm), &bufs, rows)?;
     Ok((packed, flipped))
 }
 
@@ -273,7 +268,7 @@ fn tiled(
             (3, gpu.whole(bias.map_or(packed, |b| b.0), "conv3x3 bias")?),
             (4, by),
         ];
-        gpu.dispatch(kernel, prm.words(), &bufs, total)?;
+        gpu.dispatch(kernel, super::words(&prm), &bufs, total)?;
     }
     Ok(())
 }
@@ -296,7 +291,7 @@ pub fn forward_naive(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Te
             (3, gpu.whole(b, "conv3x3 bias")?),
             (4, by),
         ];
-        gpu.dispatch(NAIVE, prm.words(), &bufs, total)?;
+        gpu.dispatch(NAIVE, super::words(&prm), &bufs, total)?;
     }
     Ok(y)
 }
@@ -439,7 +434,7 @@ pub fn backward_weight_bias(
             (2, bx),
             (4, gpu.whole(&partial, "conv3x3 weight-gradient shares")?),
         ];
-        gpu.dispatch(kernel, prm.words(), &bufs, total)?;
+        gpu.dispatch(kernel, super::words(&prm), &bufs, total)?;
         // One invocation per vec4 of a share: (ci, tap, group) for the weights, then one
         // per group for the biases.
         let total = cin * 9 * cq + db.map_or(0, |_| cq);
@@ -463,7 +458,7 @@ pub fn backward_weight_bias(
             (3, gpu.whole(db, "conv3x3 bias gradient")?),
             (4, gpu.whole(dw, "conv3x3 weight gradient")?),
         ];
-        gpu.dispatch(BACKWARD_WEIGHT_SUM, prm.words(), &bufs, total)?;
+        gpu.dispatch(BACKWARD_WEIGHT_SUM, super::words(&prm), &bufs, total)?;
     }
     Ok(())
 }
@@ -477,7 +472,7 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * hw, nb * cout * hw);
         let prm = Params::new(cout, nb, 0, cout, h, wd, (ody, 0));
         let bufs = [(1, bdy), (4, gpu.whole(db, "conv3x3 bias gradient")?)];
-        gpu.dispatch(BACKWARD_BIAS, prm.words(), &bufs, cout)?;
+        gpu.dispatch(BACKWARD_BIAS, super::words(&prm), &bufs, cout)?;
     }
     Ok(())
 }

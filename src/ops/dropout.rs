@@ -59,6 +59,25 @@ fn check(p: f32, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The uniform of the dropout kernels, field for field the WGSL `Params` of
+/// shaders/dropout.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    off_a: u32,
+    off_b: u32,
+    /// Index in the whole tensor of this chunk's first element.
+    first: u32,
+    /// The mask's hash keys.
+    k0: u32,
+    k1: u32,
+    /// An element is dropped when its hash is below it.
+    threshold: u32,
+    /// 1 / (1 - p).
+    scale: f32,
+}
+
 fn launch(
     gpu: &Gpu,
     kernel: Kernel,
@@ -73,8 +92,17 @@ fn launch(
     for (s, n) in gpu.chunks(src.numel(), &[1])? {
         let (bs, os) = gpu.bind(src, s, n);
         let (bd, od) = gpu.bind(dst, s, n);
-        let prm = [u(n), os, od, u(s), k0, k1, threshold(p), scale.to_bits()];
-        gpu.dispatch(kernel, &prm, &[(1, bs), (2, bd)], n)?;
+        let prm = Params {
+            total: u(n),
+            off_a: os,
+            off_b: od,
+            first: u(s),
+            k0,
+            k1,
+            threshold: threshold(p),
+            scale,
+        };
+        gpu.dispatch(kernel, super::words(&prm), &[(1, bs), (2, bd)], n)?;
     }
     Ok(())
 }

@@ -9,6 +9,19 @@ use crate::{Gpu, Result, Tape, Tensor, Var};
 const FORWARD: Kernel = k("gap", "gap_forward");
 const BACKWARD: Kernel = k("gap", "gap_backward");
 
+/// The uniform of the pooling kernels, field for field the WGSL `Params` of
+/// shaders/gap.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    /// Invocations: planes (forward) or elements (backward).
+    total: u32,
+    /// Pixels per plane.
+    hw: u32,
+    off_a: u32,
+    off_b: u32,
+}
+
 /// y[n, c] = mean over (h, w) of x[n, c, h, w]
 pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.nchw("global average pooling input")?;
@@ -18,7 +31,13 @@ pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     for (s, cnt) in gpu.chunks(n * c, &[hw, 1])? {
         let (bx, ox) = gpu.bind(x, s * hw, cnt * hw);
         let (by, oy) = gpu.bind(&y, s, cnt);
-        gpu.dispatch(FORWARD, &[u(cnt), u(hw), ox, oy], &[(1, bx), (2, by)], cnt)?;
+        let prm = Params {
+            total: u(cnt),
+            hw: u(hw),
+            off_a: ox,
+            off_b: oy,
+        };
+        gpu.dispatch(FORWARD, super::words(&prm), &[(1, bx), (2, by)], cnt)?;
     }
     Ok(y)
 }
@@ -31,8 +50,18 @@ pub fn backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<()> {
     for (s, cnt) in gpu.chunks(n * c, &[hw, 1])? {
         let (bdy, ody) = gpu.bind(dy, s, cnt);
         let (bdx, odx) = gpu.bind(dx, s * hw, cnt * hw);
-        let prm = [u(cnt * hw), u(hw), ody, odx];
-        gpu.dispatch(BACKWARD, &prm, &[(1, bdy), (2, bdx)], cnt * hw)?;
+        let prm = Params {
+            total: u(cnt * hw),
+            hw: u(hw),
+            off_a: ody,
+            off_b: odx,
+        };
+        gpu.dispatch(
+            BACKWARD,
+            super::words(&prm),
+            &[(1, bdy), (2, bdx)],
+            cnt * hw,
+        )?;
     }
     Ok(())
 }

@@ -24,6 +24,26 @@ fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((n, i, o))
 }
 
+/// The uniform of the linear kernels, field for field the WGSL `Params` of
+/// shaders/linear.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    /// Samples.
+    n: u32,
+    /// In features.
+    i: u32,
+    /// Out features (all of them).
+    o: u32,
+    /// First output row of this chunk, and the chunk's rows.
+    o0: u32,
+    ob: u32,
+    /// Element offset of W's (or dW's) chunk inside its binding.
+    off_w: u32,
+    _pad: u32,
+}
+
 /// y = x W^T + b
 pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (n, i, o) = dims(x, w)?;
@@ -33,14 +53,23 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
         // 4 samples per invocation (see shaders/linear.wgsl).
         let total = n.div_ceil(4) * ob;
-        let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
+        let params = Params {
+            total: u(total),
+            n: u(n),
+            i: u(i),
+            o: u(o),
+            o0: u(o0),
+            ob: u(ob),
+            off_w: ow,
+            _pad: 0,
+        };
         let bufs = [
             (1, gpu.whole(x, "linear input")?),
             (2, bw),
             (3, gpu.whole(b, "linear bias")?),
             (4, gpu.whole(&y, "linear output")?),
         ];
-        gpu.dispatch(FORWARD, &params, &bufs, total)?;
+        gpu.dispatch(FORWARD, super::words(&params), &bufs, total)?;
     }
     Ok(y)
 }
@@ -52,13 +81,22 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
     for (o0, ob) in gpu.chunks(o, &[i])? {
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
         let total = n.div_ceil(4) * i;
-        let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
+        let params = Params {
+            total: u(total),
+            n: u(n),
+            i: u(i),
+            o: u(o),
+            o0: u(o0),
+            ob: u(ob),
+            off_w: ow,
+            _pad: 0,
+        };
         let bufs = [
             (1, gpu.whole(dy, "linear output gradient")?),
             (2, bw),
             (4, gpu.whole(dx, "linear input gradient")?),
         ];
-        gpu.dispatch(BACKWARD_INPUT, &params, &bufs, total)?;
+        gpu.dispatch(BACKWARD_INPUT, super::words(&params), &bufs, total)?;
     }
     Ok(())
 }
@@ -70,13 +108,22 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
     for (o0, ob) in gpu.chunks(o, &[i])? {
         let (bw, ow) = gpu.bind(dw, o0 * i, ob * i);
         let total = ob * i;
-        let params = [u(total), u(n), u(i), u(o), u(o0), u(ob), ow, 0];
+        let params = Params {
+            total: u(total),
+            n: u(n),
+            i: u(i),
+            o: u(o),
+            o0: u(o0),
+            ob: u(ob),
+            off_w: ow,
+            _pad: 0,
+        };
         let bufs = [
             (1, gpu.whole(dy, "linear output gradient")?),
             (3, gpu.whole(x, "linear input")?),
             (4, bw),
         ];
-        gpu.dispatch(BACKWARD_WEIGHT, &params, &bufs, total)?;
+        gpu.dispatch(BACKWARD_WEIGHT, super::words(&params), &bufs, total)?;
     }
     Ok(())
 }
@@ -90,12 +137,21 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
         );
     };
     check_shape(db, &[o], "linear bias gradient")?;
-    let params = [u(o), u(n), 0, u(o), 0, u(o), 0, 0];
+    let params = Params {
+        total: u(o),
+        n: u(n),
+        i: 0,
+        o: u(o),
+        o0: 0,
+        ob: u(o),
+        off_w: 0,
+        _pad: 0,
+    };
     let bufs = [
         (1, gpu.whole(dy, "linear output gradient")?),
         (4, gpu.whole(db, "linear bias gradient")?),
     ];
-    gpu.dispatch(BACKWARD_BIAS, &params, &bufs, o)
+    gpu.dispatch(BACKWARD_BIAS, super::words(&params), &bufs, o)
 }
 
 /// Tape rule: y = x W^T + b.

@@ -21,6 +21,22 @@ fn dims(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     Ok((n, c, h, w))
 }
 
+/// The uniform of the max-pool kernels, field for field the WGSL `Params` of
+/// shaders/maxpool2.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    /// The input's height and width.
+    h: u32,
+    w: u32,
+    /// Element offsets of the bindings, in binding order.
+    off_a: u32,
+    off_b: u32,
+    off_c: u32,
+    _p0: u32,
+    _p1: u32,
+}
 /// y = max over each 2x2 block of x
 pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = dims(x)?;
@@ -32,7 +48,14 @@ pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
         let total = pb * ohw;
         gpu.dispatch(
             FORWARD,
-            &[u(total), u(h), u(w), ox, oy, 0, 0, 0],
+            super::words(&Params {
+                total: u(total),
+                h: u(h),
+                w: u(w),
+                off_a: ox,
+                off_b: oy,
+                ..Params::default()
+            }),
             &[(1, bx), (2, by)],
             total,
         )?;
@@ -52,8 +75,21 @@ pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
         let (bdx, odx) = gpu.bind(dx, p0 * hw, pb * hw);
         // One invocation per 2x2 block (output element).
         let total = pb * ohw;
-        let params = [u(total), u(h), u(w), ox, ody, odx, 0, 0];
-        gpu.dispatch(BACKWARD, &params, &[(1, bx), (3, bdy), (4, bdx)], total)?;
+        let params = Params {
+            total: u(total),
+            h: u(h),
+            w: u(w),
+            off_a: ox,
+            off_b: ody,
+            off_c: odx,
+            ..Params::default()
+        };
+        gpu.dispatch(
+            BACKWARD,
+            super::words(&params),
+            &[(1, bx), (3, bdy), (4, bdx)],
+            total,
+        )?;
     }
     Ok(())
 }

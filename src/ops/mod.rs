@@ -93,3 +93,9 @@ pub(crate) fn affine(
         Ok(())
     }))
 }
+
+/// A kernel family's uniform struct (`#[repr(C)]`, Pod, mirrored field for field by its
+/// WGSL `Params`) as the words `Gpu::dispatch` takes.
+pub(crate) fn words<T: bytemuck::Pod>(params: &T) -> &[u32] {
+    bytemuck::cast_slice(std::slice::from_ref(params))
+}

@@ -14,6 +14,22 @@ use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 const FORWARD: Kernel = k("upsample2", "upsample2_forward");
 const BACKWARD: Kernel = k("upsample2", "upsample2_backward");
 
+/// The uniform of the upsampling kernels, field for field the WGSL `Params` of
+/// shaders/upsample2.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    /// The input's (small) height and width.
+    h: u32,
+    w: u32,
+    off_a: u32,
+    off_b: u32,
+    /// Channels of x, of the tensor the large side is a slice of, and the slice's first.
+    c: u32,
+    cd: u32,
+    c0: u32,
+}
 /// `y[n,c,i,j] = x[n,c,i/2,j/2]`
 pub fn forward(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.nchw("upsample2 input")?;
@@ -33,7 +49,16 @@ pub fn forward_into(gpu: &Gpu, x: &Tensor, big: &Tensor, c0: usize) -> Result<()
         let total = pt.planes * h;
         gpu.dispatch(
             FORWARD,
-            &[u(total), u(h), u(w), ox, oy, u(pt.c), u(pt.cd), u(pt.c0)],
+            super::words(&Params {
+                total: u(total),
+                h: u(h),
+                w: u(w),
+                off_a: ox,
+                off_b: oy,
+                c: u(pt.c),
+                cd: u(pt.cd),
+                c0: u(pt.c0),
+            }),
             &[(1, bx), (2, by)],
             total,
         )?;
@@ -57,7 +82,16 @@ pub fn backward_from(gpu: &Gpu, dbig: &Tensor, c0: usize, dx: &Tensor) -> Result
         let total = pt.planes * h;
         gpu.dispatch(
             BACKWARD,
-            &[u(total), u(h), u(w), ody, odx, u(pt.c), u(pt.cd), u(pt.c0)],
+            super::words(&Params {
+                total: u(total),
+                h: u(h),
+                w: u(w),
+                off_a: ody,
+                off_b: odx,
+                c: u(pt.c),
+                cd: u(pt.cd),
+                c0: u(pt.c0),
+            }),
             &[(1, bdy), (2, bdx)],
             total,
         )?;
