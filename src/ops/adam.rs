@@ -9,6 +9,29 @@ use crate::{Error, Gpu, Grads, Result, Tensor, Var};
 const STEP: Kernel = k("adam", "adam_step");
 const STEP2: Kernel = k("adam", "adam_step2");
 
+/// adam_step's uniform, field for field the WGSL `Params` of shaders/adam.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    /// Elements updated.
+    total: u32,
+    /// The chunk's offset in its four bindings.
+    off: u32,
+    /// lr, b1, b2, eps, 1 - b1^t, 1 - b2^t.
+    hyper: [f32; 6],
+}
+
+/// adam_step2's uniform, field for field the WGSL `Params2` of shaders/adam.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params2 {
+    /// Elements of both parameters.
+    total: u32,
+    /// Elements of the first.
+    n_a: u32,
+    /// As in [`Params`].
+    hyper: [f32; 6],
+}
 /// Adam's state for a fixed list of parameters.
 pub struct Adam {
     pub lr: f32,
@@ -117,9 +140,13 @@ pub fn update(
         let (bg, _) = gpu.bind(g, s, n);
         let (bm, _) = gpu.bind(m, s, n);
         let (bv, _) = gpu.bind(v, s, n);
-        let mut params = vec![u(n), off];
-        params.extend(h.iter().map(|x| x.to_bits()));
-        gpu.dispatch(STEP, &params, &[(1, bp), (2, bg), (3, bm), (4, bv)], n)?;
+        let params = Params {
+            total: u(n),
+            off,
+            hyper: h,
+        };
+        let bufs = [(1, bp), (2, bg), (3, bm), (4, bv)];
+        gpu.dispatch(STEP, super::words(&params), &bufs, n)?;
     }
     Ok(())
 }
@@ -138,7 +165,10 @@ pub fn update_pair(gpu: &Gpu, a: &[&Tensor; 4], b: &[&Tensor; 4], h: [f32; 6]) -
         .enumerate()
         .map(|(k, t)| Ok((k as u32 + 1, gpu.whole(t, "adam parameter or state")?)))
         .collect::<Result<Vec<_>>>()?;
-    let mut params = vec![u(na + nb), u(na)];
-    params.extend(h.iter().map(|x| x.to_bits()));
-    gpu.dispatch(STEP2, &params, &bufs, na + nb)
+    let params = Params2 {
+        total: u(na + nb),
+        n_a: u(na),
+        hyper: h,
+    };
+    gpu.dispatch(STEP2, super::words(&params), &bufs, na + nb)
 }

@@ -12,6 +12,23 @@ const BACKWARD: Kernel = k("concat", "concat_backward");
 const FORWARD4: Kernel = k("concat", "concat_forward4");
 const BACKWARD4: Kernel = k("concat", "concat_backward4");
 
+/// The uniform of the concatenation kernels, field for field the WGSL `Params` of
+/// shaders/concat.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    /// Channels of the source, of the destination, and the slice's first.
+    cs: u32,
+    cd: u32,
+    c0: u32,
+    /// Plane size, in elements (or in vec4s for the vec4 kernels).
+    hw: u32,
+    /// The source (forward) or the concatenation's gradient (backward), then the other.
+    off_a: u32,
+    off_b: u32,
+    _pad: u32,
+}
 /// Copy src (N, Cs, H, W) into channels c0 .. c0+Cs of dst (N, Cd, H, W).
 pub fn copy_into(gpu: &Gpu, src: &Tensor, dst: &Tensor, c0: usize) -> Result<()> {
     slice_op(gpu, FORWARD, src, dst, c0)
@@ -48,15 +65,24 @@ fn slice_op(gpu: &Gpu, kernel: Kernel, small: &Tensor, big: &Tensor, c0: usize) 
             (kernel, hw, os, ob, 16)
         };
         let total = nb * cs * q.div_ceil(run);
-        let params = [u(total), u(cs), u(cd), u(c0), u(q)];
         // Forward reads the input (binding 1) and writes the concat (2); backward reads the
         // concat's gradient (1) and adds into the input's gradient (2).
-        let (params, bufs) = if forward {
-            ([&params[..], &[os, ob, 0]].concat(), [(1, bs), (2, bb)])
+        let ((off_a, off_b), bufs) = if forward {
+            ((os, ob), [(1, bs), (2, bb)])
         } else {
-            ([&params[..], &[ob, os, 0]].concat(), [(1, bb), (2, bs)])
+            ((ob, os), [(1, bb), (2, bs)])
         };
-        gpu.dispatch(kernel, &params, &bufs, total)?;
+        let params = Params {
+            total: u(total),
+            cs: u(cs),
+            cd: u(cd),
+            c0: u(c0),
+            hw: u(q),
+            off_a,
+            off_b,
+            _pad: 0,
+        };
+        gpu.dispatch(kernel, super::words(&params), &bufs, total)?;
     }
     Ok(())
 }

@@ -16,6 +16,36 @@ const FORWARD: Kernel = k("softmax_ce", "softmax_ce_forward");
 const FINISH: Kernel = k("softmax_ce", "softmax_ce_finish");
 const BACKWARD: Kernel = k("softmax_ce", "softmax_ce_backward");
 
+/// The uniform of the softmax kernels, field for field the WGSL `Params` of
+/// shaders/softmax_ce.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    n: u32,
+    /// Classes (labels).
+    c: u32,
+    /// Pixels per image.
+    hw: u32,
+    /// Chunk offsets of the logits, the labels, the per-pixel terms (or probabilities)
+    /// and the logits' gradient.
+    off_z: u32,
+    off_y: u32,
+    off_l: u32,
+    off_dz: u32,
+}
+
+impl Params {
+    fn new(total: usize, n: usize, c: usize, hw: usize) -> Params {
+        Params {
+            total: u(total),
+            n: u(n),
+            c: u(c),
+            hw: u(hw),
+            ..Params::default()
+        }
+    }
+}
 /// (N, C, P) of the logits, with P = H*W or 1.
 fn dims(z: &Tensor) -> Result<(usize, usize, usize)> {
     match z.shape()[..] {
@@ -48,8 +78,12 @@ pub fn softmax(gpu: &Gpu, z: &Tensor) -> Result<Tensor> {
         let (bz, oz) = gpu.bind(z, n0 * c * hw, nb * c * hw);
         let (bp, op) = gpu.bind(&probs, n0 * c * hw, nb * c * hw);
         let total = nb * hw;
-        let params = [u(total), u(nb), u(c), u(hw), oz, 0, op, 0];
-        gpu.dispatch(SOFTMAX, &params, &[(1, bz), (4, bp)], total)?;
+        let params = Params {
+            off_z: oz,
+            off_l: op,
+            ..Params::new(total, nb, c, hw)
+        };
+        gpu.dispatch(SOFTMAX, super::words(&params), &[(1, bz), (4, bp)], total)?;
     }
     Ok(probs)
 }
@@ -70,7 +104,12 @@ pub fn forward(
         let (bl, ol) = gpu.bind(&lterm, n0 * hw, nb * hw);
         let (bw, _) = gpu.bind(&wterm, n0 * hw, nb * hw);
         let total = nb * hw;
-        let params = [u(total), u(nb), u(c), u(hw), oz, oy, ol, 0];
+        let params = Params {
+            off_z: oz,
+            off_y: oy,
+            off_l: ol,
+            ..Params::new(total, nb, c, hw)
+        };
         let bufs = [
             (1, bz),
             (2, by),
@@ -78,7 +117,7 @@ pub fn forward(
             (5, bl),
             (6, bw),
         ];
-        gpu.dispatch(FORWARD, &params, &bufs, total)?;
+        gpu.dispatch(FORWARD, super::words(&params), &bufs, total)?;
     }
     let lsum = reduce::sum(gpu, &lterm)?;
     let wsum = reduce::sum(gpu, &wterm)?;
@@ -88,7 +127,7 @@ pub fn forward(
         (6, gpu.whole(&wsum, "weight sum")?),
         (7, gpu.whole(&loss, "loss")?),
     ];
-    gpu.dispatch(FINISH, &[1, 0, 0, 0, 0, 0, 0, 0], &bufs, 1)?;
+    gpu.dispatch(FINISH, super::words(&Params::new(1, 0, 0, 0)), &bufs, 1)?;
     Ok((loss, wsum))
 }
 
@@ -110,7 +149,12 @@ pub fn backward(
         let (by, oy) = gpu.bind(labels, n0 * hw, nb * hw);
         let (bdz, odz) = gpu.bind(dz, n0 * c * hw, nb * c * hw);
         let total = nb * hw;
-        let params = [u(total), u(nb), u(c), u(hw), oz, oy, 0, odz];
+        let params = Params {
+            off_z: oz,
+            off_y: oy,
+            off_dz: odz,
+            ..Params::new(total, nb, c, hw)
+        };
         let bufs = [
             (1, bz),
             (2, by),
@@ -119,7 +163,7 @@ pub fn backward(
             (5, gpu.whole(dloss, "loss gradient")?),
             (6, gpu.whole(wsum, "weight sum")?),
         ];
-        gpu.dispatch(BACKWARD, &params, &bufs, total)?;
+        gpu.dispatch(BACKWARD, super::words(&params), &bufs, total)?;
     }
     Ok(())
 }
