@@ -32,9 +32,9 @@ struct Params {
     first: u32,  // the chunk's first plane, n0 C
     momentum: f32,
     eps: f32,
-    flags: u32,  // channel_stats: bit 0 update the running statistics
-                 // backward_channel: bit 0 add into dgamma and dbeta
-                 // backward_input: bit 0 frozen statistics (inference mode)
+    update_running: u32, // bn_channel_stats: 1 to update the running statistics
+    accumulate: u32,     // bn_backward_channel: 1 to add into dgamma and dbeta
+    frozen: u32,         // bn_backward_input: 1 for frozen statistics (inference mode)
     pad: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -86,7 +86,7 @@ fn bn_channel_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let var_b = (m2 + f32(p.hw) * between) / count;
     stats[c] = mean;
     stats[p.c + c] = 1.0 / sqrt(var_b + p.eps);
-    if ((p.flags & 1u) != 0u) {
+    if (p.update_running != 0u) {
         let unbiased = select(var_b, var_b * count / (count - 1.0), count > 1.0);
         running[c] = (1.0 - p.momentum) * running[c] + p.momentum * mean;
         running[p.c + c] = (1.0 - p.momentum) * running[p.c + c] + p.momentum * unbiased;
@@ -148,7 +148,7 @@ fn bn_backward_channel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     }
     sums[c] = s1;
     sums[p.c + c] = s2;
-    if ((p.flags & 1u) != 0u) {
+    if (p.accumulate != 0u) {
         dbeta[c] += s1;
         dgamma[c] += s2;
     }
@@ -163,7 +163,7 @@ fn bn_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let c = (i / p.hw) % p.c;
     let g = dy[p.off_dy + i];
     let k = gamma[c] * stats[p.c + c];
-    if ((p.flags & 1u) != 0u) {
+    if (p.frozen != 0u) {
         y[p.off_y + i] += k * g;
         return;
     }

@@ -56,30 +56,58 @@ fn check(
     Ok((n, c, hw))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The uniform of the batch-norm kernels, field for field the WGSL `Params` of
+/// shaders/batchnorm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    /// Samples in the whole batch, channels, pixels per plane.
+    n: u32,
+    c: u32,
+    hw: u32,
+    /// Chunk offsets of x (or y for bn_normalise's output), of y / dx, and of dy.
+    off_x: u32,
+    off_y: u32,
+    off_dy: u32,
+    /// The chunk's first plane, n0 C.
+    first: u32,
+    momentum: f32,
+    eps: f32,
+    /// bn_channel_stats: 1 to update the running statistics.
+    update_running: u32,
+    /// bn_backward_channel: 1 to add into dgamma and dbeta.
+    accumulate: u32,
+    /// bn_backward_input: 1 for frozen statistics (inference mode).
+    frozen: u32,
+    pad: u32,
+}
+
+/// The sizes and offsets every entry point reads; the switches off.
 fn params(
     total: usize,
     n: usize,
     c: usize,
     hw: usize,
-    offs: [u32; 3],
+    [off_x, off_y, off_dy]: [u32; 3],
     first: usize,
-    flags: u32,
-) -> [u32; 12] {
-    [
-        u(total),
-        u(n),
-        u(c),
-        u(hw),
-        offs[0],
-        offs[1],
-        offs[2],
-        u(first),
-        MOMENTUM.to_bits(),
-        EPS.to_bits(),
-        flags,
-        0,
-    ]
+) -> Params {
+    Params {
+        total: u(total),
+        n: u(n),
+        c: u(c),
+        hw: u(hw),
+        off_x,
+        off_y,
+        off_dy,
+        first: u(first),
+        momentum: MOMENTUM,
+        eps: EPS,
+        update_running: 0,
+        accumulate: 0,
+        frozen: 0,
+        pad: 0,
+    }
 }
 
 /// Normalise `x` with `stats` (2, C: mean, 1 / std) into a new tensor.
@@ -96,7 +124,7 @@ fn normalise(
         let (bx, ox) = gpu.bind(x, s * c * hw, cnt * c * hw);
         let (by, oy) = gpu.bind(&y, s * c * hw, cnt * c * hw);
         let total = cnt * c * hw;
-        let prm = params(total, n, c, hw, [ox, oy, 0], s * c, 0);
+        let prm = params(total, n, c, hw, [ox, oy, 0], s * c);
         let bufs = [
             (1, bx),
             (2, by),
@@ -104,7 +132,7 @@ fn normalise(
             (6, gpu.whole(gamma, "gamma")?),
             (7, gpu.whole(beta, "beta")?),
         ];
-        gpu.dispatch(NORMALISE, &prm, &bufs, total)?;
+        gpu.dispatch(NORMALISE, super::words(&prm), &bufs, total)?;
     }
     Ok(y)
 }
@@ -123,18 +151,21 @@ pub fn forward_train(
     let part = Tensor::uninit(gpu, &[n * c, 2])?;
     for (s, cnt) in gpu.chunks(n, &[c * hw])? {
         let (bx, ox) = gpu.bind(x, s * c * hw, cnt * c * hw);
-        let prm = params(cnt * c, n, c, hw, [ox, 0, 0], s * c, 0);
+        let prm = params(cnt * c, n, c, hw, [ox, 0, 0], s * c);
         let bufs = [(1, bx), (3, gpu.whole(&part, "plane statistics")?)];
-        gpu.dispatch(PLANE_STATS, &prm, &bufs, cnt * c)?;
+        gpu.dispatch(PLANE_STATS, super::words(&prm), &bufs, cnt * c)?;
     }
     let stats = Tensor::uninit(gpu, &[2, c])?;
-    let prm = params(c, n, c, hw, [0, 0, 0], 0, 1);
+    let prm = Params {
+        update_running: 1,
+        ..params(c, n, c, hw, [0, 0, 0], 0)
+    };
     let bufs = [
         (3, gpu.whole(&part, "plane statistics")?),
         (4, gpu.whole(&stats, "statistics")?),
         (5, gpu.whole(running, "running statistics")?),
     ];
-    gpu.dispatch(CHANNEL_STATS, &prm, &bufs, c)?;
+    gpu.dispatch(CHANNEL_STATS, super::words(&prm), &bufs, c)?;
     let y = normalise(gpu, x, gamma, beta, &stats)?;
     Ok((y, stats))
 }
@@ -144,12 +175,12 @@ pub fn running_stats(gpu: &Gpu, running: &Tensor) -> Result<Tensor> {
     let c = running.shape().get(1).copied().unwrap_or(0);
     super::check_shape(running, &[2, c], "batch normalisation running statistics")?;
     let stats = Tensor::uninit(gpu, &[2, c])?;
-    let prm = params(c, 1, c, 1, [0, 0, 0], 0, 0);
+    let prm = params(c, 1, c, 1, [0, 0, 0], 0);
     let bufs = [
         (4, gpu.whole(&stats, "statistics")?),
         (5, gpu.whole(running, "running statistics")?),
     ];
-    gpu.dispatch(RUNNING_STATS, &prm, &bufs, c)?;
+    gpu.dispatch(RUNNING_STATS, super::words(&prm), &bufs, c)?;
     Ok(stats)
 }
 
@@ -188,14 +219,14 @@ pub fn backward(
     for (s, cnt) in gpu.chunks(n, &[c * hw])? {
         let (bx, ox) = gpu.bind(x, s * c * hw, cnt * c * hw);
         let (bdy, ody) = gpu.bind(dy, s * c * hw, cnt * c * hw);
-        let prm = params(cnt * c, n, c, hw, [ox, 0, ody], s * c, 0);
+        let prm = params(cnt * c, n, c, hw, [ox, 0, ody], s * c);
         let bufs = [
             (1, bx),
             (8, bdy),
             (3, gpu.whole(&part, "plane sums")?),
             (4, gpu.whole(stats, "statistics")?),
         ];
-        gpu.dispatch(BACKWARD_PLANE, &prm, &bufs, cnt * c)?;
+        gpu.dispatch(BACKWARD_PLANE, super::words(&prm), &bufs, cnt * c)?;
     }
     let sums = Tensor::uninit(gpu, &[2, c])?;
     // Without dgamma and dbeta to add into, the sums alone (bound to scratch tensors).
@@ -211,14 +242,17 @@ pub fn backward(
             (&scratch, &scratch, 0)
         }
     };
-    let prm = params(c, n, c, hw, [0, 0, 0], 0, flag);
+    let prm = Params {
+        accumulate: flag,
+        ..params(c, n, c, hw, [0, 0, 0], 0)
+    };
     let bufs = [
         (3, gpu.whole(&part, "plane sums")?),
         (11, gpu.whole(&sums, "channel sums")?),
         (9, gpu.whole(dg, "gamma gradient")?),
         (10, gpu.whole(db, "beta gradient")?),
     ];
-    gpu.dispatch(BACKWARD_CHANNEL, &prm, &bufs, c)?;
+    gpu.dispatch(BACKWARD_CHANNEL, super::words(&prm), &bufs, c)?;
     let Some(dx) = dx else { return Ok(()) };
     super::check_shape(dx, x.shape(), "batch normalisation input gradient")?;
     for (s, cnt) in gpu.chunks(n, &[c * hw])? {
@@ -226,7 +260,10 @@ pub fn backward(
         let (bdy, ody) = gpu.bind(dy, s * c * hw, cnt * c * hw);
         let (bdx, odx) = gpu.bind(dx, s * c * hw, cnt * c * hw);
         let total = cnt * c * hw;
-        let prm = params(total, n, c, hw, [ox, odx, ody], s * c, frozen as u32);
+        let prm = Params {
+            frozen: frozen as u32,
+            ..params(total, n, c, hw, [ox, odx, ody], s * c)
+        };
         let bufs = [
             (1, bx),
             (8, bdy),
@@ -235,7 +272,7 @@ pub fn backward(
             (6, gpu.whole(gamma, "gamma")?),
             (11, gpu.whole(&sums, "channel sums")?),
         ];
-        gpu.dispatch(BACKWARD_INPUT, &prm, &bufs, total)?;
+        gpu.dispatch(BACKWARD_INPUT, super::words(&prm), &bufs, total)?;
     }
     Ok(())
 }
