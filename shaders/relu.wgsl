@@ -9,6 +9,7 @@ struct Params {
     off_a: u32,
     off_b: u32,
     off_c: u32,
+    slope: f32, // the leaky ReLU's slope (shaders/leaky_relu.wgsl); 0 and unused here
 }
 @group(0) @binding(0) var<uniform> p: Params;
 

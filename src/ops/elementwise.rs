@@ -9,11 +9,41 @@ const FILL: Kernel = k("elementwise", "fill");
 const SCALE: Kernel = k("elementwise", "scale");
 const ADD_INTO: Kernel = k("elementwise", "add_into");
 
+/// The uniform of fill, scale and add_into, field for field the WGSL `Params` of
+/// shaders/elementwise.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Scalar {
+    total: u32,
+    off_a: u32,
+    off_b: u32,
+    /// The value filled or the factor scaled by.
+    value: f32,
+}
+
+/// The uniform of the activations (elu, relu, leaky_relu), field for field their WGSL
+/// `Params`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Unary {
+    total: u32,
+    off_a: u32,
+    off_b: u32,
+    off_c: u32,
+    /// The leaky ReLU's slope (0 for the others).
+    slope: f32,
+}
 /// `x[i] = value`
 pub fn fill(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
         let (bx, ox) = gpu.bind(x, s, n);
-        gpu.dispatch(FILL, &[u(n), ox, 0, value.to_bits()], &[(1, bx)], n)?;
+        let prm = Scalar {
+            total: u(n),
+            off_a: ox,
+            off_b: 0,
+            value,
+        };
+        gpu.dispatch(FILL, super::words(&prm), &[(1, bx)], n)?;
     }
     Ok(())
 }
@@ -22,7 +52,13 @@ pub fn fill(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
 pub fn scale(gpu: &Gpu, x: &Tensor, value: f32) -> Result<()> {
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
         let (bx, ox) = gpu.bind(x, s, n);
-        gpu.dispatch(SCALE, &[u(n), ox, 0, value.to_bits()], &[(1, bx)], n)?;
+        let prm = Scalar {
+            total: u(n),
+            off_a: ox,
+            off_b: 0,
+            value,
+        };
+        gpu.dispatch(SCALE, super::words(&prm), &[(1, bx)], n)?;
     }
     Ok(())
 }
@@ -39,7 +75,13 @@ pub fn add_into(gpu: &Gpu, dst: &Tensor, src: &Tensor) -> Result<()> {
     for (s, n) in gpu.chunks(dst.numel(), &[1])? {
         let (bd, od) = gpu.bind(dst, s, n);
         let (bs, os) = gpu.bind(src, s, n);
-        gpu.dispatch(ADD_INTO, &[u(n), od, os, 0], &[(1, bd), (2, bs)], n)?;
+        let prm = Scalar {
+            total: u(n),
+            off_a: od,
+            off_b: os,
+            value: 0.0,
+        };
+        gpu.dispatch(ADD_INTO, super::words(&prm), &[(1, bd), (2, bs)], n)?;
     }
     Ok(())
 }
@@ -57,23 +99,28 @@ pub fn reshape(tape: &Tape, x: &Var, shape: &[usize]) -> Result<Var> {
 
 /// y = f(x) for an elementwise kernel with bindings 1 x, 2 y (elu, relu).
 pub(crate) fn unary_forward(gpu: &Gpu, kernel: Kernel, x: &Tensor) -> Result<Tensor> {
-    unary_forward_with(gpu, kernel, x, &[])
+    unary_forward_with(gpu, kernel, x, 0.0)
 }
 
-/// [`unary_forward`] for a kernel whose params carry more words after the offsets
-/// (`extra`: the leaky ReLU's slope).
+/// [`unary_forward`] for a kernel with a parameter (the leaky ReLU's slope).
 pub(crate) fn unary_forward_with(
     gpu: &Gpu,
     kernel: Kernel,
     x: &Tensor,
-    extra: &[u32],
+    slope: f32,
 ) -> Result<Tensor> {
     let y = Tensor::uninit(gpu, x.shape())?;
     for (s, n) in gpu.chunks(x.numel(), &[1])? {
         let (bx, ox) = gpu.bind(x, s, n);
         let (by, oy) = gpu.bind(&y, s, n);
-        let prm: Vec<u32> = [u(n), ox, oy, 0].iter().chain(extra).copied().collect();
-        gpu.dispatch(kernel, &prm, &[(1, bx), (2, by)], n)?;
+        let prm = Unary {
+            total: u(n),
+            off_a: ox,
+            off_b: oy,
+            off_c: 0,
+            slope,
+        };
+        gpu.dispatch(kernel, super::words(&prm), &[(1, bx), (2, by)], n)?;
     }
     Ok(y)
 }
@@ -100,18 +147,17 @@ pub(crate) fn unary_backward_vec4(
     dy: &Tensor,
     dx: &Tensor,
 ) -> Result<()> {
-    unary_backward_with(gpu, (kernel, kernel4), x, dy, dx, &[])
+    unary_backward_with(gpu, (kernel, kernel4), x, dy, dx, 0.0)
 }
 
-/// [`unary_backward_vec4`] for kernels whose params carry more words after the offsets
-/// (`extra`, the same for both kernels).
+/// [`unary_backward_vec4`] for kernels with a parameter (the leaky ReLU's slope).
 pub(crate) fn unary_backward_with(
     gpu: &Gpu,
     (kernel, kernel4): (Kernel, Option<Kernel>),
     x: &Tensor,
     dy: &Tensor,
     dx: &Tensor,
-    extra: &[u32],
+    slope: f32,
 ) -> Result<()> {
     super::check_shape(dy, x.shape(), "output gradient")?;
     super::check_shape(dx, x.shape(), "input gradient")?;
@@ -120,15 +166,21 @@ pub(crate) fn unary_backward_with(
         let (bdy, ody) = gpu.bind(dy, s, n);
         let (bdx, odx) = gpu.bind(dx, s, n);
         let bufs = [(1, bx), (3, bdy), (4, bdx)];
-        let with = |head: [u32; 4]| -> Vec<u32> { head.iter().chain(extra).copied().collect() };
+        let with = |[total, off_a, off_b, off_c]: [u32; 4]| Unary {
+            total,
+            off_a,
+            off_b,
+            off_c,
+            slope,
+        };
         match kernel4 {
             Some(k4) if n % 4 == 0 && ox % 4 == 0 && ody % 4 == 0 && odx % 4 == 0 => gpu.dispatch(
                 k4,
-                &with([u(n / 4), ox / 4, ody / 4, odx / 4]),
+                super::words(&with([u(n / 4), ox / 4, ody / 4, odx / 4])),
                 &bufs,
                 n / 4,
             )?,
-            _ => gpu.dispatch(kernel, &with([u(n), ox, ody, odx]), &bufs, n)?,
+            _ => gpu.dispatch(kernel, super::words(&with([u(n), ox, ody, odx])), &bufs, n)?,
         }
     }
     Ok(())

@@ -20,13 +20,13 @@ fn check_slope(slope: f32) -> Result<()> {
 /// y = leaky_relu(x; slope)
 pub fn forward(gpu: &Gpu, x: &Tensor, slope: f32) -> Result<Tensor> {
     check_slope(slope)?;
-    unary_forward_with(gpu, FORWARD, x, &[slope.to_bits()])
+    unary_forward_with(gpu, FORWARD, x, slope)
 }
 
 /// dx += dy * leaky_relu'(x) (x may be the output y: same sign).
 pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor, slope: f32) -> Result<()> {
     check_slope(slope)?;
-    unary_backward_with(gpu, (BACKWARD, None), x, dy, dx, &[slope.to_bits()])
+    unary_backward_with(gpu, (BACKWARD, None), x, dy, dx, slope)
 }
 
 /// Tape rule: y = leaky_relu(x; slope).
