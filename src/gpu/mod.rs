@@ -8,5 +8,6 @@ pub mod jobs;
 pub mod kernels;
 pub mod pool;
 
-pub use device::{AdapterReport, ConvTiling, Gpu, GpuOptions, GpuSpec, GPU_ROWS_MIN_INVOCATIONS};
+pub use crate::ops::conv3x3::{ConvTiling, GPU_ROWS_MIN_INVOCATIONS};
+pub use device::{AdapterReport, Gpu, GpuOptions, GpuSpec};
 pub use kernels::{Kernel, SHADERS};

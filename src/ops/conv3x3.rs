@@ -31,8 +31,84 @@
 
 use super::{check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
-use crate::gpu::ConvTiling;
-use crate::{Gpu, Result, Tape, Tensor, Var};
+use crate::{bail, Gpu, Result, Tape, Tensor, Var};
+
+/// Under [`ConvTiling::GpuByShape`], a conv3x3 launch takes the rows tile (4 channels x 8
+/// pixels x 2 rows) when that makes at least this many invocations: 65,536 is about half
+/// the threads an H200 holds at once (132 multiprocessors x 2,048 / 4); at 128x128 with 32
+/// channels (81,920) the rows tile was faster there, at 64x64 with 64 (40,960) not
+/// measured, at 32x32 with 128 (20,480) slower.
+pub const GPU_ROWS_MIN_INVOCATIONS: usize = 65_536;
+
+/// The shape of the register tile of the 3x3 convolution (forward and gradient to the
+/// input), chosen from the adapter's type when the [`Gpu`] opens ([`ConvTiling::default_for`]): the same sums in the
+/// same order either way, so both give the same bits (tests check both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvTiling {
+    /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`).
+    Channels8Pixels4,
+    /// GPUs: per launch, the rows tile of `Channels4Pixels8` where it makes at least
+    /// [`GPU_ROWS_MIN_INVOCATIONS`] invocations (the large images: on an H200 1.3 to 1.6x
+    /// faster than 8x4 at 16 channels of 256x256 and 32 of 128x128), else
+    /// `Channels8Pixels4` (whose 2x more invocations keep a GPU busy on small images, where
+    /// the rows tile is 1.3 to 1.4x slower). The weight gradient is the one-input-channel
+    /// kernel, as for 8x4.
+    GpuByShape,
+    /// 4 output channels x 8 pixels per invocation, on each of two rows (`conv3x3_rows`):
+    /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
+    /// tile loads fewer.
+    Channels4Pixels8,
+    /// The tile of `Channels4Pixels8` loading its rows as vec4s, with the halo columns
+    /// from the neighbouring lanes and the weights loaded once per subgroup
+    /// (`conv3x3_rows_subgroup`), and a weight gradient sharing its dy loads across the
+    /// subgroup: CPU adapters with 8-lane subgroups (lavapipe). Needs a device with
+    /// subgroups ([`Gpu::has_subgroups`]).
+    Channels4Pixels8Subgroup,
+}
+
+impl std::str::FromStr for ConvTiling {
+    type Err = crate::Error;
+
+    /// "8x4", "4x8", "4x8sg" (channels x pixels; sg: subgroups) or "gpu" (8x4 or 4x8 by
+    /// launch size), as the benches' SEGFEAT_BENCH_TILING takes it.
+    fn from_str(s: &str) -> Result<ConvTiling> {
+        match s {
+            "8x4" => Ok(ConvTiling::Channels8Pixels4),
+            "gpu" => Ok(ConvTiling::GpuByShape),
+            "4x8" => Ok(ConvTiling::Channels4Pixels8),
+            "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
+            _ => bail!(
+                "a conv3x3 tile is 8x4, 4x8, 4x8sg (channels x pixels; sg: subgroups) or gpu (8x4 or 4x8 by launch size), not {s:?}"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvTiling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvTiling::Channels8Pixels4 => "8x4",
+            ConvTiling::GpuByShape => "gpu",
+            ConvTiling::Channels4Pixels8 => "4x8",
+            ConvTiling::Channels4Pixels8Subgroup => "4x8sg",
+        })
+    }
+}
+
+impl ConvTiling {
+    /// The tile a device opens with (the table above): the subgroup tile on CPU adapters
+    /// with 8-lane subgroups (lavapipe), the rows tile on other CPU adapters, and the
+    /// per-launch choice on GPUs.
+    pub fn default_for(adapter: &crate::gpu::AdapterReport, subgroups: bool) -> ConvTiling {
+        if subgroups && adapter.subgroup_sizes == (8, 8) {
+            ConvTiling::Channels4Pixels8Subgroup
+        } else if adapter.device_type == "Cpu" {
+            ConvTiling::Channels4Pixels8
+        } else {
+            ConvTiling::GpuByShape
+        }
+    }
+}
 
 /// The activation fused into the convolution's epilogue.
 #[derive(Clone, Copy, Debug, PartialEq)]
