@@ -8,7 +8,7 @@
 //!     cargo bench --bench classifier                      # quick preset, IMG and IMG+CONCAT (n=8)
 //!     SEGFEAT_BENCH_PRESET=paper cargo bench --bench classifier
 //!     SEGFEAT_BENCH_CHANNELS=1,49 SEGFEAT_BENCH_SIZE=32 SEGFEAT_BENCH_WIDTH=0.0625 SEGFEAT_PROFILE=1 cargo bench --bench classifier
-//!     SEGFEAT_BENCH_TILING=4x8 cargo bench --bench classifier   # another conv3x3 tile (gpu, 8x4, 4x8, 4x8sg)
+//!     SEGFEAT_BENCH_TILING=rows cargo bench --bench classifier   # another conv3x3 tile (gpu, tiled, rows, rows_subgroup)
 //!     SEGFEAT_BENCH_REG=bn=1,dropout=0.5,leaky=0.01 cargo bench --bench classifier   # the regularised VGG
 //!
 //! Timing: wall clock of whole steps (each ends by reading the loss back), best of REPS

@@ -88,7 +88,7 @@ step tests.log 60 ./.dev/test-gradients
 step unet.log 150 SEGFEAT_BENCH_SIZES=64,128,256 SEGFEAT_BENCH_REPS=5 ./.dev/bench-unet
 step kernels.log 90 SEGFEAT_BENCH_REPS=5 ./.dev/bench-kernels
 step kernels.log 30 SEGFEAT_BENCH_REPS=5 SEGFEAT_BENCH_CONVS=1:16:256,16:16:256,48:16:256,32:32:128,96:32:128,64:64:64,192:64:64,128:128:32,384:128:32,256:256:16 ./.dev/bench-kernels
-for tile in 8x4 4x8; do
+for tile in tiled rows; do
     step kernels.log 60 SEGFEAT_BENCH_REPS=5 SEGFEAT_BENCH_TILING=$tile ./.dev/bench-kernels
     step unet.log 45 SEGFEAT_BENCH_SIZES=128,256 SEGFEAT_BENCH_REPS=5 SEGFEAT_BENCH_TILING=$tile SEGFEAT_TORCH_PYTHON=none ./.dev/bench-unet
 done

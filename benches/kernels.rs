@@ -6,7 +6,7 @@
 //!     cargo bench --bench kernels                 # all shapes (minutes on lavapipe)
 //!     SEGFEAT_BENCH_QUICK=1 cargo bench --bench kernels   # the two smallest conv shapes
 //!     SEGFEAT_BENCH_REPS=5 cargo bench --bench kernels    # best of 5 instead of 2
-//!     SEGFEAT_BENCH_TILING=4x8 cargo bench --bench kernels  # another conv3x3 tile (gpu, 8x4, 4x8, 4x8sg)
+//!     SEGFEAT_BENCH_TILING=rows cargo bench --bench kernels  # another conv3x3 tile (gpu, tiled, rows, rows_subgroup)
 //!                                                           # (default: the adapter's)
 //!     SEGFEAT_BENCH_CONVS=16:16:256,32:32:128 cargo bench --bench kernels
 //!         # only these conv3x3 shapes (cin:cout:size), and none of the other kernels

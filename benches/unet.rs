@@ -11,7 +11,7 @@
 //!     SEGFEAT_BENCH_CHANNELS=8 SEGFEAT_BENCH_BATCH=4 SEGFEAT_BENCH_REPS=3 cargo bench --bench unet
 //!     SEGFEAT_PROFILE=1 SEGFEAT_BENCH_SIZES=64 cargo bench --bench unet   # time per kernel
 //!     SEGFEAT_PROFILE=shapes SEGFEAT_BENCH_SIZES=64 cargo bench --bench unet   # per kernel and launch
-//!     SEGFEAT_BENCH_TILING=4x8 cargo bench --bench unet   # another conv3x3 tile (gpu, 8x4, 4x8, 4x8sg)
+//!     SEGFEAT_BENCH_TILING=rows cargo bench --bench unet   # another conv3x3 tile (gpu, tiled, rows, rows_subgroup)
 //!     SEGFEAT_TORCH_PYTHON=.venv-torch/bin/python cargo bench --bench unet  # PyTorch's Python
 //!     SEGFEAT_TORCH_PYTHON=none cargo bench --bench unet  # no PyTorch comparison
 //!     SEGFEAT_BENCH_AUGMENT=0 cargo bench --bench unet    # no augmentation timing

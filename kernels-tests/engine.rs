@@ -290,11 +290,11 @@ fn profiling_times_every_dispatch_by_kernel() {
     let p = gpu.profile();
     assert_eq!(p.len(), 3, "{p:?}");
     let entry = match gpu.conv_tiling() {
-        segfeat::gpu::ConvTiling::Channels8Pixels4 => "conv3x3_tiled",
+        segfeat::gpu::ConvTiling::Tiled => "conv3x3_tiled",
         // A 2 x 4 x 8 x 8 output is far below the rows tile's threshold.
-        segfeat::gpu::ConvTiling::GpuByShape => "conv3x3_tiled",
-        segfeat::gpu::ConvTiling::Channels4Pixels8 => "conv3x3_rows",
-        segfeat::gpu::ConvTiling::Channels4Pixels8Subgroup => "conv3x3_rows_subgroup",
+        segfeat::gpu::ConvTiling::Gpu => "conv3x3_tiled",
+        segfeat::gpu::ConvTiling::Rows => "conv3x3_rows",
+        segfeat::gpu::ConvTiling::RowsSubgroup => "conv3x3_rows_subgroup",
     };
     let conv = p.iter().find(|e| e.0 == entry).unwrap();
     assert_eq!(conv.1, 3);
@@ -379,12 +379,12 @@ fn gpu_tiling_takes_the_rows_tile_for_large_launches_only() {
     for (h, entry) in [(large_h, "conv3x3_rows"), (large_h - 4, "conv3x3_tiled")] {
         let x = up(&gpu, &[1, cin, h, w], &rand_vec(&mut g, cin * h * w));
         let mut outs = Vec::new();
-        for tiling in [ConvTiling::GpuByShape, ConvTiling::Channels8Pixels4] {
+        for tiling in [ConvTiling::Gpu, ConvTiling::Tiled] {
             gpu.set_conv_tiling(tiling).unwrap();
             let before = gpu.profile();
             let y = ops::conv3x3::forward(&gpu, &x, &wt, &b).unwrap();
             outs.push(y.to_vec(&gpu));
-            if tiling == ConvTiling::GpuByShape {
+            if tiling == ConvTiling::Gpu {
                 let count =
                     |p: &[(String, u64, f64)]| p.iter().find(|e| e.0 == entry).map_or(0, |e| e.1);
                 assert_eq!(

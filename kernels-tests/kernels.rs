@@ -76,9 +76,9 @@ fn conv3x3_weight_gradient_subgroup_sharing_is_bit_for_bit() {
     if !gpu.has_subgroups() {
         // No subgroups (every GPU: segfeat asks for them on CPU adapters only): then the
         // subgroup kernel must never be chosen, and asking for it must be refused.
-        assert_ne!(gpu.conv_tiling(), ConvTiling::Channels4Pixels8Subgroup);
+        assert_ne!(gpu.conv_tiling(), ConvTiling::RowsSubgroup);
         let e = gpu
-            .set_conv_tiling(ConvTiling::Channels4Pixels8Subgroup)
+            .set_conv_tiling(ConvTiling::RowsSubgroup)
             .expect_err("the subgroup tile refused without subgroups");
         assert!(e.0.contains("needs subgroups"), "{e}");
         return;
@@ -111,11 +111,11 @@ fn conv3x3_weight_gradient_subgroup_sharing_is_bit_for_bit() {
             };
             (bits(&dw), bits(&db))
         };
-        let quad = grads(ConvTiling::Channels4Pixels8);
-        let shared = grads(ConvTiling::Channels4Pixels8Subgroup);
+        let quad = grads(ConvTiling::Rows);
+        let shared = grads(ConvTiling::RowsSubgroup);
         assert!(
             quad == shared,
-            "weight or bias gradient differs between 4x8 and 4x8sg at (N, Cin, Cout, H, W) = {:?}",
+            "weight or bias gradient differs between rows and rows_subgroup at (N, Cin, Cout, H, W) = {:?}",
             (n, cin, cout, h, w)
         );
     }
@@ -140,12 +140,12 @@ fn tilings_agree(gpu: &segfeat::Gpu, n: usize, cin: usize, cout: usize, h: usize
         assert_eq!(
             bits(&outs[0].0),
             bits(&out.0),
-            "forward differs between tilings 8x4 and {t}"
+            "forward differs between tilings tiled and {t}"
         );
         assert_eq!(
             bits(&outs[0].1),
             bits(&out.1),
-            "input gradient differs between tilings 8x4 and {t}"
+            "input gradient differs between tilings tiled and {t}"
         );
     }
 }
@@ -153,13 +153,9 @@ fn tilings_agree(gpu: &segfeat::Gpu, n: usize, cin: usize, cout: usize, h: usize
 /// The conv3x3 tiles this device can run: the subgroup tile where the device has
 /// subgroups. lavapipe (CI's adapter) has them, so there all four are checked.
 fn tilings(gpu: &segfeat::Gpu) -> Vec<ConvTiling> {
-    let mut t = vec![
-        ConvTiling::Channels8Pixels4,
-        ConvTiling::GpuByShape,
-        ConvTiling::Channels4Pixels8,
-    ];
+    let mut t = vec![ConvTiling::Tiled, ConvTiling::Gpu, ConvTiling::Rows];
     if gpu.has_subgroups() {
-        t.push(ConvTiling::Channels4Pixels8Subgroup);
+        t.push(ConvTiling::RowsSubgroup);
     }
     t
 }

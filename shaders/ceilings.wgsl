@@ -12,8 +12,8 @@
 struct Params {
     total: u32,
     iters: u32,
-    _p0: u32,
-    _p1: u32,
+    mask: u32, // the load kernels: table elements - 1 (a power of two less one)
+    _pad: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> sink: array<vec4<f32>>;
@@ -51,7 +51,7 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // ---- load_scalar: 1 sink, 3 table; load_vec4: 1 sink, 2 src ----
 // Each invocation makes p.iters loads, at an address that differs per lane and steps by
-// 1031 elements, wrapped in a table of p._p0 + 1 elements (a power of two, small enough
+// 1031 elements, wrapped in a table of p.mask + 1 elements (a power of two, small enough
 // to stay in cache: the cost of the load, not of memory), and sums them. The kernels
 // bench rates them against the FMA ceiling: "one load costs as much as N FMAs".
 @group(0) @binding(3) var<storage, read> table: array<f32>;
@@ -64,7 +64,7 @@ fn load_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var acc = 0.0;
     var at = i;
     for (var t = 0u; t < p.iters; t++) {
-        acc += table[at & p._p0];
+        acc += table[at & p.mask];
         at += 1031u;
     }
     sink[i] = vec4(acc);
@@ -78,7 +78,7 @@ fn load_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     var acc = vec4(0.0);
     var at = i;
     for (var t = 0u; t < p.iters; t++) {
-        acc += src[at & p._p0];
+        acc += src[at & p.mask];
         at += 1031u;
     }
     sink[i] = acc;

@@ -14,6 +14,19 @@ const COPY: Kernel = k("ceilings", "copy");
 const LOAD_SCALAR: Kernel = k("ceilings", "load_scalar");
 const LOAD_VEC4: Kernel = k("ceilings", "load_vec4");
 
+/// The uniform of the ceiling kernels, field for field the WGSL `Params` of
+/// shaders/ceilings.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    /// Invocations.
+    total: u32,
+    /// Multiply-adds or loads per invocation.
+    iters: u32,
+    /// The load kernels: the table's element count less one (a power of two less one).
+    mask: u32,
+    _pad: u32,
+}
 /// Best wall time in seconds of `f` (recorded, submitted and waited for) over `reps` runs.
 pub fn time_best(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -32,7 +45,13 @@ pub fn time_best(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<()>) -> R
 pub fn fma_chains(gpu: &Gpu, sink: &Tensor, threads: usize, iters: u32) -> Result<()> {
     crate::ops::check_shape(sink, &[threads * 4], "fma sink")?;
     let bufs = [(1, gpu.whole(sink, "fma sink")?)];
-    gpu.dispatch(FMA, &[threads as u32, iters, 0, 0], &bufs, threads)
+    let prm = Params {
+        total: threads as u32,
+        iters,
+        mask: 0,
+        _pad: 0,
+    };
+    gpu.dispatch(FMA, crate::ops::words(&prm), &bufs, threads)
 }
 
 /// Launch load_scalar (or with `vec4`, load_vec4): `threads` invocations of `iters` loads
@@ -68,8 +87,13 @@ pub fn load_loop(
         (1, gpu.whole(sink, "load sink")?),
         (binding, gpu.whole(table, "load table")?),
     ];
-    let mask = elems as u32 - 1;
-    gpu.dispatch(kernel, &[threads as u32, iters, mask, 0], &bufs, threads)
+    let prm = Params {
+        total: threads as u32,
+        iters,
+        mask: elems as u32 - 1,
+        _pad: 0,
+    };
+    gpu.dispatch(kernel, crate::ops::words(&prm), &bufs, threads)
 }
 
 /// The load kernels with their table and sink, ready to run again and again: what one
@@ -123,7 +147,13 @@ pub fn copy_shader(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<()> {
         (1, gpu.whole(dst, "copy destination")?),
         (2, gpu.whole(src, "copy source")?),
     ];
-    gpu.dispatch(COPY, &[n4 as u32, 0, 0, 0], &bufs, n4)
+    let prm = Params {
+        total: n4 as u32,
+        iters: 0,
+        mask: 0,
+        _pad: 0,
+    };
+    gpu.dispatch(COPY, crate::ops::words(&prm), &bufs, n4)
 }
 
 /// Wall times in seconds of `f` and of `g` run in turn: g, f, g, f, ..., g (`reps` runs

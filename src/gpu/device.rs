@@ -417,9 +417,9 @@ impl Gpu {
     /// Use another conv3x3 tile from now on: for tests that check each on one adapter,
     /// and benches that compare them. The subgroup tile needs a device with subgroups.
     pub fn set_conv_tiling(&self, t: ConvTiling) -> Result<()> {
-        if t == ConvTiling::Channels4Pixels8Subgroup && !self.has_subgroups() {
+        if t == ConvTiling::RowsSubgroup && !self.has_subgroups() {
             bail!(
-                "the conv3x3 tile 4x8sg needs subgroups, which adapter \"{}\" was not opened with (segfeat asks for them on CPU adapters that offer them)",
+                "the conv3x3 tile rows_subgroup needs subgroups, which adapter \"{}\" was not opened with (segfeat asks for them on CPU adapters that offer them)",
                 self.inner.adapter.name
             );
         }

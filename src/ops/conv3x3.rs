@@ -5,21 +5,24 @@
 //! Batches too large for one storage binding are split by sample; the weight gradient of
 //! each chunk adds into dw, so a split batch gives the sum over all samples.
 //!
-//! **Which kernel runs.** The adapter's [`ConvTiling`] (set when the device opens; tests
+//! **Which kernel runs.** A tile has one name, its kernel's: `tiled` (8 output channels x
+//! 4 pixels, `conv3x3_tiled`), `rows` (4 x 8 x 2 rows, `conv3x3_rows`), `rows_subgroup`;
+//! `gpu` chooses between the first two per launch (BENCHMARKS.md's log calls them 8x4,
+//! 4x8 and 4x8sg). The adapter's [`ConvTiling`] (set when the device opens; tests
 //! and benches may set another) and the launch's shape choose, in [`tiled`] and
 //! [`backward_weight_bias`]; this table is the one place that says so:
 //!
 //! | kernel (shaders/) | tile per invocation | chosen when | the measurement that chose it (BENCHMARKS.md) |
 //! |---|---|---|---|
-//! | `conv3x3_rows` | 4 out-channels x 8 pixels x 2 rows | CPU adapters without subgroups (`4x8`); GPUs (`gpu`) for launches of >= 65,536 invocations | lavapipe: fewest loads per multiply-add ("conv3x3 tile for CPU adapters"); H200: the fastest forward on large images, 40-60% of the FMA ceiling ("On a GPU: NVIDIA H200") |
-//! | `conv3x3_rows_subgroup` | the same, rows loaded as vec4s, halos and weights shared by the subgroup | CPU adapters with subgroups, such as lavapipe (`4x8sg`), rows of whole 8-pixel tiles | lavapipe: 1.2-1.6x `conv3x3_rows` ("Subgroup kernels") |
-//! | `conv3x3_tiled` | 8 out-channels x 4 pixels | GPUs (`gpu`) below 65,536 invocations of the rows tile; `8x4` when forced | H200: twice the rows tile's invocations, which small images need (31.8 ms step at 256 against 34.3 for 8x4 alone) |
+//! | `conv3x3_rows` | 4 out-channels x 8 pixels x 2 rows | CPU adapters without subgroups (`rows`); GPUs (`gpu`) for launches of >= 65,536 invocations | lavapipe: fewest loads per multiply-add ("conv3x3 tile for CPU adapters"); H200: the fastest forward on large images, 40-60% of the FMA ceiling ("On a GPU: NVIDIA H200") |
+//! | `conv3x3_rows_subgroup` | the same, rows loaded as vec4s, halos and weights shared by the subgroup | CPU adapters with subgroups, such as lavapipe (`rows_subgroup`), rows of whole 8-pixel tiles | lavapipe: 1.2-1.6x `conv3x3_rows` ("Subgroup kernels") |
+//! | `conv3x3_tiled` | 8 out-channels x 4 pixels | GPUs (`gpu`) below 65,536 invocations of the rows tile; `tiled` when forced | H200: twice the rows tile's invocations, which small images need (31.8 ms step at 256 against 34.3 for `tiled` alone) |
 //! | `conv3x3_image4` | a whole image of at most 4 x 4 | CPU tiles at the 4x4 and 2x2 levels | lavapipe: the deepest levels in one invocation per 4 channels ("What a load costs") |
 //! | `conv3x3_backward_weight_quad` (`_subgroup` with subgroups) | 8 out x 4 in channels x 9 taps, a share of rows | CPU tiles, from 4 input channels | lavapipe: 68-74% of the ceiling ("The weight gradient over four input channels") |
 //! | `conv3x3_backward_weight` | 8 out x 1 in channel x 9 taps, a share of rows | GPUs; CPU tiles below 4 input channels | H200: 21-26% of the ceiling; the four-channel kernel spills there |
 //!
-//! Removed (their numbers stay in the log): `8x4wg`, the 8x4 tile staged in workgroup
-//! memory (slower than `gpu` and than 8x4 on the H200: 39.9 against 31.8 and 34.3 ms a step
+//! Removed (their numbers stay in the log, under their old names): `8x4wg`, the `tiled`
+//! tile staged in workgroup memory (slower than `gpu` and than `tiled` on the H200: 39.9 against 31.8 and 34.3 ms a step
 //! at 256), and `gpuwg`, a weight gradient spread over a workgroup, never measured on a
 //! GPU. Every remaining kernel keeps each output's sum in one invocation, in a fixed order.
 //!
@@ -33,7 +36,7 @@ use super::{check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{bail, Gpu, Result, Tape, Tensor, Var};
 
-/// Under [`ConvTiling::GpuByShape`], a conv3x3 launch takes the rows tile (4 channels x 8
+/// Under [`ConvTiling::Gpu`], a conv3x3 launch takes the rows tile (4 channels x 8
 /// pixels x 2 rows) when that makes at least this many invocations: 65,536 is about half
 /// the threads an H200 holds at once (132 multiprocessors x 2,048 / 4); at 128x128 with 32
 /// channels (81,920) the rows tile was faster there, at 64x64 with 64 (40,960) not
@@ -46,39 +49,39 @@ pub const GPU_ROWS_MIN_INVOCATIONS: usize = 65_536;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvTiling {
     /// 8 output channels x 4 pixels per invocation (`conv3x3_tiled`).
-    Channels8Pixels4,
-    /// GPUs: per launch, the rows tile of `Channels4Pixels8` where it makes at least
+    Tiled,
+    /// GPUs: per launch, the rows tile of `Rows` where it makes at least
     /// [`GPU_ROWS_MIN_INVOCATIONS`] invocations (the large images: on an H200 1.3 to 1.6x
-    /// faster than 8x4 at 16 channels of 256x256 and 32 of 128x128), else
-    /// `Channels8Pixels4` (whose 2x more invocations keep a GPU busy on small images, where
+    /// faster than `Tiled` at 16 channels of 256x256 and 32 of 128x128), else
+    /// `Tiled` (whose 2x more invocations keep a GPU busy on small images, where
     /// the rows tile is 1.3 to 1.4x slower). The weight gradient is the one-input-channel
-    /// kernel, as for 8x4.
-    GpuByShape,
+    /// kernel, as for `Tiled`.
+    Gpu,
     /// 4 output channels x 8 pixels per invocation, on each of two rows (`conv3x3_rows`):
     /// CPU adapters, where every value loaded costs a loop over the SIMD lanes and this
     /// tile loads fewer.
-    Channels4Pixels8,
-    /// The tile of `Channels4Pixels8` loading its rows as vec4s, with the halo columns
+    Rows,
+    /// The tile of `Rows` loading its rows as vec4s, with the halo columns
     /// from the neighbouring lanes and the weights loaded once per subgroup
     /// (`conv3x3_rows_subgroup`), and a weight gradient sharing its dy loads across the
     /// subgroup: CPU adapters with 8-lane subgroups (lavapipe). Needs a device with
     /// subgroups ([`Gpu::has_subgroups`]).
-    Channels4Pixels8Subgroup,
+    RowsSubgroup,
 }
 
 impl std::str::FromStr for ConvTiling {
     type Err = crate::Error;
 
-    /// "8x4", "4x8", "4x8sg" (channels x pixels; sg: subgroups) or "gpu" (8x4 or 4x8 by
+    /// "tiled", "rows", "rows_subgroup" (the kernels' names) or "gpu" (tiled or rows by
     /// launch size), as the benches' SEGFEAT_BENCH_TILING takes it.
     fn from_str(s: &str) -> Result<ConvTiling> {
         match s {
-            "8x4" => Ok(ConvTiling::Channels8Pixels4),
-            "gpu" => Ok(ConvTiling::GpuByShape),
-            "4x8" => Ok(ConvTiling::Channels4Pixels8),
-            "4x8sg" => Ok(ConvTiling::Channels4Pixels8Subgroup),
+            "tiled" => Ok(ConvTiling::Tiled),
+            "gpu" => Ok(ConvTiling::Gpu),
+            "rows" => Ok(ConvTiling::Rows),
+            "rows_subgroup" => Ok(ConvTiling::RowsSubgroup),
             _ => bail!(
-                "a conv3x3 tile is 8x4, 4x8, 4x8sg (channels x pixels; sg: subgroups) or gpu (8x4 or 4x8 by launch size), not {s:?}"
+                "a conv3x3 tile is tiled, rows, rows_subgroup or gpu (tiled or rows by launch size), not {s:?}"
             ),
         }
     }
@@ -87,10 +90,10 @@ impl std::str::FromStr for ConvTiling {
 impl std::fmt::Display for ConvTiling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            ConvTiling::Channels8Pixels4 => "8x4",
-            ConvTiling::GpuByShape => "gpu",
-            ConvTiling::Channels4Pixels8 => "4x8",
-            ConvTiling::Channels4Pixels8Subgroup => "4x8sg",
+            ConvTiling::Tiled => "tiled",
+            ConvTiling::Gpu => "gpu",
+            ConvTiling::Rows => "rows",
+            ConvTiling::RowsSubgroup => "rows_subgroup",
         })
     }
 }
@@ -101,11 +104,11 @@ impl ConvTiling {
     /// per-launch choice on GPUs.
     pub fn default_for(adapter: &crate::gpu::AdapterReport, subgroups: bool) -> ConvTiling {
         if subgroups && adapter.subgroup_sizes == (8, 8) {
-            ConvTiling::Channels4Pixels8Subgroup
+            ConvTiling::RowsSubgroup
         } else if adapter.device_type == "Cpu" {
-            ConvTiling::Channels4Pixels8
+            ConvTiling::Rows
         } else {
-            ConvTiling::GpuByShape
+            ConvTiling::Gpu
         }
     }
 }
@@ -295,21 +298,21 @@ fn tiled(
     let hw = h * wd;
     // (kernel, output channels per invocation, pixels per invocation)
     let (tile, chans, pixels) = match gpu.conv_tiling() {
-        ConvTiling::Channels8Pixels4 => (TILED, 8, 4),
-        ConvTiling::Channels4Pixels8 => (ROWS, 4, 8),
-        ConvTiling::GpuByShape
+        ConvTiling::Tiled => (TILED, 8, 4),
+        ConvTiling::Rows => (ROWS, 4, 8),
+        ConvTiling::Gpu
             if n * cout.div_ceil(4) * h.div_ceil(2) * wd.div_ceil(8)
                 >= crate::gpu::GPU_ROWS_MIN_INVOCATIONS =>
         {
             (ROWS, 4, 8)
         }
-        ConvTiling::GpuByShape => (TILED, 8, 4),
-        ConvTiling::Channels4Pixels8Subgroup => (ROWS_SUBGROUP, 4, 8),
+        ConvTiling::Gpu => (TILED, 8, 4),
+        ConvTiling::RowsSubgroup => (ROWS_SUBGROUP, 4, 8),
     };
     // The CPU adapters' tiles hand images of at most 4 x 4 to conv3x3_image4.
     let cpu_tile = matches!(
         gpu.conv_tiling(),
-        ConvTiling::Channels4Pixels8 | ConvTiling::Channels4Pixels8Subgroup
+        ConvTiling::Rows | ConvTiling::RowsSubgroup
     );
     for (n0, nb) in gpu.chunks(n, &[cin * hw, cout * hw])? {
         let (bx, ox) = gpu.bind(x, n0 * cin * hw, nb * cin * hw);
@@ -466,8 +469,8 @@ pub fn backward_weight_bias(
         // would idle: 2x slower measured for one).
         let groups = cq.div_ceil(2);
         let (kernel, per_inv) = match gpu.conv_tiling() {
-            ConvTiling::Channels4Pixels8 if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
-            ConvTiling::Channels4Pixels8Subgroup if cin >= 4 => (BACKWARD_WEIGHT_QUAD_SUBGROUP, 4),
+            ConvTiling::Rows if cin >= 4 => (BACKWARD_WEIGHT_QUAD, 4),
+            ConvTiling::RowsSubgroup if cin >= 4 => (BACKWARD_WEIGHT_QUAD_SUBGROUP, 4),
             _ => (BACKWARD_WEIGHT, 1),
         };
         let tiles = cin.div_ceil(per_inv);
