@@ -495,7 +495,6 @@ fn load_volume_pair(
         );
     }
     let [nx, ny, _] = lab.dims;
-    let mut codes = Vec::with_capacity(lab.values.len());
     for (i, &v) in lab.values.iter().enumerate() {
         if v.fract() != 0.0 || v < 0.0 || v as usize >= labels {
             let (x, y, z) = (i % nx, i / nx % ny, i / (nx * ny));
@@ -504,21 +503,16 @@ fn load_volume_pair(
                 mp.display()
             );
         }
-        codes.push(v);
     }
     let windowed = Volume {
         values: opts.window.apply(&vol.values),
         ..vol
     };
     let name = key(ip);
-    let label_vol = Volume {
-        values: codes,
-        ..lab
-    };
     Ok(windowed
         .slices(opts.axis)
         .into_iter()
-        .zip(label_vol.slices(opts.axis))
+        .zip(lab.slices(opts.axis))
         .enumerate()
         .map(|(k, (img, lab))| {
             let scale = fit_square(img.w, img.h).0 as f64 / size as f64;

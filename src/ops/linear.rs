@@ -44,6 +44,28 @@ struct Params {
     _pad: u32,
 }
 
+impl Params {
+    fn new(
+        total: usize,
+        n: usize,
+        i: usize,
+        o: usize,
+        (o0, ob): (usize, usize),
+        off_w: u32,
+    ) -> Params {
+        Params {
+            total: u(total),
+            n: u(n),
+            i: u(i),
+            o: u(o),
+            o0: u(o0),
+            ob: u(ob),
+            off_w,
+            _pad: 0,
+        }
+    }
+}
+
 /// y = x W^T + b
 pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (n, i, o) = dims(x, w)?;
@@ -53,16 +75,7 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
         // 4 samples per invocation (see shaders/linear.wgsl).
         let total = n.div_ceil(4) * ob;
-        let params = Params {
-            total: u(total),
-            n: u(n),
-            i: u(i),
-            o: u(o),
-            o0: u(o0),
-            ob: u(ob),
-            off_w: ow,
-            _pad: 0,
-        };
+        let params = Params::new(total, n, i, o, (o0, ob), ow);
         let bufs = [
             (1, gpu.whole(x, "linear input")?),
             (2, bw),
@@ -81,16 +94,7 @@ pub fn backward_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result
     for (o0, ob) in gpu.chunks(o, &[i])? {
         let (bw, ow) = gpu.bind(w, o0 * i, ob * i);
         let total = n.div_ceil(4) * i;
-        let params = Params {
-            total: u(total),
-            n: u(n),
-            i: u(i),
-            o: u(o),
-            o0: u(o0),
-            ob: u(ob),
-            off_w: ow,
-            _pad: 0,
-        };
+        let params = Params::new(total, n, i, o, (o0, ob), ow);
         let bufs = [
             (1, gpu.whole(dy, "linear output gradient")?),
             (2, bw),
@@ -108,16 +112,7 @@ pub fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Resul
     for (o0, ob) in gpu.chunks(o, &[i])? {
         let (bw, ow) = gpu.bind(dw, o0 * i, ob * i);
         let total = ob * i;
-        let params = Params {
-            total: u(total),
-            n: u(n),
-            i: u(i),
-            o: u(o),
-            o0: u(o0),
-            ob: u(ob),
-            off_w: ow,
-            _pad: 0,
-        };
+        let params = Params::new(total, n, i, o, (o0, ob), ow);
         let bufs = [
             (1, gpu.whole(dy, "linear output gradient")?),
             (3, gpu.whole(x, "linear input")?),
@@ -137,16 +132,7 @@ pub fn backward_bias(gpu: &Gpu, dy: &Tensor, db: &Tensor) -> Result<()> {
         );
     };
     check_shape(db, &[o], "linear bias gradient")?;
-    let params = Params {
-        total: u(o),
-        n: u(n),
-        i: 0,
-        o: u(o),
-        o0: 0,
-        ob: u(o),
-        off_w: 0,
-        _pad: 0,
-    };
+    let params = Params::new(o, n, 0, o, (0, o), 0);
     let bufs = [
         (1, gpu.whole(dy, "linear output gradient")?),
         (4, gpu.whole(db, "linear bias gradient")?),

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 
 use crate::data::augment::Augment;
 use crate::data::Dataset;
-use crate::nn::checkpoint::{self, save_unet, SegMeta};
+use crate::nn::checkpoint::{self, SegMeta};
 use crate::nn::init::rng;
 use crate::nn::{Unet, UnetConfig};
 use crate::ops::{self, Adam};
@@ -223,8 +223,13 @@ pub fn train(
             adam.t,
             (opts.batches_per_epoch * opts.batch) as f64 / secs
         ));
-        save_state(gpu, out, &unet, &adam, &meta, &log)?;
-        save_unet(gpu, out, &unet, &meta)?;
+        // The weights are read back once and serve both files.
+        let weights = checkpoint::unet_tensors(gpu, &unet);
+        save_state(gpu, out, &unet, &weights, &adam, &meta, &log)?;
+        let model =
+            checkpoint::serialize(&weights, &checkpoint::unet_metadata(&unet.config, &meta))
+                .map_err(|e| Error(format!("{}: {e}", out.display())))?;
+        checkpoint::write_atomic(out, &model)?;
         checkpoint::write_atomic(&lp, log.as_bytes())?;
         eprintln!(
             "epoch {}/{}: mean loss {mean:.4}, {:.1} img/s, {} (saved {})",
@@ -343,15 +348,16 @@ fn save_state(
     gpu: &Gpu,
     out: &Path,
     unet: &Unet,
+    weights: &[(String, Vec<usize>, Vec<f32>)],
     adam: &Adam,
     meta: &SegMeta,
     log: &str,
 ) -> Result<()> {
     let mut tensors = Vec::new();
-    for ((name, p), (m, v)) in unet.params.iter().zip(&adam.moments) {
-        tensors.push((format!("w.{name}"), p.shape().to_vec(), p.to_vec(gpu)));
-        tensors.push((format!("m.{name}"), p.shape().to_vec(), m.to_vec(gpu)));
-        tensors.push((format!("v.{name}"), p.shape().to_vec(), v.to_vec(gpu)));
+    for ((name, shape, w), (m, v)) in weights.iter().zip(&adam.moments) {
+        tensors.push((format!("w.{name}"), shape.clone(), w.clone()));
+        tensors.push((format!("m.{name}"), shape.clone(), m.to_vec(gpu)));
+        tensors.push((format!("v.{name}"), shape.clone(), v.to_vec(gpu)));
     }
     let mut md = checkpoint::unet_metadata(&unet.config, meta);
     md.insert("adam_t".to_string(), adam.t.to_string());
@@ -359,7 +365,6 @@ fn save_state(
     checkpoint::save(&state_path(out), &tensors, &md)
 }
 
-/// The `key=value` items of a training's description (see `SegTrainOptions::describe`).
 /// The items of a training's description: a JSON record (see
 /// `SegTrainOptions::describe`), or `key=value` words in files written before.
 fn described(training: &str) -> BTreeMap<String, String> {
