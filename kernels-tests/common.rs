@@ -560,13 +560,19 @@ pub fn check_pool_upsample(
 }
 
 pub fn check_concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usize, seed: u64) {
-    let tag = format!("concat n{n} ca{ca} cb{cb} {h}x{w}");
-    let p = h * w;
+    check_concat_shape(gpu, n, ca, cb, &[h, w], seed);
+}
+
+/// concat of (n, ca, spatial...) and (n, cb, spatial...): maps or volumes.
+pub fn check_concat_shape(gpu: &Gpu, n: usize, ca: usize, cb: usize, spatial: &[usize], seed: u64) {
+    let tag = format!("concat n{n} ca{ca} cb{cb} {spatial:?}");
+    let p: usize = spatial.iter().product();
+    let shape = |c: usize| -> Vec<usize> { [n, c].iter().chain(spatial).copied().collect() };
     let mut g = rng(seed);
     let (a, b) = (rand_vec(&mut g, n * ca * p), rand_vec(&mut g, n * cb * p));
-    let (ta, tb) = (up(gpu, &[n, ca, h, w], &a), up(gpu, &[n, cb, h, w], &b));
+    let (ta, tb) = (up(gpu, &shape(ca), &a), up(gpu, &shape(cb), &b));
     let y = ops::concat::forward(gpu, &[&ta, &tb]).unwrap();
-    assert_eq!(y.shape(), &[n, ca + cb, h, w]);
+    assert_eq!(y.shape(), &shape(ca + cb)[..]);
     check(
         &format!("{tag} forward"),
         &y.to_vec(gpu),
@@ -575,9 +581,9 @@ pub fn check_concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usiz
         0.0,
     );
     let dy = rand_vec(&mut g, n * (ca + cb) * p);
-    let tdy = up(gpu, &[n, ca + cb, h, w], &dy);
+    let tdy = up(gpu, &shape(ca + cb), &dy);
     let (pa, pb) = (rand_vec(&mut g, a.len()), rand_vec(&mut g, b.len()));
-    let (tda, tdb) = (up(gpu, &[n, ca, h, w], &pa), up(gpu, &[n, cb, h, w], &pb));
+    let (tda, tdb) = (up(gpu, &shape(ca), &pa), up(gpu, &shape(cb), &pb));
     ops::concat::split_add(gpu, &tdy, &tda, 0).unwrap();
     ops::concat::split_add(gpu, &tdy, &tdb, ca).unwrap();
     let (da, db) = r::concat_backward(&f64s(&dy), n, ca, cb, p);
@@ -593,6 +599,180 @@ pub fn check_concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usiz
         &tdb.to_vec(gpu),
         &plus(&pb, &db),
         atol(1),
+        RTOL,
+    );
+}
+
+/// Every conv3x3x3 entry point (forward, naive, fused activations, the three backwards,
+/// the fused weight and bias gradient) against the f64 reference.
+pub fn check_conv3x3x3(
+    gpu: &Gpu,
+    (n, cin, cout): (usize, usize, usize),
+    (d, h, w): (usize, usize, usize),
+    seed: u64,
+) {
+    use ops::conv3x3::Activation;
+    use ops::conv3x3x3 as c3;
+    let tag = format!("conv3x3x3 n{n} cin{cin} cout{cout} {d}x{h}x{w}");
+    let mut g = rng(seed);
+    let v = d * h * w;
+    let (x, wt, b) = (
+        rand_vec(&mut g, n * cin * v),
+        rand_vec(&mut g, cout * cin * 27),
+        rand_vec(&mut g, cout),
+    );
+    let dy = rand_vec(&mut g, n * cout * v);
+    let (tx, tw, tb) = (
+        up(gpu, &[n, cin, d, h, w], &x),
+        up(gpu, &[cout, cin, 3, 3, 3], &wt),
+        up(gpu, &[cout], &b),
+    );
+    let want = r::conv3x3x3(&f64s(&x), &f64s(&wt), &f64s(&b), (n, cin, cout), (d, h, w));
+    let k = atol(cin * 27);
+    let y = c3::forward(gpu, &tx, &tw, &tb).unwrap();
+    check(&format!("{tag} forward"), &y.to_vec(gpu), &want, k, RTOL);
+    let naive = c3::forward_naive(gpu, &tx, &tw, &tb).unwrap();
+    check(
+        &format!("{tag} naive forward"),
+        &naive.to_vec(gpu),
+        &want,
+        k,
+        RTOL,
+    );
+    for (act, want) in [
+        (Activation::Elu, r::elu(&want)),
+        (Activation::Relu, r::relu(&want)),
+        (Activation::Leaky(0.1), r::leaky_relu(&want, 0.1)),
+    ] {
+        let y = c3::forward_act(gpu, &tx, &tw, &tb, act).unwrap();
+        check(
+            &format!("{tag} forward + {act:?}"),
+            &y.to_vec(gpu),
+            &want,
+            k,
+            RTOL,
+        );
+    }
+    let (dx, dw, db) =
+        r::conv3x3x3_backward(&f64s(&dy), &f64s(&x), &f64s(&wt), (n, cin, cout), (d, h, w));
+    let tdy = up(gpu, &[n, cout, d, h, w], &dy);
+    let (px, pw, pb) = (
+        rand_vec(&mut g, x.len()),
+        rand_vec(&mut g, wt.len()),
+        rand_vec(&mut g, cout),
+    );
+    let (tdx, tdw, tdb) = (
+        up(gpu, &[n, cin, d, h, w], &px),
+        up(gpu, &[cout, cin, 3, 3, 3], &pw),
+        up(gpu, &[cout], &pb),
+    );
+    c3::backward_input(gpu, &tdy, &tw, &tdx).unwrap();
+    c3::backward_weight(gpu, &tdy, &tx, &tdw).unwrap();
+    c3::backward_bias(gpu, &tdy, &tdb).unwrap();
+    check(
+        &format!("{tag} backward_input"),
+        &tdx.to_vec(gpu),
+        &plus(&px, &dx),
+        atol(cout * 27),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_weight"),
+        &tdw.to_vec(gpu),
+        &plus(&pw, &dw),
+        atol(n * v),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_bias"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &db),
+        atol(n * v),
+        RTOL,
+    );
+    let (tdw, tdb) = (up(gpu, &[cout, cin, 3, 3, 3], &pw), up(gpu, &[cout], &pb));
+    c3::backward_weight_bias(gpu, &tdy, &tx, &tdw, Some(&tdb)).unwrap();
+    check(
+        &format!("{tag} backward_weight_bias dw"),
+        &tdw.to_vec(gpu),
+        &plus(&pw, &dw),
+        atol(n * v),
+        RTOL,
+    );
+    check(
+        &format!("{tag} backward_weight_bias db"),
+        &tdb.to_vec(gpu),
+        &plus(&pb, &db),
+        atol(n * v),
+        RTOL,
+    );
+}
+
+/// maxpool3d and upsample3d by fd x 2 x 2, forward and backward; with `ties`, values on a
+/// coarse grid so that blocks hold equal maxima.
+pub fn check_pool3d(
+    gpu: &Gpu,
+    (n, c): (usize, usize),
+    (d, h, w): (usize, usize, usize),
+    fd: usize,
+    ties: bool,
+    seed: u64,
+) {
+    use ops::pool3d as p3;
+    let tag = format!("n{n} c{c} {d}x{h}x{w} by {fd}x2x2 ties={ties}");
+    let mut g = rng(seed);
+    let planes = n * c;
+    let mut x = rand_vec(&mut g, planes * d * h * w);
+    if ties {
+        x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+    }
+    let tx = up(gpu, &[n, c, d, h, w], &x);
+    let y = p3::maxpool_forward(gpu, &tx, fd).unwrap();
+    assert_eq!(y.shape(), &[n, c, d / fd, h / 2, w / 2]);
+    check(
+        &format!("maxpool3d_forward {tag}"),
+        &y.to_vec(gpu),
+        &r::maxpool3d(&f64s(&x), planes, (d, h, w), fd),
+        0.0,
+        0.0,
+    );
+    let dy = rand_vec(&mut g, y.numel());
+    let prior = rand_vec(&mut g, x.len());
+    let tdx = up(gpu, &[n, c, d, h, w], &prior);
+    p3::maxpool_backward(gpu, &tx, &up(gpu, y.shape(), &dy), &tdx, fd).unwrap();
+    let want = plus(
+        &prior,
+        &r::maxpool3d_backward(&f64s(&x), &f64s(&dy), planes, (d, h, w), fd),
+    );
+    check(
+        &format!("maxpool3d_backward {tag}"),
+        &tdx.to_vec(gpu),
+        &want,
+        atol(1),
+        RTOL,
+    );
+
+    let y = p3::upsample_forward(gpu, &tx, fd).unwrap();
+    assert_eq!(y.shape(), &[n, c, d * fd, 2 * h, 2 * w]);
+    check(
+        &format!("upsample3d_forward {tag}"),
+        &y.to_vec(gpu),
+        &r::upsample3d(&f64s(&x), planes, (d, h, w), fd),
+        0.0,
+        0.0,
+    );
+    let dy = rand_vec(&mut g, y.numel());
+    let tdx = up(gpu, &[n, c, d, h, w], &prior);
+    p3::upsample_backward(gpu, &up(gpu, y.shape(), &dy), &tdx, fd).unwrap();
+    let want = plus(
+        &prior,
+        &r::upsample3d_backward(&f64s(&dy), planes, (d, h, w), fd),
+    );
+    check(
+        &format!("upsample3d_backward {tag}"),
+        &tdx.to_vec(gpu),
+        &want,
+        atol(4 * fd),
         RTOL,
     );
 }

@@ -30,6 +30,11 @@ fn ops_split_across_bindings_match_reference() {
     check_small_ops(&gpu, 5000, 109);
     check_regularisers(&gpu, &[3, 4, 11, 13], 111);
     check_batchnorm(&gpu, &[5, 3, 9, 7], 112);
+    // Volumes: 2,048-byte bindings hold at most 4 samples of 2 x 2 x 4 x 8 (one 3x3x3 weight
+    // gradient's shares split too).
+    check_conv3x3x3(&gpu, (5, 2, 3), (2, 4, 8), 113);
+    check_pool3d(&gpu, (4, 3), (2, 4, 4), 2, true, 114);
+    check_concat_shape(&gpu, 4, 3, 2, &[2, 5, 6], 115);
 }
 
 #[test]
@@ -65,6 +70,44 @@ fn one_sample_larger_than_a_binding_is_a_clear_error() {
     assert!(
         msg.contains("exceeds this adapter's storage binding limit"),
         "{msg}"
+    );
+}
+
+#[test]
+fn volume_launches_of_more_than_65535_workgroups() {
+    // upsample3d by 2x2x2 to 16 x 512 x 520 (4,259,840 outputs: 66,560 workgroups of 64),
+    // folded into a 2-D grid, then the naive 3x3x3 convolution (one invocation per output)
+    // of that volume.
+    let gpu = gpu();
+    let (d, h, w) = (8, 256, 260);
+    let x = rand_vec(&mut rng(6), d * h * w);
+    let tx = up(&gpu, &[1, 1, d, h, w], &x);
+    let y = ops::pool3d::upsample_forward(&gpu, &tx, 2).unwrap();
+    check(
+        "upsample3d over 66,560 workgroups",
+        &y.to_vec(&gpu),
+        &r::upsample3d(&f64s(&x), 1, (d, h, w), 2),
+        0.0,
+        0.0,
+    );
+    let big = y.to_vec(&gpu);
+    let wt = rand_vec(&mut rng(7), 27);
+    let b = [0.25f32];
+    let (tw, tb) = (up(&gpu, &[1, 1, 3, 3, 3], &wt), up(&gpu, &[1], &b));
+    let want = r::conv3x3x3(
+        &f64s(&big),
+        &f64s(&wt),
+        &f64s(&b),
+        (1, 1, 1),
+        (2 * d, 2 * h, 2 * w),
+    );
+    let y = ops::conv3x3x3::forward_naive(&gpu, &y, &tw, &tb).unwrap();
+    check(
+        "conv3x3x3_naive over 66,560 workgroups",
+        &y.to_vec(&gpu),
+        &want,
+        atol(27),
+        RTOL,
     );
 }
 

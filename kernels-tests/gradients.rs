@@ -55,6 +55,50 @@ fn conv3x3_backward_matches_finite_differences() {
 }
 
 #[test]
+fn conv3x3x3_backward_matches_finite_differences() {
+    let (nc, dhw) = ((2, 2, 3), (3, 4, 3));
+    let (x, wt, b) = (rv(41, 2 * 2 * 36), rv(42, 3 * 2 * 27), rv(43, 3));
+    let dy = rv(44, 2 * 3 * 36);
+    let (dx, dw, db) = r::conv3x3x3_backward(&dy, &x, &wt, nc, dhw);
+    let f = |x: &[f64], wt: &[f64], b: &[f64]| r::dot(&dy, &r::conv3x3x3(x, wt, b, nc, dhw));
+    check_fd("conv3x3x3 dx", &dx, &|x| f(x, &wt, &b), &x);
+    check_fd("conv3x3x3 dw", &dw, &|wt| f(&x, wt, &b), &wt);
+    check_fd("conv3x3x3 db", &db, &|b| f(&x, &wt, b), &b);
+}
+
+#[test]
+fn pool3d_backward_matches_finite_differences() {
+    for fd in [1, 2] {
+        let (planes, dhw) = (3, (2 * fd, 4, 6));
+        let n = planes * dhw.0 * dhw.1 * dhw.2;
+        // Distinct values, so that no maximum ties and the max is differentiable.
+        let x: Vec<f64> = rv(45, n)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + i as f64 * 1e-3)
+            .collect();
+        let dy = rv(46, n / (4 * fd));
+        let dx = r::maxpool3d_backward(&x, &dy, planes, dhw, fd);
+        check_fd(
+            &format!("maxpool3d by {fd}x2x2 dx"),
+            &dx,
+            &|x| r::dot(&dy, &r::maxpool3d(x, planes, dhw, fd)),
+            &x,
+        );
+        let small = (dhw.0 / fd, 2, 3);
+        let xs = rv(47, planes * small.0 * 6);
+        let dy = rv(48, xs.len() * 4 * fd);
+        let dx = r::upsample3d_backward(&dy, planes, small, fd);
+        check_fd(
+            &format!("upsample3d by {fd}x2x2 dx"),
+            &dx,
+            &|x| r::dot(&dy, &r::upsample3d(x, planes, small, fd)),
+            &xs,
+        );
+    }
+}
+
+#[test]
 fn conv1x1_backward_matches_finite_differences() {
     let (n, cin, cout, p) = (2, 5, 3, 7);
     let (x, wt, b) = (rv(5, n * cin * p), rv(6, cout * cin), rv(7, cout));

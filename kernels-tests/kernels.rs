@@ -161,6 +161,67 @@ fn tilings(gpu: &segfeat::Gpu) -> Vec<ConvTiling> {
 }
 
 #[test]
+fn conv3x3x3_all_entry_points() {
+    // One adapter-independent tile (conv3x3x3_rows) at awkward shapes: channels not a
+    // multiple of 4 or 8, depth 1 and 2 (every depth tap at the padding), rows of one
+    // pixel and of more than one 8-pixel group, odd heights, batch 1 and 3.
+    let gpu = gpu();
+    for (i, &(n, cin, cout, d, h, w)) in [
+        (1, 1, 1, 1, 1, 1),
+        (1, 3, 5, 2, 3, 5),
+        (2, 5, 3, 3, 4, 9),
+        (3, 2, 7, 4, 5, 3),
+        (1, 8, 8, 4, 8, 8),
+        (2, 4, 9, 5, 3, 17),
+        // 12 output channels over 6 input ones: a partial second pair of vec4 groups.
+        (2, 6, 12, 3, 6, 10),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_conv3x3x3(&gpu, (n, cin, cout), (d, h, w), 40 + i as u64);
+    }
+}
+
+#[test]
+fn pool3d_and_upsample3d() {
+    let gpu = gpu();
+    for (i, &(n, c, d, h, w, fd)) in [
+        (1, 1, 2, 2, 2, 2),
+        (2, 3, 4, 6, 8, 2),
+        (2, 3, 3, 6, 8, 1),
+        (1, 5, 1, 4, 10, 1),
+        (3, 2, 6, 2, 4, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for ties in [false, true] {
+            check_pool3d(&gpu, (n, c), (d, h, w), fd, ties, 60 + i as u64);
+        }
+    }
+    // Sizes that do not divide, and a factor other than 1 or 2, are refused.
+    let x = up(&gpu, &[1, 1, 3, 4, 4], &[0.0; 48]);
+    assert!(ops::pool3d::maxpool_forward(&gpu, &x, 2).is_err());
+    assert!(ops::pool3d::maxpool_forward(&gpu, &x, 3).is_err());
+    assert!(ops::pool3d::upsample_forward(&gpu, &x, 0).is_err());
+    let x = up(&gpu, &[1, 1, 2, 3, 4], &[0.0; 24]);
+    assert!(ops::pool3d::maxpool_forward(&gpu, &x, 1).is_err());
+}
+
+#[test]
+fn concat_of_volumes() {
+    // The concatenation indexes planes only: volumes (N, C, D, H, W) join like maps.
+    let gpu = gpu();
+    check_concat_shape(&gpu, 2, 3, 2, &[4, 5, 6], 70);
+    check_concat_shape(&gpu, 3, 1, 4, &[2, 4, 8], 71);
+    let a = up(&gpu, &[1, 2, 2, 4, 4], &[0.0; 64]);
+    let b = up(&gpu, &[1, 2, 4, 4, 2], &[0.0; 64]);
+    let err = ops::concat::forward(&gpu, &[&a, &b]).unwrap_err().0;
+    assert!(err.contains("all but the channels must agree"), "{err}");
+}
+
+#[test]
 fn conv1x1_all_entry_points() {
     let gpu = gpu();
     for (i, &(n, cin, cout, h, w)) in [

@@ -548,3 +548,205 @@ pub fn finite_diff(f: &dyn Fn(&[f64]) -> f64, x: &[f64], h: f64) -> Vec<f64> {
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// x (n, cin, d, h, w), wt (cout, cin, 3, 3, 3), b (cout) -> y (n, cout, d, h, w); zero
+/// padding 1 on every side.
+pub fn conv3x3x3(
+    x: &[f64],
+    wt: &[f64],
+    b: &[f64],
+    (n, cin, cout): (usize, usize, usize),
+    (d, h, w): (usize, usize, usize),
+) -> Vec<f64> {
+    let mut y = vec![0.0; n * cout * d * h * w];
+    for ni in 0..n {
+        for co in 0..cout {
+            for z in 0..d {
+                for i in 0..h {
+                    for j in 0..w {
+                        let mut acc = b[co];
+                        for ci in 0..cin {
+                            for (kz, ky, kx) in taps27() {
+                                if let Some(xi) =
+                                    tap_index((ni, ci, cin), (z, i, j), (kz, ky, kx), (d, h, w))
+                                {
+                                    acc += wt[(co * cin + ci) * 27 + kz * 9 + ky * 3 + kx] * x[xi];
+                                }
+                            }
+                        }
+                        y[(((ni * cout + co) * d + z) * h + i) * w + j] = acc;
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The 27 taps (kz, ky, kx) in the order the sums run.
+fn taps27() -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..27).map(|k| (k / 9, (k / 3) % 3, k % 3))
+}
+
+/// The index into x (n, cin, d, h, w) that tap (kz, ky, kx) of output voxel (z, i, j)
+/// reads, or None in the zero padding.
+fn tap_index(
+    (ni, ci, cin): (usize, usize, usize),
+    (z, i, j): (usize, usize, usize),
+    (kz, ky, kx): (usize, usize, usize),
+    (d, h, w): (usize, usize, usize),
+) -> Option<usize> {
+    let (sz, si, sj) = (
+        (z + kz).checked_sub(1)?,
+        (i + ky).checked_sub(1)?,
+        (j + kx).checked_sub(1)?,
+    );
+    if sz >= d || si >= h || sj >= w {
+        return None;
+    }
+    Some((((ni * cin + ci) * d + sz) * h + si) * w + sj)
+}
+
+/// The three gradients of conv3x3x3 given dy (n, cout, d, h, w): (dx, dw, db).
+pub fn conv3x3x3_backward(
+    dy: &[f64],
+    x: &[f64],
+    wt: &[f64],
+    (n, cin, cout): (usize, usize, usize),
+    (d, h, w): (usize, usize, usize),
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut dx = vec![0.0; x.len()];
+    let mut dw = vec![0.0; wt.len()];
+    let mut db = vec![0.0; cout];
+    for ni in 0..n {
+        for co in 0..cout {
+            for z in 0..d {
+                for i in 0..h {
+                    for j in 0..w {
+                        let g = dy[(((ni * cout + co) * d + z) * h + i) * w + j];
+                        db[co] += g;
+                        for ci in 0..cin {
+                            for (kz, ky, kx) in taps27() {
+                                if let Some(xi) =
+                                    tap_index((ni, ci, cin), (z, i, j), (kz, ky, kx), (d, h, w))
+                                {
+                                    let wi = (co * cin + ci) * 27 + kz * 9 + ky * 3 + kx;
+                                    dx[xi] += wt[wi] * g;
+                                    dw[wi] += x[xi] * g;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx, dw, db)
+}
+
+/// The index in x (planes, d, h, w) of the first maximum, scanning (z, row, column), of
+/// the fd x 2 x 2 block of output voxel (z, i, j) of plane pl.
+pub fn maxpool3d_argmax(
+    x: &[f64],
+    pl: usize,
+    (d, h, w): (usize, usize, usize),
+    fd: usize,
+    (z, i, j): (usize, usize, usize),
+) -> usize {
+    let at = |a: usize, b: usize, c: usize| ((pl * d + a) * h + b) * w + c;
+    let mut best = at(fd * z, 2 * i, 2 * j);
+    for dz in 0..fd {
+        for di in 0..2 {
+            for dj in 0..2 {
+                let e = at(fd * z + dz, 2 * i + di, 2 * j + dj);
+                if x[e] > x[best] {
+                    best = e;
+                }
+            }
+        }
+    }
+    best
+}
+
+/// x (planes, d, h, w) -> y (planes, d/fd, h/2, w/2): the max of each fd x 2 x 2 block.
+pub fn maxpool3d(
+    x: &[f64],
+    planes: usize,
+    (d, h, w): (usize, usize, usize),
+    fd: usize,
+) -> Vec<f64> {
+    let mut y = Vec::new();
+    for pl in 0..planes {
+        for z in 0..d / fd {
+            for i in 0..h / 2 {
+                for j in 0..w / 2 {
+                    y.push(x[maxpool3d_argmax(x, pl, (d, h, w), fd, (z, i, j))]);
+                }
+            }
+        }
+    }
+    y
+}
+
+pub fn maxpool3d_backward(
+    x: &[f64],
+    dy: &[f64],
+    planes: usize,
+    (d, h, w): (usize, usize, usize),
+    fd: usize,
+) -> Vec<f64> {
+    let mut dx = vec![0.0; x.len()];
+    let mut k = 0;
+    for pl in 0..planes {
+        for z in 0..d / fd {
+            for i in 0..h / 2 {
+                for j in 0..w / 2 {
+                    dx[maxpool3d_argmax(x, pl, (d, h, w), fd, (z, i, j))] += dy[k];
+                    k += 1;
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// x (planes, d, h, w) -> y (planes, d fd, 2h, 2w) by repetition.
+pub fn upsample3d(
+    x: &[f64],
+    planes: usize,
+    (d, h, w): (usize, usize, usize),
+    fd: usize,
+) -> Vec<f64> {
+    let mut y = Vec::new();
+    for pl in 0..planes {
+        for z in 0..d * fd {
+            for i in 0..2 * h {
+                for j in 0..2 * w {
+                    y.push(x[((pl * d + z / fd) * h + i / 2) * w + j / 2]);
+                }
+            }
+        }
+    }
+    y
+}
+
+pub fn upsample3d_backward(
+    dy: &[f64],
+    planes: usize,
+    (d, h, w): (usize, usize, usize),
+    fd: usize,
+) -> Vec<f64> {
+    let mut dx = vec![0.0; planes * d * h * w];
+    let mut k = 0;
+    for pl in 0..planes {
+        for z in 0..d * fd {
+            for i in 0..2 * h {
+                for j in 0..2 * w {
+                    dx[((pl * d + z / fd) * h + i / 2) * w + j / 2] += dy[k];
+                    k += 1;
+                }
+            }
+        }
+    }
+    dx
+}

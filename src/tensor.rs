@@ -153,4 +153,15 @@ impl Tensor {
             ),
         }
     }
+
+    /// Shape as (N, C, D, H, W), with an error naming `what` if it is not 5-D.
+    pub fn ncdhw(&self, what: &str) -> Result<(usize, usize, usize, usize, usize)> {
+        match self.shape[..] {
+            [n, c, d, h, w] => Ok((n, c, d, h, w)),
+            _ => bail!(
+                "{what} must be 5-D (N, C, D, H, W), got shape {:?}",
+                self.shape
+            ),
+        }
+    }
 }

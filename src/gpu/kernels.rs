@@ -40,6 +40,7 @@ pub static SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv1x1", include_str!("../../shaders/conv1x1.wgsl")),
     ("conv3x3", include_str!("../../shaders/conv3x3.wgsl")),
+    ("conv3x3x3", include_str!("../../shaders/conv3x3x3.wgsl")),
     (
         "conv3x3_subgroup",
         include_str!("../../shaders/conv3x3_subgroup.wgsl"),
@@ -54,6 +55,7 @@ pub static SHADERS: &[(&str, &str)] = &[
     ("leaky_relu", include_str!("../../shaders/leaky_relu.wgsl")),
     ("linear", include_str!("../../shaders/linear.wgsl")),
     ("maxpool2", include_str!("../../shaders/maxpool2.wgsl")),
+    ("pool3d", include_str!("../../shaders/pool3d.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("relu", include_str!("../../shaders/relu.wgsl")),
     ("softmax_ce", include_str!("../../shaders/softmax_ce.wgsl")),

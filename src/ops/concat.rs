@@ -2,6 +2,9 @@
 //! slices of the output; backward is the split, adding each slice into its input's gradient.
 //!
 //!   a (N, Ca, H, W), b (N, Cb, H, W), ... -> y (N, Ca + Cb + ..., H, W)
+//!
+//! The kernels see each sample as channels of one plane size, so volumes (N, C, D, H, W)
+//! concatenate the same way: any spatial shape after (N, C), the same for every input.
 
 use super::{check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
@@ -39,18 +42,27 @@ pub fn split_add(gpu: &Gpu, ddst: &Tensor, dsrc: &Tensor, c0: usize) -> Result<(
     slice_op(gpu, BACKWARD, dsrc, ddst, c0)
 }
 
+/// (N, C, the spatial dimensions) of a concatenation operand: 2-D maps or volumes.
+fn split_dims<'a>(t: &'a Tensor, what: &str) -> Result<(usize, usize, &'a [usize])> {
+    match t.shape() {
+        [n, c, rest @ ..] if (2..=3).contains(&rest.len()) => Ok((*n, *c, rest)),
+        s => bail!("{what} must be (N, C, H, W) or (N, C, D, H, W), got shape {s:?}"),
+    }
+}
+
 /// Both directions index the same way: `small` is the per-input tensor, `big` the concat.
 fn slice_op(gpu: &Gpu, kernel: Kernel, small: &Tensor, big: &Tensor, c0: usize) -> Result<()> {
-    let (n, cs, h, w) = small.nchw("concat input")?;
-    let (_, cd, _, _) = big.nchw("concat output")?;
-    check_shape(big, &[n, cd, h, w], "concat output")?;
+    let (n, cs, rest) = split_dims(small, "concat input")?;
+    let (_, cd, _) = split_dims(big, "concat output")?;
+    let want: Vec<usize> = [n, cd].iter().chain(rest).copied().collect();
+    check_shape(big, &want, "concat output")?;
     if c0 + cs > cd {
         bail!(
             "concat: channels {c0}..{} do not fit in an output of {cd} channels",
             c0 + cs
         );
     }
-    let hw = h * w;
+    let hw: usize = rest.iter().product();
     for (n0, nb) in gpu.chunks(n, &[cs * hw, cd * hw])? {
         let (bs, os) = gpu.bind(small, n0 * cs * hw, nb * cs * hw);
         let (bb, ob) = gpu.bind(big, n0 * cd * hw, nb * cd * hw);
@@ -92,19 +104,21 @@ pub fn forward(gpu: &Gpu, xs: &[&Tensor]) -> Result<Tensor> {
     let Some(first) = xs.first() else {
         bail!("concat needs at least one input");
     };
-    let (n, _, h, w) = first.nchw("concat input")?;
+    let (n, _, rest) = split_dims(first, "concat input")?;
     let mut c = 0;
     for (i, x) in xs.iter().enumerate() {
-        let (xn, xc, xh, xw) = x.nchw("concat input")?;
-        if (xn, xh, xw) != (n, h, w) {
+        let (xn, xc, xrest) = split_dims(x, "concat input")?;
+        if (xn, xrest) != (n, rest) {
             bail!(
-                "concat input {i} has shape {:?}, but input 0 has N, H, W = {n}, {h}, {w}",
-                x.shape()
+                "concat input {i} has shape {:?}, but input 0 has {:?}: all but the channels must agree",
+                x.shape(),
+                first.shape()
             );
         }
         c += xc;
     }
-    let y = Tensor::uninit(gpu, &[n, c, h, w])?;
+    let shape: Vec<usize> = [n, c].iter().chain(rest).copied().collect();
+    let y = Tensor::uninit(gpu, &shape)?;
     let mut c0 = 0;
     for x in xs {
         copy_into(gpu, x, &y, c0)?;

@@ -129,7 +129,7 @@ pub enum Activation {
 
 impl Activation {
     /// Bits 1-2 of the kernels' flags (see shaders/conv3x3.wgsl).
-    fn flag_bits(self) -> u32 {
+    pub(crate) fn flag_bits(self) -> u32 {
         match self {
             Activation::None => 0,
             Activation::Elu => 1 << 1,
@@ -139,7 +139,7 @@ impl Activation {
     }
 
     /// The uniform's `slope` (used by `Leaky` only).
-    fn slope(self) -> f32 {
+    pub(crate) fn slope(self) -> f32 {
         match self {
             Activation::Leaky(a) => a,
             _ => 0.0,
