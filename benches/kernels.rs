@@ -10,6 +10,8 @@
 //!                                                           # (default: the adapter's)
 //!     SEGFEAT_BENCH_CONVS=16:16:256,32:32:128 cargo bench --bench kernels
 //!         # only these conv3x3 shapes (cin:cout:size), and none of the other kernels
+//!     SEGFEAT_BENCH_CONVS3D=8:8:16:64 cargo bench --bench kernels
+//!         # only these conv3x3x3 shapes (cin:cout:depth:size), and none of the other kernels
 //!
 //! Timing: wall clock around submit-and-wait, best of REPS after one warm-up; one dispatch
 //! (or one split set of dispatches) per measurement, so per-dispatch overhead is included.
@@ -194,6 +196,22 @@ fn main() -> Result<()> {
     if let Some(list) = &only_convs {
         convs = parse_convs(list)?;
     }
+    // conv3x3x3 at the 3-D U-Net's levels (n = 8, 16 x 64 x 64 volumes, 2x2x2 pooling),
+    // batch 2: (cin, cout, depth, size).
+    let mut convs3d = vec![
+        (1, 8, 16, 64),
+        (8, 8, 16, 64),
+        (16, 16, 8, 32),
+        (32, 32, 4, 16),
+        (64, 64, 2, 8),
+    ];
+    let only_convs3d = std::env::var("SEGFEAT_BENCH_CONVS3D").ok();
+    if let Some(list) = &only_convs3d {
+        convs3d = parse_convs3d(list)?;
+        convs.clear();
+    } else if only_convs.is_some() || quick {
+        convs3d.clear();
+    }
     let n = 10;
     for (cin, cout, s) in convs {
         let x = filled(&gpu, &[n, cin, s, s], 0.5)?;
@@ -216,7 +234,28 @@ fn main() -> Result<()> {
         push("conv3x3_backward_weight", shape, t, flops, c);
     }
 
-    if only_convs.is_some() {
+    let n3 = 2;
+    for (cin, cout, d, s) in convs3d {
+        let x = filled(&gpu, &[n3, cin, d, s, s], 0.5)?;
+        let w = filled(&gpu, &[cout, cin, 3, 3, 3], 0.01)?;
+        let b = filled(&gpu, &[cout], 0.0)?;
+        let dy = filled(&gpu, &[n3, cout, d, s, s], 0.1)?;
+        let dx = Tensor::zeros(&gpu, &[n3, cin, d, s, s])?;
+        let dw = Tensor::zeros(&gpu, &[cout, cin, 3, 3, 3])?;
+        let flops = 2.0 * (n3 * cout * cin * 27 * d * s * s) as f64;
+        let shape = format!("{n3}x{cin}->{cout} @{d}x{s}x{s}");
+        use ops::conv3x3x3 as c3;
+        let (t, c) = paired(&mut || c3::forward_naive(&gpu, &x, &w, &b).map(|_| ()))?;
+        push("conv3x3x3_naive_forward", shape.clone(), t, flops, c);
+        let (t, c) = paired(&mut || c3::forward(&gpu, &x, &w, &b).map(|_| ()))?;
+        push("conv3x3x3_forward", shape.clone(), t, flops, c);
+        let (t, c) = paired(&mut || c3::backward_input(&gpu, &dy, &w, &dx))?;
+        push("conv3x3x3_backward_input", shape.clone(), t, flops, c);
+        let (t, c) = paired(&mut || c3::backward_weight(&gpu, &dy, &x, &dw))?;
+        push("conv3x3x3_backward_weight", shape, t, flops, c);
+    }
+
+    if only_convs.is_some() || only_convs3d.is_some() {
         return ceilings_again(&gpu, ceiling_reps, fastest_fma.get(), copy, &rows);
     }
 
@@ -418,6 +457,25 @@ fn parse_convs(list: &str) -> Result<Vec<(usize, usize, usize)>> {
 }
 
 /// Best wall time of `f` per run, where each timed submit records `inner` runs of it.
+/// Parses SEGFEAT_BENCH_CONVS3D: comma-separated `cin:cout:depth:size` quadruples.
+fn parse_convs3d(list: &str) -> Result<Vec<(usize, usize, usize, usize)>> {
+    list.split(',')
+        .map(|item| {
+            let v: Vec<usize> = item
+                .split(':')
+                .filter_map(|p| p.trim().parse().ok())
+                .filter(|&p| p > 0)
+                .collect();
+            match v[..] {
+                [a, b, c, d] => Ok((a, b, c, d)),
+                _ => segfeat::bail!(
+                    "SEGFEAT_BENCH_CONVS3D: `{item}` is not cin:cout:depth:size with four positive integers"
+                ),
+            }
+        })
+        .collect()
+}
+
 fn time_per_run(
     gpu: &Gpu,
     reps: usize,
