@@ -80,11 +80,8 @@ fn main() -> segfeat::Result<()> {
     let tape = Tape::new(&gpu);
     let xv = tape.constant(&Tensor::from_slice(&gpu, &[2, 1, 64, 64], &x)?);
     let out = tape.no_grad(|| unet.forward(&tape, &xv, false))?;
-    let concat = rows.iter().find(|r| r.name == "concat1").map(|r| r.shape);
-    assert_eq!(
-        Some(out.concat.shape()[1..].to_vec()),
-        concat.map(|s| s.to_vec())
-    );
+    let concat = rows.iter().find(|r| r.name == "concat1").map(|r| &r.shape);
+    assert_eq!(Some(&out.concat.shape()[1..].to_vec()), concat);
     println!(
         "forward pass on the GPU: SEG {:?}, CONCAT {:?}, as listed",
         out.seg.shape(),

@@ -407,3 +407,98 @@ fn regularised_head_gradients_match_finite_differences() {
         check(&format!("d loss / d {}", names[k]), &got, &fd, 2e-6, 1e-4);
     }
 }
+
+/// The composite network in 3-D, a mini-U-Net on volumes: conv3x3x3 + ELU (fused) ->
+/// maxpool 2x2x2 -> conv3x3x3 + ELU -> upsample 2x2x2 -> concat with the skip -> 1x1x1
+/// convolution (the 1x1 on the volume seen as (N, C, D x H, W), as the 3-D U-Net runs it)
+/// -> weighted cross-entropy over every voxel; every parameter's gradient from the GPU
+/// tape against finite differences of the f64 reference.
+#[test]
+fn volume_composite_gradients_match_finite_differences() {
+    let (n, d, h, w, a, b, c) = (2, 4, 4, 6, 2, 3, 3);
+    let v = d * h * w;
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![a, 1, 3, 3, 3],
+        vec![a],
+        vec![b, a, 3, 3, 3],
+        vec![b],
+        vec![c, a + b, 1, 1, 1],
+        vec![c],
+    ];
+    let mut g = rng(17);
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| {
+            let k = s.iter().product();
+            rand_vec(&mut g, k).iter().map(|v| v * 0.5).collect()
+        })
+        .collect();
+    let image = rand_vec(&mut g, n * v);
+    let labels: Vec<usize> = (0..n * v).map(|i| (i * 7 + i / 5) % c).collect();
+    let cw = [0.3f32, 0.9, 0.6];
+
+    let gpu = gpu();
+    let tape = Tape::new(&gpu);
+    let vars: Vec<_> = params
+        .iter()
+        .zip(&shapes)
+        .map(|(p, s)| tape.param(&up(&gpu, s, p)))
+        .collect();
+    let x = tape.constant(&up(&gpu, &[n, 1, d, h, w], &image));
+    let skip = ops::conv3x3x3_elu(&tape, &x, &vars[0], &vars[1]).unwrap();
+    let down = ops::maxpool3d(&tape, &skip, 2).unwrap();
+    let mid = ops::conv3x3x3_elu(&tape, &down, &vars[2], &vars[3]).unwrap();
+    let upv = ops::upsample3d(&tape, &mid, 2).unwrap();
+    let cat = ops::concat(&tape, &[&skip, &upv]).unwrap();
+    let flat = ops::reshape(&tape, &cat, &[n, a + b, d * h, w]).unwrap();
+    let w2 = ops::reshape(&tape, &vars[4], &[c, a + b, 1, 1]).unwrap();
+    let logits = ops::conv1x1(&tape, &flat, &w2, &vars[5]).unwrap();
+    let lab: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    let loss = ops::softmax_ce(
+        &tape,
+        &logits,
+        &up(&gpu, &[n, d * h, w], &lab),
+        &up(&gpu, &[c], &cw),
+    )
+    .unwrap();
+    let grads = tape.backward(&loss).unwrap();
+
+    let p64: Vec<Vec<f64>> = params.iter().map(|p| f64s(p)).collect();
+    let (img64, cw64) = (f64s(&image), f64s(&cw));
+    let loss_ref = |p: &[Vec<f64>]| {
+        let skip = r::elu(&r::conv3x3x3(&img64, &p[0], &p[1], (n, 1, a), (d, h, w)));
+        let down = r::maxpool3d(&skip, n * a, (d, h, w), 2);
+        let mid = r::elu(&r::conv3x3x3(
+            &down,
+            &p[2],
+            &p[3],
+            (n, a, b),
+            (d / 2, h / 2, w / 2),
+        ));
+        let upv = r::upsample3d(&mid, n * b, (d / 2, h / 2, w / 2), 2);
+        let cat = r::concat(&skip, &upv, n, a, b, v);
+        let logits = r::conv1x1(&cat, &p[4], &p[5], n, a + b, c, v);
+        r::softmax_ce(&logits, &labels, &cw64, n, c, v)
+    };
+    check(
+        "volume composite loss",
+        &loss.value.to_vec(&gpu),
+        &[loss_ref(&p64)],
+        1e-6,
+        1e-5,
+    );
+    let names = ["conv1", "bias1", "conv2", "bias2", "conv1x1x1", "bias3"];
+    for (k, var) in vars.iter().enumerate() {
+        let f = |x: &[f64]| {
+            let mut p = p64.clone();
+            p[k] = x.to_vec();
+            loss_ref(&p)
+        };
+        let fd = r::finite_diff(&f, &p64[k], 1e-6);
+        let got = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient reached {}", names[k]))
+            .to_vec(&gpu);
+        check(&format!("d loss / d {}", names[k]), &got, &fd, 2e-6, 1e-4);
+    }
+}

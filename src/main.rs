@@ -44,6 +44,16 @@ enum Command {
         /// Output labels (N).
         #[arg(long, default_value_t = 6)]
         labels: usize,
+        /// The 3-D network (3x3x3 convolutions), on volumes of --depth slices.
+        #[arg(long = "3d")]
+        three_d: bool,
+        /// Slices of the 3-D network's input volumes.
+        #[arg(long, default_value_t = 16, requires = "three_d")]
+        depth: usize,
+        /// The 3-D network's depth factor (2 or 1) of each of the four poolings, like
+        /// 2,2,1,1. Default: 2 while the depth stays at least 2.
+        #[arg(long, requires = "three_d")]
+        depth_pool: Option<String>,
     },
     /// Write the synthetic cardiac CT set (normals and both diseases) as a data folder.
     Phantom {
@@ -486,6 +496,16 @@ struct DataArgs {
     /// The manifest's name of the normal group (any other group is a disease).
     #[arg(long, default_value = "normal")]
     normal: String,
+    /// Read each patient's volume as one sample of this many slices, for the 3-D
+    /// networks: with --data phantom the 3-D phantom (one volume per patient); in a folder,
+    /// NIfTI volumes and DICOM series cropped to their middle slices or padded with empty
+    /// ones. Default: the model's, for a 3-D model.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// With --depth, 2-D images made of the volumes' slices instead, for the 2-D networks
+    /// on the same patients: `all` of them, or each volume's `middle` one.
+    #[arg(long, requires = "depth")]
+    slices: Option<String>,
 }
 
 impl DataArgs {
@@ -504,7 +524,32 @@ impl DataArgs {
                 None => base.axis,
             },
             normal: self.normal.clone(),
+            depth: self.depth,
         })
+    }
+
+    /// The data these flags ask for, given the model that will read it (None when the
+    /// data trains a new one): a 3-D model reads volumes of its depth, a 2-D model images.
+    fn with_model_depth(&self, model: Option<&UnetConfig>) -> Result<DataArgs> {
+        let mut a = self.clone();
+        match model.map(|c| c.volume.as_ref().map(|v| v.depth)) {
+            Some(Some(d)) => {
+                if a.slices.is_some() {
+                    bail!("the model is 3-D: it reads volumes of {d} slices, not --slices");
+                }
+                match a.depth {
+                    Some(g) if g != d => {
+                        bail!("the model reads volumes of {d} slices, but --depth is {g}")
+                    }
+                    _ => a.depth = Some(d),
+                }
+            }
+            Some(None) if a.depth.is_some() && a.slices.is_none() => bail!(
+                "the model is 2-D: it reads images; give --slices all or middle to read the volumes' slices"
+            ),
+            _ => {}
+        }
+        Ok(a)
     }
 }
 
@@ -534,6 +579,11 @@ struct TrainArgs {
     /// Seed of the weights and the batch order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Volumes (--depth): the depth factor (2 or 1) of each of the four poolings, like
+    /// 2,2,1,1 (thick slices keep their depth with 1). Default: 2 while the depth stays at
+    /// least 2.
+    #[arg(long)]
+    depth_pool: Option<String>,
     #[command(flatten)]
     augment: AugmentArgs,
 }
@@ -643,6 +693,11 @@ impl TrainArgs {
             lr: self.lr,
             seed: self.seed,
             augment: self.augment.augment()?,
+            depth_pool: self
+                .depth_pool
+                .as_deref()
+                .map(segfeat::nn::VolumeShape::parse_pool)
+                .transpose()?,
             progress: true,
         })
     }
@@ -708,7 +763,15 @@ fn main() {
             channels,
             size,
             labels,
-        } => summary(channels, size, labels),
+            three_d,
+            depth,
+            depth_pool,
+        } => summary(
+            channels,
+            size,
+            labels,
+            three_d.then_some((depth, depth_pool.as_deref())),
+        ),
         Command::Phantom { spec, out } => write_phantom(&spec, &out),
         Command::TrainSeg {
             data,
@@ -833,20 +896,33 @@ fn load_data(args: &DataArgs, size: usize, model_normalisation: Option<&str>) ->
         let spec = PhantomSpec {
             size,
             seed: args.phantom_seed,
+            volume_depth: args.depth,
             ..PhantomSpec::default()
         };
         eprintln!(
-            "generating the phantom at {size}x{size} (seed {})",
+            "generating the phantom at {}{size}x{size} (seed {})",
+            args.depth.map_or(String::new(), |d| format!("{d}x")),
             args.phantom_seed
         );
-        return spec.generate();
+        return slices_of(spec.generate()?, args);
     }
     let palette = match &args.palette {
         Some(p) => Some(folder::read_palette(p, names.len())?),
         None => None,
     };
     let opts = args.read_options(model_normalisation)?;
-    folder::load_with(Path::new(&args.data), size, &names, palette.as_ref(), &opts)
+    slices_of(
+        folder::load_with(Path::new(&args.data), size, &names, palette.as_ref(), &opts)?,
+        args,
+    )
+}
+
+/// The volumes' slices when --slices asks for them, else the data as it is.
+fn slices_of(ds: Dataset, args: &DataArgs) -> Result<Dataset> {
+    match &args.slices {
+        Some(w) => ds.slices(data::Slices::parse(w)?),
+        None => Ok(ds),
+    }
 }
 
 fn info() -> Result<()> {
@@ -915,27 +991,56 @@ fn info() -> Result<()> {
     Ok(())
 }
 
-fn summary(channels: usize, size: usize, labels: usize) -> Result<()> {
-    let config = UnetConfig::new(channels, labels, size)?;
+fn summary(
+    channels: usize,
+    size: usize,
+    labels: usize,
+    volume: Option<(usize, Option<&str>)>,
+) -> Result<()> {
+    let config = match volume {
+        None => UnetConfig::new(channels, labels, size)?,
+        Some((depth, pool)) => {
+            let mut v = segfeat::nn::VolumeShape::new(depth);
+            if let Some(p) = pool {
+                v.depth_pool = segfeat::nn::VolumeShape::parse_pool(p)?;
+            }
+            UnetConfig::new_3d(channels, labels, size, v)?
+        }
+    };
+    let (what, input, shape_head) = match &config.volume {
+        None => ("image", format!("1x{size}x{size}"), "output (C,H,W)"),
+        Some(v) => (
+            "volume",
+            format!(
+                "1x{}x{size}x{size}, depth pooled {}",
+                v.depth,
+                v.describe_pool()
+            ),
+            "output (C,D,H,W)",
+        ),
+    };
     println!(
-        "U-Net (Wong et al. 2017): n={channels}, {labels} labels, input 1x{size}x{size}; FLOPs per image"
+        "U-Net (Wong et al. 2017): n={channels}, {labels} labels, input {input}; FLOPs per {what}"
     );
     println!(
-        "{:<14} {:<12} {:>18} {:>12} {:>16}",
-        "layer", "kind", "output (C,H,W)", "params", "forward FLOPs"
+        "{:<14} {:<14} {:>18} {:>12} {:>16}",
+        "layer", "kind", shape_head, "params", "forward FLOPs"
     );
     let rows = config.summary();
     for r in &rows {
-        let shape = format!("{}x{}x{}", r.shape[0], r.shape[1], r.shape[2]);
         println!(
-            "{:<14} {:<12} {:>18} {:>12} {:>16}",
-            r.name, r.kind, shape, r.params, r.flops
+            "{:<14} {:<14} {:>18} {:>12} {:>16}",
+            r.name,
+            r.kind,
+            r.shape_str(),
+            r.params,
+            r.flops
         );
     }
     let params: u64 = rows.iter().map(|r| r.params).sum();
     let flops: u64 = rows.iter().map(|r| r.flops).sum();
     println!(
-        "total: {params} parameters ({:.2} MB as f32), {:.3} GFLOP forward per image",
+        "total: {params} parameters ({:.2} MB as f32), {:.3} GFLOP forward per {what}",
         params as f64 * 4.0 / 1e6,
         flops as f64 / 1e9
     );
@@ -976,6 +1081,13 @@ fn train_seg(
     resume: bool,
 ) -> Result<()> {
     UnetConfig::new(opts.channels, 2, opts.size)?;
+    if let (Some(d), None) = (data_args.depth, &data_args.slices) {
+        let mut v = segfeat::nn::VolumeShape::new(d);
+        if let Some(p) = opts.depth_pool {
+            v.depth_pool = p;
+        }
+        UnetConfig::new_3d(opts.channels, 2, opts.size, v)?;
+    }
     let all = load_data(data_args, opts.size, None)?;
     let list = patients.map(data::parse_list);
     let ds = all.select(list.as_deref(), &[Group::Normal])?;
@@ -984,11 +1096,17 @@ fn train_seg(
     }
     let gpu = Gpu::new()?;
     eprintln!(
-        "training n={} at {}x{} on {} normal images of {} patients, on {}",
+        "training n={} at {}{}x{} on {} normal {} of {} patients, on {}",
         opts.channels,
+        ds.depth.map_or(String::new(), |d| format!("{d}x")),
         opts.size,
         opts.size,
         ds.samples.len(),
+        if ds.depth.is_some() {
+            "volumes"
+        } else {
+            "images"
+        },
         ds.patients().len(),
         gpu.adapter().name
     );
@@ -1005,7 +1123,7 @@ fn eval_seg(
 ) -> Result<()> {
     let gpu = Gpu::new()?;
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
-    let mut args = data_args.clone();
+    let mut args = data_args.with_model_depth(Some(&unet.config))?;
     args.label_names = meta.label_names.join(",");
     let all = load_data(&args, unet.config.size, Some(&meta.normalisation))?;
     check_normalisation(&all.normalisation, &meta.normalisation, "the data");
@@ -1034,16 +1152,22 @@ fn eval_seg(
         );
     }
     let report = seg::evaluate(&gpu, &unet, &ds, 10)?;
+    let what = if ds.depth.is_some() {
+        "volumes"
+    } else {
+        "images"
+    };
     println!(
-        "Dice and HD95 ({}) on {} images of {} patients (mean +- std over images where the label is present in truth or prediction; HD95 where in both):",
+        "Dice and HD95 ({}) on {} {what} of {} patients (mean +- std over {what} where the label is present in truth or prediction; HD95 where in both{}):",
         report.hd95_unit,
         ds.samples.len(),
-        ds.patients().len()
+        ds.patients().len(),
+        if ds.depth.is_some() { ", 2-D images only" } else { "" }
     );
     for (l, name) in meta.label_names.iter().enumerate().skip(1) {
         let (m, s, n) = report.label_stats(l);
         let (hm, hs, hn) = report.hd95_stats(l);
-        println!("  {name:<6} Dice {m:.4} +- {s:.4}  ({n} images)   HD95 {hm:.2} +- {hs:.2}  ({hn} images)");
+        println!("  {name:<6} Dice {m:.4} +- {s:.4}  ({n} {what})   HD95 {hm:.2} +- {hs:.2}  ({hn} {what})");
     }
     println!("  mean   {:.4}", report.mean());
     if let Some(p) = json {
@@ -1262,7 +1386,7 @@ fn seg_and_data(
     data_args: &DataArgs,
 ) -> Result<(segfeat::nn::Unet, checkpoint::SegMeta, Dataset)> {
     let (unet, meta) = checkpoint::load_unet(gpu, seg_path)?;
-    let mut args = data_args.clone();
+    let mut args = data_args.with_model_depth(Some(&unet.config))?;
     args.label_names = meta.label_names.join(",");
     let ds = load_data(&args, unet.config.size, Some(&meta.normalisation))?;
     check_normalisation(&ds.normalisation, &meta.normalisation, "the data");

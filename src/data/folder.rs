@@ -235,6 +235,10 @@ pub struct ReadOptions {
     pub axis: Axis,
     /// The manifest's name of the normal group (`normal` by default; any case).
     pub normal: String,
+    /// Some(D): each volume is one sample of D slices (the 3-D networks' input), its
+    /// middle D slices when it has more, padded with empty slices (intensity 0, label 0)
+    /// at both ends when it has fewer. None: every slice is a sample.
+    pub depth: Option<usize>,
 }
 
 impl Default for ReadOptions {
@@ -243,6 +247,7 @@ impl Default for ReadOptions {
             window: Window::default(),
             axis: Axis::Z,
             normal: "normal".into(),
+            depth: None,
         }
     }
 }
@@ -382,7 +387,16 @@ pub fn load_with(
         }
         let loaded = if is_volume(ip) {
             volumes = true;
-            load_volume_pair(ip, mp, size, label_names.len(), opts)
+            load_volume_pair(ip, mp, size, label_names.len(), opts).map(|slices| match opts.depth {
+                Some(d) => vec![stack(&name, slices, d, size)],
+                None => slices,
+            })
+        } else if opts.depth.is_some() {
+            problems.push(format!(
+                "{}: a 2-D image; --depth reads volumes (NIfTI files or DICOM series folders)",
+                ip.display()
+            ));
+            continue;
         } else {
             flat = true;
             load_pair(ip, mp, size, label_names.len(), palette).map(|(image, label)| {
@@ -401,7 +415,7 @@ pub fn load_with(
                 continue;
             }
         };
-        bytes += loaded.len() as u128 * (size as u128).pow(2) * 5;
+        bytes += loaded.iter().map(|l| l.label.len() as u128).sum::<u128>() * 5;
         crate::limits::check_host(
             &format!("the images of {} at {size}x{size}", dir.display()),
             bytes,
@@ -455,6 +469,7 @@ pub fn load_with(
     };
     Ok(Dataset {
         size,
+        depth: opts.depth,
         label_names: label_names.to_vec(),
         normalisation,
         source: dir
@@ -529,6 +544,33 @@ fn load_volume_pair(
             }
         })
         .collect())
+}
+
+/// A volume's fitted slices as one sample of `d` slices: the middle `d` of them, or all of
+/// them between empty slices (intensity 0, label 0) split evenly before and after.
+fn stack(name: &str, slices: Vec<Loaded>, d: usize, size: usize) -> Loaded {
+    let k = slices.len();
+    let spacing = slices.first().and_then(|l| l.spacing);
+    let (skip, before) = if k >= d {
+        ((k - d) / 2, 0)
+    } else {
+        (0, (d - k) / 2)
+    };
+    let px = size * size;
+    let mut image = vec![0.0; before * px];
+    let mut label = vec![0u8; before * px];
+    for l in slices.into_iter().skip(skip).take(d) {
+        image.extend(l.image);
+        label.extend(l.label);
+    }
+    image.resize(d * px, 0.0);
+    label.resize(d * px, 0);
+    Loaded {
+        name: name.to_string(),
+        image,
+        label,
+        spacing,
+    }
 }
 
 /// A decoded image's gray levels in [0, 1]: 8- and 16-bit grayscale divided by the type's

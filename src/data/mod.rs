@@ -79,7 +79,8 @@ fn intern(name: String) -> &'static str {
     n
 }
 
-/// One image with its label map, both `size x size`, row-major.
+/// One image with its label map, both `size x size`, row-major; in a data set of volumes
+/// ([`Dataset::depth`]), one patient's volume: `depth` such slices, one after the other.
 #[derive(Clone, Debug)]
 pub struct Sample {
     /// File stem (`PATIENT_SLICE`), unique in the set.
@@ -101,6 +102,9 @@ pub struct Sample {
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub size: usize,
+    /// None for 2-D images; Some(D) when every sample is a volume of D slices (the 3-D
+    /// networks' input).
+    pub depth: Option<usize>,
     pub label_names: Vec<String>,
     /// How the images were brought to [0, 1] (stored in the model's metadata).
     pub normalisation: String,
@@ -155,6 +159,7 @@ impl Dataset {
     fn empty_like(&self) -> Dataset {
         Dataset {
             size: self.size,
+            depth: self.depth,
             label_names: self.label_names.clone(),
             normalisation: self.normalisation.clone(),
             source: self.source.clone(),
@@ -183,9 +188,49 @@ impl Dataset {
             .collect()
     }
 
-    /// Images (B, 1, S, S) and labels (B, S, S) of the samples at `idx`, as f32.
-    pub fn batch(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>) {
+    /// Values per sample: S x S, or D x S x S for volumes.
+    pub fn voxels(&self) -> usize {
+        self.depth.unwrap_or(1) * self.size * self.size
+    }
+
+    /// The volumes' slices as a 2-D data set on the same patients: every slice
+    /// (`Slices::All`, named `PATIENT_NN`), or each volume's middle one (`Slices::Middle`,
+    /// slice D / 2, named as the volume) for a classifier that sees one image per patient.
+    pub fn slices(&self, which: Slices) -> Result<Dataset> {
+        let Some(d) = self.depth else {
+            bail!("slices of volumes were asked for, but the data holds 2-D images");
+        };
         let px = self.size * self.size;
+        let mut samples = Vec::new();
+        for s in &self.samples {
+            let range = match which {
+                Slices::All => 0..d,
+                Slices::Middle => d / 2..d / 2 + 1,
+            };
+            for z in range {
+                samples.push(Sample {
+                    name: match which {
+                        Slices::All => format!("{}_{:02}", s.name, z + 1),
+                        Slices::Middle => s.name.clone(),
+                    },
+                    image: s.image[z * px..(z + 1) * px].to_vec(),
+                    label: s.label[z * px..(z + 1) * px].to_vec(),
+                    ..s.clone()
+                });
+            }
+        }
+        Ok(Dataset {
+            depth: None,
+            samples,
+            source: format!("{}, {} slices", self.source, which.name()),
+            ..self.empty_like()
+        })
+    }
+
+    /// Images (B, 1, S, S) and labels (B, S, S) of the samples at `idx`, as f32; for
+    /// volumes (B, 1, D, S, S) and (B, D, S, S).
+    pub fn batch(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let px = self.voxels();
         let mut x = Vec::with_capacity(idx.len() * px);
         let mut y = Vec::with_capacity(idx.len() * px);
         for &i in idx {
@@ -193,6 +238,29 @@ impl Dataset {
             y.extend(self.samples[i].label.iter().map(|&l| l as f32));
         }
         (x, y)
+    }
+}
+
+/// Which slices of a volume data set make a 2-D one ([`Dataset::slices`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slices {
+    All,
+    Middle,
+}
+
+impl Slices {
+    pub fn parse(s: &str) -> Result<Slices> {
+        match s {
+            "all" => Ok(Slices::All),
+            "middle" => Ok(Slices::Middle),
+            _ => bail!("--slices is all or middle, got '{s}'"),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Slices::All => "all",
+            Slices::Middle => "middle",
+        }
     }
 }
 

@@ -62,6 +62,9 @@ pub struct PhantomSpec {
     pub effusion_coverage: (f64, f64),
     /// Septal defect width at severity 0 and 1, in the same units.
     pub defect_width: (f64, f64),
+    /// Some(D): one volume of D slices per patient instead of separate slices (the 3-D
+    /// phantom; see [`PhantomSpec::generate`]).
+    pub volume_depth: Option<usize>,
 }
 
 impl Default for PhantomSpec {
@@ -77,6 +80,7 @@ impl Default for PhantomSpec {
             effusion_thickness: (0.02, 0.20),
             effusion_coverage: (0.25, 1.0),
             defect_width: (0.03, 0.30),
+            volume_depth: None,
         }
     }
 }
@@ -105,6 +109,19 @@ impl PhantomSpec {
         if self.positive_slices == 0 {
             bail!("slices per diseased patient must be at least 1");
         }
+        if let Some(d) = self.volume_depth {
+            if d == 0 {
+                bail!("a phantom volume needs at least one slice");
+            }
+            crate::limits::check_size("the phantom's volume depth", d)?;
+            let patients = self.normal_patients as u128
+                + self.effusion_images.div_ceil(self.positive_slices) as u128
+                + self.septal_images.div_ceil(self.positive_slices) as u128;
+            crate::limits::check_host(
+                &format!("a phantom of {patients} volumes of {d}x{0}x{0}", self.size),
+                patients * d as u128 * (self.size as u128).pow(2) * 5,
+            )?;
+        }
         for (what, (a, b)) in [
             ("effusion thickness", self.effusion_thickness),
             ("effusion coverage", self.effusion_coverage),
@@ -124,6 +141,14 @@ impl PhantomSpec {
     }
 
     /// Generate the whole set: normals, then effusion, then septal defect patients.
+    ///
+    /// With `volume_depth` D, each patient is one volume of D slices instead: the same
+    /// patients (the same draws: anatomy, disease and severity are those of the 2-D set of
+    /// the same seed), every patient's slices at the same D evenly spaced heights z in
+    /// [-0.6, 0.6] (so that the extent of a volume says nothing of its disease), and the
+    /// disease present only in the slices within a band of z drawn per patient: centred
+    /// in [-0.15, 0.15], half-width in [0.25, 0.45] (at D = 8, 3 to 6 of the 8 slices,
+    /// always the middle one).
     pub fn generate(&self) -> Result<Dataset> {
         self.validate()?;
         let mut samples = Vec::new();
@@ -131,13 +156,11 @@ impl PhantomSpec {
         for p in 0..self.normal_patients {
             let k = master.random_range(self.slices.0..=self.slices.1);
             let pseed = master.random::<u64>();
-            samples.extend(patient(
-                self,
-                &format!("N{:03}", p + 1),
-                Group::Normal,
-                k,
-                pseed,
-            ));
+            let id = format!("N{:03}", p + 1);
+            samples.extend(match self.volume_depth {
+                Some(d) => vec![patient_volume(self, &id, Group::Normal, d, pseed)],
+                None => patient(self, &id, Group::Normal, k, pseed),
+            });
         }
         for (group, images, prefix) in [
             (Group::Effusion, self.effusion_images, "E"),
@@ -149,15 +172,23 @@ impl PhantomSpec {
                 let k = left.min(self.positive_slices);
                 let pseed = master.random::<u64>();
                 p += 1;
-                samples.extend(patient(self, &format!("{prefix}{p:03}"), group, k, pseed));
+                let id = format!("{prefix}{p:03}");
+                samples.extend(match self.volume_depth {
+                    Some(d) => vec![patient_volume(self, &id, group, d, pseed)],
+                    None => patient(self, &id, group, k, pseed),
+                });
                 left -= k;
             }
         }
         Ok(Dataset {
             size: self.size,
+            depth: self.volume_depth,
             label_names: CARDIAC_LABELS.iter().map(|s| s.to_string()).collect(),
             normalisation: NORMALISATION.into(),
-            source: format!("phantom seed {}", self.seed),
+            source: match self.volume_depth {
+                None => format!("phantom seed {}", self.seed),
+                Some(d) => format!("phantom seed {} volumes of {d} slices", self.seed),
+            },
             manifest_patients: false,
             samples,
         })
@@ -197,6 +228,49 @@ fn patient(spec: &PhantomSpec, id: &str, group: Group, k: usize, seed: u64) -> V
             }
         })
         .collect()
+}
+
+/// One patient's volume: `d` slices at evenly spaced heights, the disease only within
+/// its band of z (see [`PhantomSpec::generate`]).
+fn patient_volume(spec: &PhantomSpec, id: &str, group: Group, d: usize, seed: u64) -> Sample {
+    let mut r = rng(seed);
+    // The same draws, in the same order, as `patient`: the same anatomy and disease.
+    let anatomy = Anatomy::draw(&mut r);
+    let (severity, disease) = match group {
+        Group::Normal => (None, Disease::None),
+        _ => {
+            let s: f64 = r.random();
+            (Some(s as f32), Disease::draw(spec, group, s, &mut r))
+        }
+    };
+    let centre = uniform(&mut r, -0.15, 0.15);
+    let half = uniform(&mut r, 0.25, 0.45);
+    let px = spec.size * spec.size;
+    let (mut image, mut label) = (Vec::with_capacity(d * px), Vec::with_capacity(d * px));
+    for i in 0..d {
+        let z = if d == 1 {
+            0.0
+        } else {
+            -0.6 + 1.2 * i as f64 / (d - 1) as f64
+        };
+        let here = if (z - centre).abs() <= half {
+            &disease
+        } else {
+            &Disease::None
+        };
+        let (im, lab) = render(spec.size, &anatomy, here, z, r.random());
+        image.extend(im);
+        label.extend(lab);
+    }
+    Sample {
+        name: id.to_string(),
+        patient: id.to_string(),
+        group,
+        severity,
+        image,
+        label,
+        spacing: None,
+    }
 }
 
 fn uniform(r: &mut SeedRng, a: f64, b: f64) -> f64 {

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use safetensors::tensor::Dtype;
 
+use crate::nn::unet::VolumeShape;
 use crate::nn::vgg::Regularisation;
 use crate::nn::{Unet, UnetConfig, Vgg, VggConfig};
 use crate::train::features::{ChannelStats, Combo};
@@ -327,6 +328,17 @@ pub fn unet_metadata(c: &UnetConfig, meta: &SegMeta) -> BTreeMap<String, String>
     m.insert("labels".into(), c.labels.to_string());
     m.insert("size".into(), c.size.to_string());
     m.insert("in_channels".into(), c.in_channels.to_string());
+    // 2 for images, 3 for volumes (files written before volumes lack it: 2).
+    match &c.volume {
+        None => {
+            m.insert("dims".into(), "2".into());
+        }
+        Some(v) => {
+            m.insert("dims".into(), "3".into());
+            m.insert("depth".into(), v.depth.to_string());
+            m.insert("depth_pool".into(), v.describe_pool());
+        }
+    }
     m.insert("label_names".into(), strings(&meta.label_names));
     m.insert("class_weights".into(), floats(&meta.class_weights));
     m.insert("input_normalisation".into(), meta.normalisation.clone());
@@ -379,6 +391,7 @@ pub fn unet_meta_of(ck: &Checkpoint, path: &Path) -> Result<(UnetConfig, SegMeta
     )
     .map_err(|e| Error(format!("{}: {e}", path.display())))?;
     config.in_channels = ck.meta_usize("in_channels", path)?;
+    config.volume = volume_of(ck, path)?;
     config
         .validate()
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;
@@ -417,6 +430,19 @@ pub fn unet_meta_of(ck: &Checkpoint, path: &Path) -> Result<(UnetConfig, SegMeta
         },
     };
     Ok((config, meta))
+}
+
+/// The `dims` entry (absent: 2) and, for 3, the volume's depth and depth pooling.
+pub fn volume_of(ck: &Checkpoint, path: &Path) -> Result<Option<VolumeShape>> {
+    match ck.metadata.get("dims").map(String::as_str) {
+        None | Some("2") => Ok(None),
+        Some("3") => Ok(Some(VolumeShape {
+            depth: ck.meta_usize("depth", path)?,
+            depth_pool: VolumeShape::parse_pool(ck.meta("depth_pool", path)?)
+                .map_err(|e| Error(format!("{}: {e}", path.display())))?,
+        })),
+        Some(d) => bail!("{}: dims is 2 or 3, not '{d}'", path.display()),
+    }
 }
 
 /// Load a U-Net saved by [`save_unet`], checking its architecture and every tensor.

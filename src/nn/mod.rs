@@ -7,5 +7,5 @@ pub mod unet;
 pub mod vgg;
 
 pub use checkpoint::Checkpoint;
-pub use unet::{Unet, UnetConfig};
+pub use unet::{Unet, UnetConfig, VolumeShape};
 pub use vgg::{Preset, Vgg, VggConfig};

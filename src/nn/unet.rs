@@ -12,6 +12,12 @@
 //! that halve the upsampled channel count. The network is described once, as a list of
 //! [`Step`]s: `forward` interprets it and `segfeat summary` prints it, so the two cannot
 //! disagree.
+//!
+//! **Volumes.** With a [`VolumeShape`] the same network takes (N, C, D, S, S) volumes: every
+//! 3x3 convolution is 3x3x3 ([`ops::conv3x3x3`]), the final 1x1 is 1x1x1, and each pooling
+//! halves the height and width and divides the depth by its level's factor, 2 or 1 (thin
+//! slices pool 2x2x2; thick slices keep their few slices with 2x2x1), the upsampling
+//! multiplying back by the same factors.
 
 use crate::nn::init::{he_params, params_from_arrays};
 use crate::ops;
@@ -28,6 +34,77 @@ pub struct UnetConfig {
     pub size: usize,
     /// Input channels (1 for CT).
     pub in_channels: usize,
+    /// None for 2-D images; for volumes, their depth and the pooling's depth factors.
+    pub volume: Option<VolumeShape>,
+}
+
+/// The depth axis of a 3-D network: the input's slices, and the depth factor (2 or 1) of
+/// each of the four poolings, whose product divides the depth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeShape {
+    pub depth: usize,
+    pub depth_pool: [usize; 4],
+}
+
+impl VolumeShape {
+    /// `depth` slices pooled by the default factors: 2 at each pooling while the depth
+    /// stays at least 2 after it (16 slices: 2,2,2,1; 4 thick slices: 2,1,1,1; 1: none).
+    pub fn new(depth: usize) -> VolumeShape {
+        let mut depth_pool = [1; 4];
+        let mut d = depth;
+        for f in &mut depth_pool {
+            if d % 2 == 0 && d / 2 >= 2 {
+                *f = 2;
+                d /= 2;
+            }
+        }
+        VolumeShape { depth, depth_pool }
+    }
+
+    /// "2,2,2,1", as metadata and `--depth-pool` write the factors.
+    pub fn describe_pool(&self) -> String {
+        self.depth_pool
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Four factors, each 1 or 2, like "2,2,1,1".
+    pub fn parse_pool(s: &str) -> Result<[usize; 4]> {
+        let v: Vec<&str> = s.split(',').map(str::trim).collect();
+        let mut out = [1; 4];
+        if v.len() != 4 {
+            bail!("the depth pooling is four factors, one per pooling, like 2,2,1,1; got {s:?}");
+        }
+        for (o, f) in out.iter_mut().zip(&v) {
+            *o = match *f {
+                "1" => 1,
+                "2" => 2,
+                _ => bail!("a depth pooling factor is 1 or 2, got {f:?} in {s:?}"),
+            };
+        }
+        Ok(out)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.depth == 0 {
+            bail!("a volume needs at least one slice");
+        }
+        crate::limits::check_size("the volume depth", self.depth)?;
+        if let Some(f) = self.depth_pool.iter().find(|&&f| f != 1 && f != 2) {
+            bail!("a depth pooling factor is 1 or 2, got {f}");
+        }
+        let product: usize = self.depth_pool.iter().product();
+        if !self.depth.is_multiple_of(product) {
+            bail!(
+                "the depth ({}) must be divisible by the product of the depth pooling factors {} ({product})",
+                self.depth,
+                self.describe_pool()
+            );
+        }
+        Ok(())
+    }
 }
 
 impl UnetConfig {
@@ -37,9 +114,50 @@ impl UnetConfig {
             labels,
             size,
             in_channels: 1,
+            volume: None,
         };
         c.validate()?;
         Ok(c)
+    }
+
+    /// The 3-D network on volumes of `volume.depth` slices of `size` x `size`.
+    pub fn new_3d(
+        channels: usize,
+        labels: usize,
+        size: usize,
+        volume: VolumeShape,
+    ) -> Result<UnetConfig> {
+        let c = UnetConfig {
+            volume: Some(volume),
+            ..UnetConfig::new(channels, labels, size)?
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The depth of an input: 1 for 2-D images.
+    pub fn depth(&self) -> usize {
+        self.volume.as_ref().map_or(1, |v| v.depth)
+    }
+
+    /// Values per input channel of one sample: S x S, or D x S x S.
+    pub fn voxels(&self) -> usize {
+        self.depth() * self.size * self.size
+    }
+
+    /// The input's shape for `batch` samples: (B, C, S, S) or (B, C, D, S, S).
+    pub fn input_shape(&self, batch: usize) -> Vec<usize> {
+        self.sample_shape(batch, self.in_channels)
+    }
+
+    /// (B, C, [D,] S, S): a map of this network's resolution with `channels` channels.
+    pub fn sample_shape(&self, batch: usize, channels: usize) -> Vec<usize> {
+        let mut s = vec![batch, channels];
+        if let Some(v) = &self.volume {
+            s.push(v.depth);
+        }
+        s.extend([self.size, self.size]);
+        s
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -77,6 +195,9 @@ impl UnetConfig {
         if self.in_channels == 0 {
             bail!("the network needs at least one input channel");
         }
+        if let Some(v) = &self.volume {
+            v.validate()?;
+        }
         Ok(())
     }
 
@@ -85,11 +206,15 @@ impl UnetConfig {
         let n = self.channels;
         let mut steps = Vec::new();
         let mut c = self.in_channels;
+        let volume = self.volume.is_some();
+        // The depth factor of pooling k (1..=4), for volumes.
+        let fd = |k: usize| self.volume.as_ref().map(|v| v.depth_pool[k - 1]);
         for level in 1..=5 {
             let width = n << (level - 1);
             if level > 1 {
                 steps.push(Step::MaxPool {
                     name: format!("pool{}", level - 1),
+                    depth: fd(level - 1),
                 });
             }
             for i in 1..=2 {
@@ -97,6 +222,7 @@ impl UnetConfig {
                     name: format!("enc{level}.conv{i}"),
                     cin: c,
                     cout: width,
+                    volume,
                 });
                 c = width;
             }
@@ -105,6 +231,7 @@ impl UnetConfig {
             let width = n << (level - 1);
             steps.push(Step::Upsample {
                 name: format!("up{level}"),
+                depth: fd(level),
             });
             steps.push(Step::ConcatSkip {
                 name: format!("concat{level}"),
@@ -116,6 +243,7 @@ impl UnetConfig {
                     name: format!("dec{level}.conv{i}"),
                     cin: c,
                     cout: width,
+                    volume,
                 });
                 c = width;
             }
@@ -124,6 +252,7 @@ impl UnetConfig {
             name: "out".into(),
             cin: c,
             cout: self.labels,
+            volume,
         });
         steps
     }
@@ -146,12 +275,26 @@ impl UnetConfig {
         let mut out = Vec::new();
         for s in self.steps() {
             match s {
-                Step::Conv3x3Elu { name, cin, cout } => {
-                    out.push((format!("{name}.weight"), vec![cout, cin, 3, 3]));
+                Step::Conv3x3Elu {
+                    name,
+                    cin,
+                    cout,
+                    volume,
+                } => {
+                    let k = if volume { 3 } else { 2 };
+                    let shape = [cout, cin].into_iter().chain([3; 3].into_iter().take(k));
+                    out.push((format!("{name}.weight"), shape.collect()));
                     out.push((format!("{name}.bias"), vec![cout]));
                 }
-                Step::Conv1x1 { name, cin, cout } => {
-                    out.push((format!("{name}.weight"), vec![cout, cin, 1, 1]));
+                Step::Conv1x1 {
+                    name,
+                    cin,
+                    cout,
+                    volume,
+                } => {
+                    let k = if volume { 3 } else { 2 };
+                    let shape = [cout, cin].into_iter().chain([1; 3].into_iter().take(k));
+                    out.push((format!("{name}.weight"), shape.collect()));
                     out.push((format!("{name}.bias"), vec![cout]));
                 }
                 _ => {}
@@ -160,36 +303,39 @@ impl UnetConfig {
         out
     }
 
-    /// One row per step: output shape (C, H, W) for one image, parameters, forward FLOPs.
-    /// FLOPs count 2 per multiply-add of the convolutions plus 1 per bias add and 1 per
-    /// ELU output; pooling, upsampling and concatenation move data and count 0.
+    /// One row per step: output shape (C, H, W) or (C, D, H, W) for one sample,
+    /// parameters, forward FLOPs. FLOPs count 2 per multiply-add of the convolutions plus
+    /// 1 per bias add and 1 per ELU output; pooling, upsampling and concatenation move
+    /// data and count 0.
     pub fn summary(&self) -> Vec<LayerRow> {
         let mut rows = Vec::new();
-        let (mut c, mut hw) = (self.in_channels, self.size);
+        let (mut c, mut hw, mut d) = (self.in_channels, self.size, self.depth());
+        let taps = if self.volume.is_some() { 27 } else { 9 };
         for s in self.steps() {
+            let px = (d * hw * hw) as u64;
             let (params, flops) = match &s {
                 Step::Conv3x3Elu { cin, cout, .. } => {
                     c = *cout;
-                    let px = (hw * hw) as u64;
                     (
-                        (cout * cin * 9 + cout) as u64,
-                        px * (*cout as u64) * (2 * 9 * *cin as u64 + 2),
+                        (cout * cin * taps + cout) as u64,
+                        px * (*cout as u64) * (2 * taps as u64 * *cin as u64 + 2),
                     )
                 }
                 Step::Conv1x1 { cin, cout, .. } => {
                     c = *cout;
-                    let px = (hw * hw) as u64;
                     (
                         (cout * cin + cout) as u64,
                         px * (*cout as u64) * (2 * *cin as u64 + 1),
                     )
                 }
-                Step::MaxPool { .. } => {
+                Step::MaxPool { depth, .. } => {
                     hw /= 2;
+                    d /= depth.unwrap_or(1);
                     (0, 0)
                 }
-                Step::Upsample { .. } => {
+                Step::Upsample { depth, .. } => {
                     hw *= 2;
+                    d *= depth.unwrap_or(1);
                     (0, 0)
                 }
                 Step::ConcatSkip { cout, .. } => {
@@ -197,10 +343,15 @@ impl UnetConfig {
                     (0, 0)
                 }
             };
+            let mut shape = vec![c];
+            if self.volume.is_some() {
+                shape.push(d);
+            }
+            shape.extend([hw, hw]);
             rows.push(LayerRow {
                 name: s.name().to_string(),
                 kind: s.kind(),
-                shape: [c, hw, hw],
+                shape,
                 params,
                 flops,
             });
@@ -209,26 +360,30 @@ impl UnetConfig {
     }
 }
 
-/// One step of the network.
+/// One step of the network. `volume` and `depth` say whether it works on volumes, and
+/// by which depth factor a volume's pooling or upsampling goes.
 #[derive(Clone, Debug)]
 pub enum Step {
-    /// 3x3 convolution (zero padding) + bias, then ELU.
+    /// 3x3 convolution (3x3x3 on volumes; zero padding) + bias, then ELU.
     Conv3x3Elu {
         name: String,
         cin: usize,
         cout: usize,
+        volume: bool,
     },
-    /// 2x2 max pooling; the map before it is kept for the skip connection.
-    MaxPool { name: String },
-    /// 2x2 upsampling by repetition.
-    Upsample { name: String },
+    /// 2x2 max pooling (fd x 2 x 2 on volumes, `depth: Some(fd)`); the map before it is
+    /// kept for the skip connection.
+    MaxPool { name: String, depth: Option<usize> },
+    /// 2x2 upsampling by repetition (fd x 2 x 2 on volumes).
+    Upsample { name: String, depth: Option<usize> },
     /// Concatenation of the current map (first) with the newest kept skip map.
     ConcatSkip { name: String, cout: usize },
-    /// The final 1x1 convolution to the label logits.
+    /// The final 1x1 (1x1x1) convolution to the label logits.
     Conv1x1 {
         name: String,
         cin: usize,
         cout: usize,
+        volume: bool,
     },
 }
 
@@ -236,19 +391,25 @@ impl Step {
     pub fn name(&self) -> &str {
         match self {
             Step::Conv3x3Elu { name, .. }
-            | Step::MaxPool { name }
-            | Step::Upsample { name }
+            | Step::MaxPool { name, .. }
+            | Step::Upsample { name, .. }
             | Step::ConcatSkip { name, .. }
             | Step::Conv1x1 { name, .. } => name,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
-            Step::Conv3x3Elu { .. } => "conv3x3+elu",
-            Step::MaxPool { .. } => "maxpool2",
-            Step::Upsample { .. } => "upsample2",
+            Step::Conv3x3Elu { volume: false, .. } => "conv3x3+elu",
+            Step::Conv3x3Elu { volume: true, .. } => "conv3x3x3+elu",
+            Step::MaxPool { depth: None, .. } => "maxpool2",
+            Step::MaxPool { depth: Some(2), .. } => "maxpool2x2x2",
+            Step::MaxPool { depth: Some(_), .. } => "maxpool2x2x1",
+            Step::Upsample { depth: None, .. } => "upsample2",
+            Step::Upsample { depth: Some(2), .. } => "upsample2x2x2",
+            Step::Upsample { depth: Some(_), .. } => "upsample2x2x1",
             Step::ConcatSkip { .. } => "concat",
-            Step::Conv1x1 { .. } => "conv1x1",
+            Step::Conv1x1 { volume: false, .. } => "conv1x1",
+            Step::Conv1x1 { volume: true, .. } => "conv1x1x1",
         }
     }
 }
@@ -258,10 +419,21 @@ impl Step {
 pub struct LayerRow {
     pub name: String,
     pub kind: &'static str,
-    /// (C, H, W) of the step's output for one image.
-    pub shape: [usize; 3],
+    /// (C, H, W), or (C, D, H, W) for volumes, of the step's output for one sample.
+    pub shape: Vec<usize>,
     pub params: u64,
     pub flops: u64,
+}
+
+impl LayerRow {
+    /// The shape as `CxHxW` (or `CxDxHxW`).
+    pub fn shape_str(&self) -> String {
+        self.shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    }
 }
 
 /// The U-Net: its architecture and its parameters on the GPU.
@@ -309,18 +481,21 @@ impl Unet {
         self.params.iter().map(|(_, t)| t.numel()).sum()
     }
 
-    /// Forward pass of a batch `x` (N, in_channels, S, S). With `trainable`, the parameters
-    /// enter the tape as leaves that require gradients; otherwise as constants (frozen
-    /// features; no node is recorded unless `x` itself requires a gradient).
+    /// Forward pass of a batch `x` (N, in_channels, S, S), or (N, in_channels, D, S, S) for
+    /// a 3-D network. With `trainable`, the parameters enter the tape as leaves that
+    /// require gradients; otherwise as constants (frozen features; no node is recorded
+    /// unless `x` itself requires a gradient).
     pub fn forward(&self, tape: &Tape, x: &Var, trainable: bool) -> Result<UnetOutput> {
         let c = &self.config;
-        let want = [x.shape()[0], c.in_channels, c.size, c.size];
-        if x.shape().len() != 4 || x.shape()[1..] != want[1..] {
+        let want = c.input_shape(x.shape().first().copied().unwrap_or(0));
+        if x.shape() != want || want[0] == 0 {
             bail!(
-                "the network expects input (N, {}, {}, {}), got {:?}",
-                c.in_channels,
-                c.size,
-                c.size,
+                "the network expects input (N, {}), got {:?}",
+                want[1..]
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 x.shape()
             );
         }
@@ -334,17 +509,31 @@ impl Unet {
         let mut steps = steps.iter().peekable();
         while let Some(step) = steps.next() {
             h = match step {
-                Step::Conv3x3Elu { .. } => {
+                Step::Conv3x3Elu { volume: false, .. } => {
                     let (w, b) = (take(), take());
                     ops::conv3x3_elu(tape, &h, w, b)?
                 }
-                Step::MaxPool { .. } => {
+                Step::Conv3x3Elu { volume: true, .. } => {
+                    let (w, b) = (take(), take());
+                    ops::conv3x3x3_elu(tape, &h, w, b)?
+                }
+                Step::MaxPool { depth: None, .. } => {
                     skips.push(h.clone());
                     ops::maxpool2(tape, &h)?
                 }
+                Step::MaxPool {
+                    depth: Some(fd), ..
+                } => {
+                    skips.push(h.clone());
+                    ops::maxpool3d(tape, &h, *fd)?
+                }
+                // Volumes: the upsampled map, then its concatenation with the skip.
+                Step::Upsample {
+                    depth: Some(fd), ..
+                } => ops::upsample3d(tape, &h, *fd)?,
                 // An Upsample followed by its ConcatSkip (always, in this network) is one
                 // op that upsamples straight into the concatenation.
-                Step::Upsample { .. } => {
+                Step::Upsample { depth: None, .. } => {
                     match steps.next_if(|s| matches!(s, Step::ConcatSkip { .. })) {
                         Some(Step::ConcatSkip { .. }) => {
                             let skip = skips.pop().expect("one skip kept per pooling");
@@ -363,9 +552,19 @@ impl Unet {
                     concat = Some(y.clone());
                     y
                 }
-                Step::Conv1x1 { .. } => {
+                Step::Conv1x1 { volume: false, .. } => {
                     let (w, b) = (take(), take());
                     ops::conv1x1(tape, &h, w, b)?
+                }
+                // 1x1x1 is the 1x1 convolution of the volume seen as (N, C, D x S, S).
+                Step::Conv1x1 { volume: true, .. } => {
+                    let (w, b) = (take(), take());
+                    let (n, cin, d, s) = (h.shape()[0], h.shape()[1], h.shape()[2], c.size);
+                    let cout = w.shape()[0];
+                    let flat = ops::reshape(tape, &h, &[n, cin, d * s, s])?;
+                    let w2 = ops::reshape(tape, w, &[cout, cin, 1, 1])?;
+                    let y = ops::conv1x1(tape, &flat, &w2, b)?;
+                    ops::reshape(tape, &y, &[n, cout, d, s, s])?
                 }
             };
         }

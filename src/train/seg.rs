@@ -16,6 +16,7 @@ use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::nn::checkpoint::{self, SegMeta};
 use crate::nn::init::rng;
+use crate::nn::unet::VolumeShape;
 use crate::nn::{Unet, UnetConfig};
 use crate::ops::{self, Adam};
 use crate::{bail, Error, Gpu, Result, Tape, Tensor};
@@ -32,8 +33,11 @@ pub struct SegTrainOptions {
     pub lr: f32,
     pub seed: u64,
     /// Augmentation of every training image and its label map (none by default, as in
-    /// the paper), drawn from (seed, step, position in the batch).
+    /// the paper), drawn from (seed, step, position in the batch); a volume's slices all
+    /// move by the same in-plane transform.
     pub augment: Augment,
+    /// Volumes: the depth factor of each pooling (None: [`VolumeShape::new`]'s default).
+    pub depth_pool: Option<[usize; 4]>,
     /// Draw progress bars (on a terminal).
     pub progress: bool,
 }
@@ -49,6 +53,7 @@ impl Default for SegTrainOptions {
             lr: DEFAULT_LR,
             seed: 1,
             augment: Augment::default(),
+            depth_pool: None,
             progress: true,
         }
     }
@@ -114,6 +119,9 @@ pub fn train(
             opts.size
         );
     }
+    if data.depth.is_none() && opts.depth_pool.is_some() {
+        bail!("a depth pooling applies to volumes (give --depth), not to 2-D images");
+    }
     opts.augment.validate()?;
     if opts.batch == 0 || opts.batches_per_epoch == 0 || opts.epochs == 0 {
         bail!("batch, batches per epoch and epochs must all be at least 1");
@@ -124,7 +132,7 @@ pub fn train(
             opts.lr
         );
     }
-    let config = UnetConfig::new(opts.channels, data.label_names.len(), opts.size)?;
+    let config = network_for(data, opts)?;
     check_memory(gpu, &config, opts.batch)?;
     // One training per model file; taking the lock also finds an unwritable --out now,
     // not after the first epoch.
@@ -244,6 +252,22 @@ pub fn train(
     Ok((unet, meta))
 }
 
+/// The network `opts` ask for on `data`: 2-D for images, 3-D for volumes (their depth,
+/// pooled by `opts.depth_pool` or the default factors).
+pub fn network_for(data: &Dataset, opts: &SegTrainOptions) -> Result<UnetConfig> {
+    let labels = data.label_names.len();
+    match data.depth {
+        None => UnetConfig::new(opts.channels, labels, opts.size),
+        Some(d) => {
+            let mut v = VolumeShape::new(d);
+            if let Some(p) = opts.depth_pool {
+                v.depth_pool = p;
+            }
+            UnetConfig::new_3d(opts.channels, labels, opts.size, v)
+        }
+    }
+}
+
 /// The SHA-256 of the model file, as [`SegMeta::sha256`] records it.
 fn file_sha256(out: &Path) -> Result<String> {
     let bytes =
@@ -273,10 +297,15 @@ const LOG_HEADER: &str = "epoch,steps,mean_loss,seconds,images_per_s\n";
 /// image, measured from the tape's buffers at n = 16, rounded up) against the host-memory
 /// budget of [`crate::limits`].
 fn check_memory(gpu: &Gpu, c: &UnetConfig, batch: usize) -> Result<()> {
-    let (b, n, s2) = (batch as u128, c.channels as u128, (c.size as u128).pow(2));
+    let (b, n, s2) = (batch as u128, c.channels as u128, c.voxels() as u128);
     let what = format!(
-        "a training step of n={} at {}x{} with batch {batch}",
-        c.channels, c.size, c.size
+        "a training step of n={} at {}{}x{} with batch {batch}",
+        c.channels,
+        c.volume
+            .as_ref()
+            .map_or(String::new(), |v| format!("{}x", v.depth)),
+        c.size,
+        c.size
     );
     crate::limits::check_buffer(&what, b * 3 * n * s2, gpu.adapter().limits.max_buffer_size)?;
     crate::limits::check_host(&what, b * 48 * n * s2 * 4)
@@ -312,24 +341,33 @@ pub fn step(
     augment: Option<(&Augment, u64)>,
 ) -> Result<f32> {
     let s = data.size;
+    let px = s * s;
     let (xs, ys) = match augment {
         None => data.batch(idx),
         Some((aug, seed)) => {
             let (mut xs, mut ys) = (Vec::new(), Vec::new());
             for (j, &i) in idx.iter().enumerate() {
+                // One transform per sample: a volume's slices move together.
                 let t = aug.draw([seed, adam.t, j as u64], s);
-                let (img, lab) = t.apply(&data.samples[i].image, &data.samples[i].label);
-                xs.extend(img);
-                ys.extend(lab.iter().map(|&l| l as f32));
+                let sample = &data.samples[i];
+                for (im, lab) in sample.image.chunks(px).zip(sample.label.chunks(px)) {
+                    let (img, lab) = t.apply(im, lab);
+                    xs.extend(img);
+                    ys.extend(lab.iter().map(|&l| l as f32));
+                }
             }
             (xs, ys)
         }
     };
     let tape = Tape::new(gpu);
-    let x = tape.constant(&Tensor::from_slice(gpu, &[idx.len(), 1, s, s], &xs)?);
-    let y = Tensor::from_slice(gpu, &[idx.len(), s, s], &ys)?;
+    let b = idx.len();
+    let x = tape.constant(&Tensor::from_slice(gpu, &unet.config.input_shape(b), &xs)?);
+    // The loss sees a volume's slices as one tall image: (B, labels, D x S, S).
+    let rows = unet.config.depth() * s;
+    let y = Tensor::from_slice(gpu, &[b, rows, s], &ys)?;
     let out = unet.forward(&tape, &x, true)?;
-    let loss = ops::softmax_ce(&tape, &out.seg, &y, class_w)?;
+    let logits = ops::reshape(&tape, &out.seg, &[b, unet.config.labels, rows, s])?;
+    let loss = ops::softmax_ce(&tape, &logits, &y, class_w)?;
     let grads = tape.backward(&loss)?;
     adam.step_from_tape(gpu, &unet.params, &out.params, &grads)?;
     Ok(loss.value.item(gpu))
@@ -408,6 +446,12 @@ pub fn resume_differences(
         config.channels.to_string(),
     );
     differ("size", wanted.size.to_string(), config.size.to_string());
+    let volume = |c: &UnetConfig| {
+        c.volume.as_ref().map_or("2-D".to_string(), |v| {
+            format!("depth {} pooled {}", v.depth, v.describe_pool())
+        })
+    };
+    differ("volume", volume(wanted), volume(config));
     differ(
         "labels",
         data.label_names.join(","),
@@ -552,10 +596,10 @@ fn resume_from(
     Ok((unet, meta, adam, log))
 }
 
-/// Predicted label maps (argmax of the logits) of `images` (count x S x S), in batches.
+/// Predicted label maps (argmax of the logits) of `images` (count x S x S, or count x D x
+/// S x S for a 3-D network), in batches.
 pub fn predict(gpu: &Gpu, unet: &Unet, images: &[f32], batch: usize) -> Result<Vec<u8>> {
-    let s = unet.config.size;
-    let px = s * s;
+    let px = unet.config.voxels();
     let labels = unet.config.labels;
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch.max(1) * px) {
@@ -576,14 +620,18 @@ pub fn predict(gpu: &Gpu, unet: &Unet, images: &[f32], batch: usize) -> Result<V
     Ok(out)
 }
 
-/// The label logits (B, labels, S, S) of a batch of images (B x S x S values), on the GPU.
+/// The label logits (B, labels, S, S) of a batch of images (B x S x S values), on the GPU;
+/// for a 3-D network, of volumes, as (B, labels, D x S, S) (the same values in the same
+/// order: each label's volume is its slices one after the other).
 fn logits_tensor(gpu: &Gpu, unet: &Unet, images: &[f32]) -> Result<Tensor> {
-    let s = unet.config.size;
-    let b = images.len() / (s * s);
+    let c = &unet.config;
+    let b = images.len() / c.voxels();
     let tape = Tape::new(gpu);
-    let x = tape.constant(&Tensor::from_slice(gpu, &[b, 1, s, s], images)?);
+    let x = tape.constant(&Tensor::from_slice(gpu, &c.input_shape(b), images)?);
     let out = tape.no_grad(|| unet.forward(&tape, &x, false))?;
-    Ok(out.seg.value)
+    out.seg
+        .value
+        .reshape(&[b, c.labels, c.depth() * c.size, c.size])
 }
 
 /// The label logits (B, labels, S, S) of a batch of images, read back.
@@ -764,8 +812,25 @@ pub fn dice(truth: &[u8], pred: &[u8], l: u8) -> Option<f64> {
     (a + b > 0).then(|| 2.0 * both as f64 / (a + b) as f64)
 }
 
-/// Segment every image of `data` and compare with its labels.
+/// Segment every image of `data` and compare with its labels. A volume is one row of the
+/// report (its Dice over all its voxels); HD95 is computed for 2-D images only (a volume's
+/// row holds None: the slice thickness it would need is not known for every source).
 pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<DiceReport> {
+    if data.depth != unet.config.volume.as_ref().map(|v| v.depth) {
+        bail!(
+            "the model takes {} but the data holds {}",
+            unet.config
+                .volume
+                .as_ref()
+                .map_or("2-D images".to_string(), |v| format!(
+                    "volumes of {} slices",
+                    v.depth
+                )),
+            data.depth.map_or("2-D images".to_string(), |d| format!(
+                "volumes of {d} slices"
+            ))
+        );
+    }
     if data.size != unet.config.size {
         bail!(
             "the data is {}x{} but the model's input is {}x{}",
@@ -782,7 +847,7 @@ pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<
             unet.config.labels
         );
     }
-    let px = data.size * data.size;
+    let px = data.voxels();
     let mm = data.samples.iter().all(|s| s.spacing.is_some());
     let mut report = DiceReport {
         label_names: data.label_names.clone(),
@@ -810,7 +875,10 @@ pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<
             };
             report.hd95.push(
                 (1..unet.config.labels)
-                    .map(|l| hd95(&s.label, p, data.size, l as u8, spacing))
+                    .map(|l| match data.depth {
+                        None => hd95(&s.label, p, data.size, l as u8, spacing),
+                        Some(_) => None,
+                    })
                     .collect(),
             );
         }
