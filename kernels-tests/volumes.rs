@@ -1,0 +1,305 @@
+//! The 3-D pipeline: the 3-D U-Net learns the 3-D phantom (Dice on held-out patients), is
+//! the 2-D U-Net slice by slice when its kernels only use their middle plane and nothing
+//! pools in depth, reloads with its depth axis, refuses to resume with another one, and
+//! the 3-D phantom holds the same patients as the 2-D one.
+
+mod common;
+use common::{gpu, run_cli, scratch};
+
+use segfeat::data::phantom::PhantomSpec;
+use segfeat::data::{Group, Slices};
+use segfeat::nn::checkpoint::load_unet;
+use segfeat::nn::{Unet, UnetConfig, VolumeShape};
+use segfeat::train::{seg, SegTrainOptions};
+use segfeat::{Tape, Tensor};
+
+fn phantom3d(
+    size: usize,
+    depth: usize,
+    normals: usize,
+    positives: usize,
+) -> segfeat::data::Dataset {
+    PhantomSpec {
+        size,
+        normal_patients: normals,
+        effusion_images: positives,
+        septal_images: positives,
+        positive_slices: 1,
+        volume_depth: Some(depth),
+        ..PhantomSpec::default()
+    }
+    .generate()
+    .unwrap()
+}
+
+#[test]
+fn volume_unet_learns_the_3d_phantom() {
+    // 20 training volumes of 8 x 32 x 32, 6 held out; n = 8, 5 epochs of 20 batches of 2.
+    let gpu = gpu();
+    let ds = phantom3d(32, 8, 26, 0);
+    assert_eq!(ds.depth, Some(8));
+    let ids = ds.patients();
+    let train = ds.select(Some(&ids[..20]), &[Group::Normal]).unwrap();
+    let test = ds.select(Some(&ids[20..]), &[Group::Normal]).unwrap();
+    let o = SegTrainOptions {
+        channels: 8,
+        size: 32,
+        epochs: 5,
+        batches_per_epoch: 20,
+        batch: 2,
+        progress: false,
+        ..SegTrainOptions::default()
+    };
+    let dir = scratch("volume_learns");
+    let (unet, _) = seg::train(&gpu, &train, &o, &dir.join("m.safetensors"), false).unwrap();
+    assert_eq!(
+        unet.config.volume,
+        Some(VolumeShape {
+            depth: 8,
+            depth_pool: [2, 2, 1, 1]
+        })
+    );
+    let report = seg::evaluate(&gpu, &unet, &test, 2).unwrap();
+    eprintln!(
+        "3-D U-Net, mean Dice on 6 held-out volumes: {:.3}",
+        report.mean()
+    );
+    assert_eq!(report.images.len(), 6, "one row per volume");
+    assert!(report.mean() > 0.5, "mean Dice {}", report.mean());
+    // Reloaded, it is the same network: the same Dice.
+    let (again, _) = load_unet(&gpu, &dir.join("m.safetensors")).unwrap();
+    assert_eq!(again.config, unet.config);
+    let report2 = seg::evaluate(&gpu, &again, &test, 3).unwrap();
+    assert_eq!(report.dice, report2.dice);
+    // A resume that asks for another depth pooling is refused, naming it.
+    let other = SegTrainOptions {
+        depth_pool: Some([2, 1, 1, 1]),
+        epochs: 6,
+        ..o
+    };
+    let err = seg::train(&gpu, &train, &other, &dir.join("m.safetensors"), true)
+        .err()
+        .unwrap()
+        .0;
+    assert!(
+        err.contains("volume depth 8 pooled 2,1,1,1 (the file: depth 8 pooled 2,2,1,1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_3d_unet_with_middle_plane_kernels_is_the_2d_unet_slice_by_slice() {
+    // Every 3x3x3 kernel zero outside its middle depth plane, which holds the 2-D
+    // network's 3x3 kernel, and no pooling in depth: each slice of the volume is then
+    // segmented exactly as the 2-D U-Net segments it alone.
+    let gpu = gpu();
+    let c2 = UnetConfig::new(2, 3, 16).unwrap();
+    let v = VolumeShape {
+        depth: 3,
+        depth_pool: [1; 4],
+    };
+    let c3 = UnetConfig::new_3d(2, 3, 16, v).unwrap();
+    let u2 = Unet::init(&gpu, c2, 9).unwrap();
+    let host: Vec<(String, Vec<usize>, Vec<f32>)> = u2
+        .params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.to_vec(&gpu)))
+        .collect();
+    let u3 = Unet::from_arrays(&gpu, c3.clone(), |name| {
+        let (_, shape, w) = host.iter().find(|(n, _, _)| n == name)?;
+        Some(match shape.len() {
+            1 => (shape.clone(), w.clone()),
+            _ if shape[2] == 3 => {
+                let (co, ci) = (shape[0], shape[1]);
+                let mut w3 = vec![0.0; co * ci * 27];
+                for k in 0..co * ci {
+                    w3[k * 27 + 9..k * 27 + 18].copy_from_slice(&w[k * 9..k * 9 + 9]);
+                }
+                (vec![co, ci, 3, 3, 3], w3)
+            }
+            _ => (vec![shape[0], shape[1], 1, 1, 1], w.clone()),
+        })
+    })
+    .unwrap();
+    let mut g = common::rng(3);
+    let vol = common::rand_vec(&mut g, 3 * 16 * 16);
+    let tape = Tape::new(&gpu);
+    let x3 = tape.constant(&Tensor::from_slice(&gpu, &[1, 1, 3, 16, 16], &vol).unwrap());
+    let y3 = tape.no_grad(|| u3.forward(&tape, &x3, false)).unwrap();
+    assert_eq!(y3.seg.shape(), &[1, 3, 3, 16, 16]);
+    assert_eq!(y3.concat.shape(), &[1, 6, 3, 16, 16]);
+    let x2 = tape.constant(&Tensor::from_slice(&gpu, &[3, 1, 16, 16], &vol).unwrap());
+    let y2 = tape.no_grad(|| u2.forward(&tape, &x2, false)).unwrap();
+    let (a, b) = (y3.seg.value.to_vec(&gpu), y2.seg.value.to_vec(&gpu));
+    // (1, labels, D, H, W) against (D, labels, H, W).
+    let px = 256;
+    let mut worst = 0.0f32;
+    for l in 0..3 {
+        for z in 0..3 {
+            for p in 0..px {
+                let d = (a[(l * 3 + z) * px + p] - b[(z * 3 + l) * px + p]).abs();
+                worst = worst.max(d);
+            }
+        }
+    }
+    assert!(worst < 1e-5, "largest difference {worst}");
+}
+
+#[test]
+fn summary_counts_the_3d_network() {
+    let v = VolumeShape::new(16);
+    assert_eq!(v.depth_pool, [2, 2, 2, 1]);
+    assert_eq!(VolumeShape::new(4).depth_pool, [2, 1, 1, 1]);
+    assert_eq!(VolumeShape::new(1).depth_pool, [1, 1, 1, 1]);
+    let c = UnetConfig::new_3d(8, 6, 64, v).unwrap();
+    let rows = c.summary();
+    let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
+    assert_eq!(row("enc1.conv2").shape, [8, 16, 64, 64]);
+    assert_eq!(row("enc1.conv2").kind, "conv3x3x3+elu");
+    assert_eq!(row("pool4").kind, "maxpool2x2x1");
+    assert_eq!(row("enc5.conv2").shape, [128, 2, 4, 4]);
+    assert_eq!(row("concat1").shape, [24, 16, 64, 64]);
+    assert_eq!(row("out").shape, [6, 16, 64, 64]);
+    // enc1.conv2: 8 x 8 x 27 weights + 8 biases; FLOPs (2 x 27 x 8 + 2) per output voxel.
+    assert_eq!(row("enc1.conv2").params, 8 * 8 * 27 + 8);
+    assert_eq!(row("enc1.conv2").flops, 16 * 64 * 64 * 8 * (2 * 27 * 8 + 2));
+    assert!(UnetConfig::new_3d(
+        8,
+        6,
+        64,
+        VolumeShape {
+            depth: 12,
+            depth_pool: [2, 2, 2, 1]
+        }
+    )
+    .is_err());
+    assert!(VolumeShape::parse_pool("2,2,3,1").is_err());
+    assert!(VolumeShape::parse_pool("2,2,1").is_err());
+    let (code, out, _) = run_cli(&[
+        "summary",
+        "--3d",
+        "--channels",
+        "8",
+        "--size",
+        "64",
+        "--depth",
+        "16",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("input 1x16x64x64, depth pooled 2,2,2,1"),
+        "{out}"
+    );
+    assert!(out.contains("maxpool2x2x1"), "{out}");
+}
+
+#[test]
+fn the_3d_phantom_holds_the_2d_phantoms_patients() {
+    let spec = PhantomSpec {
+        size: 32,
+        normal_patients: 3,
+        effusion_images: 6,
+        septal_images: 6,
+        ..PhantomSpec::default()
+    };
+    let flat = spec.generate().unwrap();
+    let vols = PhantomSpec {
+        volume_depth: Some(6),
+        ..spec
+    }
+    .generate()
+    .unwrap();
+    assert_eq!(flat.patients(), vols.patients());
+    for s in &vols.samples {
+        assert_eq!(s.image.len(), 6 * 32 * 32);
+        assert_eq!(s.label.len(), 6 * 32 * 32);
+        let f = flat
+            .samples
+            .iter()
+            .find(|f| f.patient == s.patient)
+            .unwrap();
+        assert_eq!(
+            (f.group, f.severity),
+            (s.group, s.severity),
+            "{}",
+            s.patient
+        );
+    }
+    // Slices of the volumes: every one, or the middle one of each.
+    let all = vols.slices(Slices::All).unwrap();
+    assert_eq!(all.samples.len(), 6 * vols.samples.len());
+    assert_eq!(all.depth, None);
+    let mid = vols.slices(Slices::Middle).unwrap();
+    assert_eq!(mid.patients(), vols.patients());
+    assert_eq!(
+        mid.samples[0].image,
+        vols.samples[0].image[3 * 1024..4 * 1024]
+    );
+    assert!(flat.slices(Slices::All).is_err());
+}
+
+#[test]
+fn the_command_line_reads_volumes_for_3d_models_only() {
+    let dir = scratch("volume_cli");
+    let m = dir.join("m.safetensors");
+    let m_str = m.to_str().unwrap();
+    let (code, _, err) = run_cli(&[
+        "train-seg",
+        "--data",
+        "phantom",
+        "--depth",
+        "4",
+        "--size",
+        "16",
+        "--channels",
+        "2",
+        "--epochs",
+        "1",
+        "--batches-per-epoch",
+        "2",
+        "--batch",
+        "2",
+        "--out",
+        m_str,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // eval-seg takes the model's depth; another depth, or slices, are refused.
+    let (code, out, err) = run_cli(&["eval-seg", "--model", m_str, "--data", "phantom"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("on 60 volumes of 60 patients"), "{out}");
+    let (code, _, err) = run_cli(&[
+        "eval-seg", "--model", m_str, "--data", "phantom", "--depth", "6",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the model reads volumes of 4 slices, but --depth is 6"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(&[
+        "eval-seg", "--model", m_str, "--data", "phantom", "--depth", "4", "--slices", "all",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the model is 3-D"), "{err}");
+    let (code, _, err) = run_cli(&[
+        "train-seg",
+        "--data",
+        "phantom",
+        "--depth",
+        "6",
+        "--depth-pool",
+        "2,2,1,1",
+        "--size",
+        "16",
+        "--channels",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        dir.join("x.safetensors").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the depth (6) must be divisible by the product of the depth pooling factors 2,2,1,1 (4)"),
+        "{err}"
+    );
+}
