@@ -209,21 +209,18 @@ fn the_3d_phantom_holds_the_2d_phantoms_patients() {
     }
     .generate()
     .unwrap();
-    assert_eq!(flat.patients(), vols.patients());
+    // One volume per disease image: 6 effusion and 6 septal patients, where the 2-D set
+    // has 2 of each (3 slices each). The normals and the first 2 effusion patients are the
+    // 2-D set's.
+    assert_eq!(vols.samples.len(), 3 + 6 + 6);
     for s in &vols.samples {
         assert_eq!(s.image.len(), 6 * 32 * 32);
         assert_eq!(s.label.len(), 6 * 32 * 32);
-        let f = flat
-            .samples
-            .iter()
-            .find(|f| f.patient == s.patient)
-            .unwrap();
-        assert_eq!(
-            (f.group, f.severity),
-            (s.group, s.severity),
-            "{}",
-            s.patient
-        );
+    }
+    for id in ["N001", "N002", "N003", "E001", "E002"] {
+        let f = flat.samples.iter().find(|f| f.patient == id).unwrap();
+        let v = vols.samples.iter().find(|v| v.patient == id).unwrap();
+        assert_eq!((f.group, f.severity), (v.group, v.severity), "{id}");
     }
     // Slices of the volumes: every one, or the middle one of each.
     let all = vols.slices(Slices::All).unwrap();
@@ -266,7 +263,7 @@ fn the_command_line_reads_volumes_for_3d_models_only() {
     // eval-seg takes the model's depth; another depth, or slices, are refused.
     let (code, out, err) = run_cli(&["eval-seg", "--model", m_str, "--data", "phantom"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("on 60 volumes of 60 patients"), "{out}");
+    assert!(out.contains("on 100 volumes of 100 patients"), "{out}");
     let (code, _, err) = run_cli(&[
         "eval-seg", "--model", m_str, "--data", "phantom", "--depth", "6",
     ]);

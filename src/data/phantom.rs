@@ -115,8 +115,8 @@ impl PhantomSpec {
             }
             crate::limits::check_size("the phantom's volume depth", d)?;
             let patients = self.normal_patients as u128
-                + self.effusion_images.div_ceil(self.positive_slices) as u128
-                + self.septal_images.div_ceil(self.positive_slices) as u128;
+                + self.effusion_images as u128
+                + self.septal_images as u128;
             crate::limits::check_host(
                 &format!("a phantom of {patients} volumes of {d}x{0}x{0}", self.size),
                 patients * d as u128 * (self.size as u128).pow(2) * 5,
@@ -142,9 +142,11 @@ impl PhantomSpec {
 
     /// Generate the whole set: normals, then effusion, then septal defect patients.
     ///
-    /// With `volume_depth` D, each patient is one volume of D slices instead: the same
-    /// patients (the same draws: anatomy, disease and severity are those of the 2-D set of
-    /// the same seed), every patient's slices at the same D evenly spaced heights z in
+    /// With `volume_depth` D, each patient is one volume of D slices instead, and each
+    /// disease has `effusion_images` (`septal_images`) patients, one volume each. The
+    /// normal patients are those of the 2-D set of the same seed (the same draws:
+    /// anatomy), and so are the first `effusion_images / positive_slices` effusion
+    /// patients (anatomy, disease, severity); every patient's slices at the same D evenly spaced heights z in
     /// [-0.6, 0.6] (so that the extent of a volume says nothing of its disease), and the
     /// disease present only in the slices within a band of z drawn per patient: centred
     /// in [-0.15, 0.15], half-width in [0.25, 0.45] (at D = 8, 3 to 6 of the 8 slices,
@@ -169,7 +171,11 @@ impl PhantomSpec {
             let mut left = images;
             let mut p = 0;
             while left > 0 {
-                let k = left.min(self.positive_slices);
+                // Volumes: one diseased patient per disease image asked for.
+                let k = match self.volume_depth {
+                    Some(_) => 1,
+                    None => left.min(self.positive_slices),
+                };
                 let pseed = master.random::<u64>();
                 p += 1;
                 let id = format!("{prefix}{p:03}");

@@ -537,6 +537,15 @@ pub fn save_classifier(gpu: &Gpu, path: &Path, vgg: &Vgg, meta: &ClsMeta) -> Res
     m.insert("fc".into(), c.fc.to_string());
     m.insert("classes".into(), c.classes.to_string());
     m.insert("regularisation".into(), c.reg.describe());
+    match c.depth {
+        None => {
+            m.insert("dims".into(), "2".into());
+        }
+        Some(d) => {
+            m.insert("dims".into(), "3".into());
+            m.insert("depth".into(), d.to_string());
+        }
+    }
     m.insert("features".into(), meta.features.name().into());
     m.insert("channel_mean".into(), floats(&meta.stats.mean));
     m.insert("channel_std".into(), floats(&meta.stats.std));
@@ -581,6 +590,11 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
                 Regularisation::parse(r).map_err(|e| Error(format!("{}: {e}", path.display())))?
             }
             None => Regularisation::default(),
+        },
+        depth: match ck.metadata.get("dims").map(String::as_str) {
+            None | Some("2") => None,
+            Some("3") => Some(ck.meta_usize("depth", path)?),
+            Some(d) => bail!("{}: dims is 2 or 3, not '{d}'", path.display()),
         },
     };
     let vgg = Vgg::from_arrays(gpu, config.clone(), |name| ck.tensors.get(name).cloned())

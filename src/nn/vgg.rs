@@ -14,6 +14,11 @@
 //! software adapter (`quick`). VGG-16's dropout is left out by default: the paper does not
 //! mention it, and the paper's network is the default.
 //!
+//! **Volumes.** With `depth` Some(D) the same network reads (C, D, S, S) volumes: 3x3x3
+//! convolutions, and poolings that halve the depth too while it is even (D = 8: by 2 in
+//! blocks 1 to 3, by 1 in blocks 4 and 5), so fc1 sees the last block's D / 8 x (S/32)^2
+//! positions.
+//!
 //! [`Regularisation`] adds what Menkovski et al.'s network trained from scratch had
 //! (batch normalisation, dropout, leaky ReLU), and global average pooling:
 //!   conv -> [batch norm] -> ReLU or leaky ReLU          (fused into the conv without bn)
@@ -45,6 +50,8 @@ pub struct VggConfig {
     /// Batch normalisation, dropout, leaky ReLU, global average pooling (all off: the
     /// paper's network).
     pub reg: Regularisation,
+    /// None for 2-D inputs; Some(D) for volumes of D slices (3x3x3 convolutions).
+    pub depth: Option<usize>,
 }
 
 /// The classifier's regularisation options (`--bn`, `--dropout P`, `--leaky A`, `--gap`).
@@ -186,9 +193,37 @@ impl VggConfig {
             fc,
             classes: 2,
             reg: Regularisation::default(),
+            depth: None,
         };
         c.validate()?;
         Ok(c)
+    }
+
+    /// The depth factor of each block's pooling: 2 while the depth is even, then 1 (all 1
+    /// for 2-D inputs).
+    pub fn depth_pool(&self) -> [usize; 5] {
+        let mut d = self.depth.unwrap_or(1);
+        let mut out = [1; 5];
+        for f in &mut out {
+            if d % 2 == 0 {
+                *f = 2;
+                d /= 2;
+            }
+        }
+        out
+    }
+
+    /// The last block's depth after its poolings (1 for 2-D inputs).
+    fn final_depth(&self) -> usize {
+        self.depth.unwrap_or(1) / self.depth_pool().iter().product::<usize>()
+    }
+
+    /// An input's shape for `batch` samples: (B, C, S, S) or (B, C, D, S, S).
+    pub fn input_shape(&self, batch: usize) -> Vec<usize> {
+        let mut s = vec![batch, self.in_channels];
+        s.extend(self.depth);
+        s.extend([self.size, self.size]);
+        s
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -216,14 +251,23 @@ impl VggConfig {
         if self.classes < 2 {
             bail!("a classifier needs at least 2 classes");
         }
+        if let Some(d) = self.depth {
+            if d == 0 {
+                bail!("a volume classifier needs at least one slice");
+            }
+            crate::limits::check_size("the classifier's input depth", d)?;
+        }
         self.reg.validate()
     }
 
-    /// Inputs of fc1: the last block's channels times (S/32)^2, or its channels alone
-    /// after global average pooling.
+    /// Inputs of fc1: the last block's channels times (S/32)^2 (times its depth, for
+    /// volumes), or its channels alone after global average pooling.
     pub fn flat(&self) -> usize {
-        let s = if self.reg.gap { 1 } else { self.size / 32 };
-        self.widths[4] * s * s
+        if self.reg.gap {
+            return self.widths[4];
+        }
+        let s = self.size / 32;
+        self.widths[4] * s * s * self.final_depth()
     }
 
     /// (name, shape) of every parameter, in the order the checkpoint and Adam keep them.
@@ -232,7 +276,11 @@ impl VggConfig {
         let mut c = self.in_channels;
         for (b, (&w, &n)) in self.widths.iter().zip(&VGG16_CONVS).enumerate() {
             for i in 1..=n {
-                out.push((format!("block{}.conv{i}.weight", b + 1), vec![w, c, 3, 3]));
+                let mut shape = vec![w, c, 3, 3];
+                if self.depth.is_some() {
+                    shape.push(3);
+                }
+                out.push((format!("block{}.conv{i}.weight", b + 1), shape));
                 out.push((format!("block{}.conv{i}.bias", b + 1), vec![w]));
                 if self.reg.bn {
                     out.push((format!("block{}.conv{i}.bn.gamma", b + 1), vec![w]));
@@ -274,19 +322,22 @@ impl VggConfig {
     pub fn cost(&self) -> (u64, u64) {
         let (mut params, mut flops) = (0u64, 0u64);
         let mut hw = self.size as u64;
+        let mut d = self.depth.unwrap_or(1) as u64;
+        let taps = if self.depth.is_some() { 27 } else { 9 };
         let mut c = self.in_channels as u64;
-        for (&w, &n) in self.widths.iter().zip(&VGG16_CONVS) {
+        for ((&w, &n), fd) in self.widths.iter().zip(&VGG16_CONVS).zip(self.depth_pool()) {
             for _ in 0..n {
                 let w = w as u64;
-                params += w * c * 9 + w;
-                flops += hw * hw * w * (18 * c + 2);
+                params += w * c * taps + w;
+                flops += d * hw * hw * w * (2 * taps * c + 2);
                 if self.reg.bn {
                     params += 2 * w;
-                    flops += hw * hw * w * 2;
+                    flops += d * hw * hw * w * 2;
                 }
                 c = w;
             }
             hw /= 2;
+            d /= fd as u64;
         }
         let fcs = [
             (self.flat(), self.fc),
@@ -365,20 +416,25 @@ impl Vgg {
         self.params.iter().map(|(_, t)| t.numel()).sum()
     }
 
-    /// Forward pass of a batch `x` (B, C, S, S) to the class logits (B, classes), and the
-    /// parameter variables (leaves that require gradients in training).
+    /// Forward pass of a batch `x` (B, C, S, S), or (B, C, D, S, S) for volumes, to the
+    /// class logits (B, classes), and the parameter variables (leaves that require
+    /// gradients in training).
     pub fn forward(&self, tape: &Tape, x: &Var, pass: Pass) -> Result<(Var, Vec<Var>)> {
         let c = &self.config;
         let shape = x.shape();
-        if shape.len() != 4 || shape[1..] != [c.in_channels, c.size, c.size] {
+        let want = c.input_shape(shape.first().copied().unwrap_or(0));
+        if shape != want {
             bail!(
-                "the classifier expects input (B, {}, {}, {}), got {:?}",
-                c.in_channels,
-                c.size,
-                c.size,
+                "the classifier expects input (B, {}), got {:?}",
+                want[1..]
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 shape
             );
         }
+        let volume = c.depth.is_some();
         let training = matches!(pass, Pass::Train { .. });
         let params = tape.leaves(self.params.iter().map(|(_, t)| t), training);
         // Parameters and running statistics are taken in the order of param_shapes and
@@ -391,20 +447,33 @@ impl Vgg {
         };
         let act = c.reg.activation();
         let mut h = x.clone();
-        for &n in &VGG16_CONVS {
+        for (&n, fd) in VGG16_CONVS.iter().zip(c.depth_pool()) {
             for _ in 0..n {
                 let (w, b) = (at.param(), at.param());
-                h = if c.reg.bn {
-                    let z = ops::conv3x3(tape, &h, w, b)?;
-                    self.norm_act(tape, &z, &mut at, training)?
-                } else {
-                    ops::conv3x3::conv3x3_act(tape, &h, w, b, act)?
+                h = match (c.reg.bn, volume) {
+                    (true, false) => {
+                        let z = ops::conv3x3(tape, &h, w, b)?;
+                        self.norm_act(tape, &z, &mut at, training)?
+                    }
+                    // Batch norm of a volume: the channel statistics over (N, D x H, W).
+                    (true, true) => {
+                        let z = ops::conv3x3x3(tape, &h, w, b)?;
+                        let z4 = flat4(tape, &z)?;
+                        let y = self.norm_act(tape, &z4, &mut at, training)?;
+                        ops::reshape(tape, &y, z.shape())?
+                    }
+                    (false, false) => ops::conv3x3::conv3x3_act(tape, &h, w, b, act)?,
+                    (false, true) => ops::conv3x3x3::conv3x3x3_act(tape, &h, w, b, act)?,
                 };
             }
-            h = ops::maxpool2(tape, &h)?;
+            h = if volume {
+                ops::maxpool3d(tape, &h, fd)?
+            } else {
+                ops::maxpool2(tape, &h)?
+            };
         }
         h = if c.reg.gap {
-            ops::gap(tape, &h)?
+            ops::gap(tape, &if volume { flat4(tape, &h)? } else { h })?
         } else {
             ops::reshape(tape, &h, &[shape[0], c.flat()])?
         };
@@ -441,6 +510,13 @@ impl Vgg {
             _ => ops::relu(tape, &h),
         }
     }
+}
+
+/// A volume (N, C, D, H, W) seen as (N, C, D x H, W), for the ops that reduce over every
+/// position of a channel (batch normalisation, global average pooling).
+fn flat4(tape: &Tape, h: &Var) -> Result<Var> {
+    let s = h.shape();
+    ops::reshape(tape, h, &[s[0], s[1], s[2] * s[3], s[4]])
 }
 
 /// The forward's place in the parameter and running-statistics lists.

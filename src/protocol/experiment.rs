@@ -778,6 +778,21 @@ pub fn run(
     exec: Execution,
 ) -> Result<usize> {
     p.validate()?;
+    if data.depth != seg.config.volume.as_ref().map(|v| v.depth) {
+        bail!(
+            "the segmentation network takes {} but the data holds {}",
+            seg.config
+                .volume
+                .as_ref()
+                .map_or("2-D images".to_string(), |v| format!(
+                    "volumes of {} slices",
+                    v.depth
+                )),
+            data.depth.map_or("2-D images".to_string(), |d| format!(
+                "volumes of {d} slices"
+            ))
+        );
+    }
     if data.size != seg.config.size {
         bail!(
             "the data is {}x{} but the segmentation network takes {}x{}",
@@ -955,6 +970,7 @@ fn one_run(
         }
         ClassifierKind::Vgg | ClassifierKind::VggReg => {
             let mut config = VggConfig::new(bank.channels(r.combo), p.size, p.width, p.fc)?;
+            config.depth = bank.depth;
             if multi {
                 config.classes = p.classes.len();
             }

@@ -57,6 +57,7 @@ pub fn train_one(
         seed: split_seed,
     } = cohort.split(p, &run)?;
     let mut config = VggConfig::new(bank.channels(combo), p.size, p.width, p.fc)?;
+    config.depth = bank.depth;
     config.reg = reg;
     if !classes.is_empty() {
         config.classes = classes.len();

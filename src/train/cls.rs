@@ -124,6 +124,16 @@ pub fn train(
             labels.len()
         );
     }
+    if config.depth != bank.depth {
+        bail!(
+            "the classifier reads {} but the features are {}",
+            config
+                .depth
+                .map_or("images".to_string(), |d| format!("volumes of {d} slices")),
+            bank.depth
+                .map_or("images".to_string(), |d| format!("volumes of {d} slices"))
+        );
+    }
     if config.in_channels != bank.channels(combo) || config.size != bank.size {
         bail!(
             "the classifier takes {}x{}x{} but {} features are {}x{}x{}",
@@ -218,8 +228,9 @@ pub fn step(
     Ok(loss.value)
 }
 
-/// The standardised inputs of the images `ids`, uploaded as (B, C, S, S); with `augment`
-/// (ranges, seed, step) each moved by the transform drawn for (seed, step, position).
+/// The standardised inputs of the images `ids`, uploaded as (B, C, S, S) (volumes: (B, C,
+/// D, S, S)); with `augment` (ranges, seed, step) each moved by the transform drawn for
+/// (seed, step, position), a volume's slices alike.
 fn inputs(
     gpu: &Gpu,
     cls: &Classifier,
@@ -229,14 +240,15 @@ fn inputs(
 ) -> Result<Tensor> {
     let c = bank.channels(cls.combo);
     let s = bank.size;
+    let v = bank.voxels();
     let has_img = cls.combo.parts().0;
-    let mut x = Vec::with_capacity(ids.len() * c * s * s);
+    let mut x = Vec::with_capacity(ids.len() * c * v);
     for (j, &i) in ids.iter().enumerate() {
         let start = x.len();
         bank.append_input(i, cls.combo, &mut x)?;
         let t = augment.map(|(a, seed, step)| a.draw([seed, step, j as u64], s));
         if let (Some(t), true) = (&t, has_img) {
-            t.intensity(&mut x[start..start + s * s]);
+            t.intensity(&mut x[start..start + v]);
         }
         cls.stats.apply(&mut x[start..]);
         if let Some(t) = &t {
@@ -244,7 +256,10 @@ fn inputs(
             x[start..].copy_from_slice(&moved);
         }
     }
-    Tensor::from_slice(gpu, &[ids.len(), c, s, s], &x)
+    let mut shape = vec![ids.len(), c];
+    shape.extend(bank.depth);
+    shape.extend([s, s]);
+    Tensor::from_slice(gpu, &shape, &x)
 }
 
 /// P(diseased) of each image `ids` of `bank` (a two-class classifier), in batches of

@@ -95,6 +95,8 @@ impl Combo {
 pub struct FeatureBank {
     /// Classifier input size (S x S).
     pub size: usize,
+    /// None for images; Some(D) for volumes (each map then D x S x S, slice after slice).
+    pub depth: Option<usize>,
     /// Channels of SEG (the label count N) and of CONCAT (3n).
     pub seg_channels: usize,
     pub concat_channels: usize,
@@ -109,7 +111,8 @@ pub struct FeatureBank {
 impl FeatureBank {
     /// Run the frozen `unet` once on every image (each at the network's size, row-major)
     /// in batches of `batch`, keep the parts `combos` need, and resize them to `size`
-    /// (bilinear, per channel). `progress` is called with the images done so far.
+    /// (bilinear, per channel). `progress` is called with the images done so far. For a
+    /// 3-D network every "image" is a volume, resized slice by slice in-plane.
     pub fn compute(
         gpu: &Gpu,
         unet: &Unet,
@@ -120,12 +123,15 @@ impl FeatureBank {
         mut progress: impl FnMut(usize),
     ) -> Result<FeatureBank> {
         let s = unet.config.size;
-        let px = s * s;
+        let px = unet.config.voxels();
+        let depth = unet.config.volume.as_ref().map(|v| v.depth);
+        let d = depth.unwrap_or(1);
         for (i, im) in images.iter().enumerate() {
             if im.len() != px {
                 bail!(
-                    "image {i} has {} pixels; the segmentation network takes {s}x{s}",
-                    im.len()
+                    "image {i} has {} values; the segmentation network takes {}{s}x{s}",
+                    im.len(),
+                    depth.map_or(String::new(), |d| format!("{d}x"))
                 );
             }
         }
@@ -133,9 +139,10 @@ impl FeatureBank {
         let need_concat = combos.iter().any(|c| c.parts().2);
         let mut bank = FeatureBank {
             size,
+            depth,
             seg_channels: unet.config.labels,
             concat_channels: unet.config.concat_channels(),
-            img: images.iter().map(|im| resize_to(im, s, 1, size)).collect(),
+            img: images.iter().map(|im| resize_to(im, s, d, size)).collect(),
             seg: Vec::new(),
             concat: Vec::new(),
         };
@@ -150,14 +157,15 @@ impl FeatureBank {
                 x.extend_from_slice(im);
             }
             let tape = Tape::new(gpu);
-            let x = tape.constant(&Tensor::from_slice(gpu, &[b, 1, s, s], &x)?);
+            let x = tape.constant(&Tensor::from_slice(gpu, &unet.config.input_shape(b), &x)?);
             let out = tape.no_grad(|| unet.forward(&tape, &x, false))?;
             if need_seg {
                 let v = out.seg.value.to_vec(gpu);
                 let per = bank.seg_channels * px;
                 for i in 0..b {
                     let img = &v[i * per..(i + 1) * per];
-                    bank.seg.push(resize_to(img, s, bank.seg_channels, size));
+                    bank.seg
+                        .push(resize_to(img, s, bank.seg_channels * d, size));
                 }
             }
             if need_concat {
@@ -166,7 +174,7 @@ impl FeatureBank {
                 for i in 0..b {
                     let img = &v[i * per..(i + 1) * per];
                     bank.concat
-                        .push(resize_to(img, s, bank.concat_channels, size));
+                        .push(resize_to(img, s, bank.concat_channels * d, size));
                 }
             }
             progress(bank.seg.len().max(bank.concat.len()));
@@ -181,6 +189,11 @@ impl FeatureBank {
 
     pub fn is_empty(&self) -> bool {
         self.img.is_empty()
+    }
+
+    /// Values per channel of an input: S x S, or D x S x S.
+    pub fn voxels(&self) -> usize {
+        self.depth.unwrap_or(1) * self.size * self.size
     }
 
     /// Channels of a combination's input.
@@ -217,7 +230,7 @@ impl FeatureBank {
     }
 }
 
-/// Resize each of `channels` square maps from `from` to `to` (a copy when equal).
+/// Resize each of `channels` square maps (planes) from `from` to `to` (a copy when equal).
 fn resize_to(maps: &[f32], from: usize, channels: usize, to: usize) -> Vec<f32> {
     if from == to {
         return maps.to_vec();
@@ -243,7 +256,7 @@ impl ChannelStats {
     /// Statistics over the inputs of `idx` (each C x S x S).
     pub fn compute(bank: &FeatureBank, combo: Combo, idx: &[usize]) -> Result<ChannelStats> {
         let c = bank.channels(combo);
-        let px = bank.size * bank.size;
+        let px = bank.voxels();
         let (mut s1, mut s2) = (vec![0f64; c], vec![0f64; c]);
         let mut x = Vec::with_capacity(c * px);
         for &i in idx {

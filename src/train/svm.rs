@@ -46,7 +46,7 @@ pub struct Svm {
 pub fn pooled(bank: &FeatureBank, combo: Combo, i: usize) -> Result<Vec<f64>> {
     let mut x = Vec::new();
     bank.append_input(i, combo, &mut x)?;
-    let px = bank.size * bank.size;
+    let px = bank.voxels();
     let mut out = Vec::with_capacity(2 * x.len() / px.max(1));
     for plane in x.chunks(px) {
         out.push(plane.iter().map(|&v| v as f64).sum::<f64>() / px as f64);
