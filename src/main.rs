@@ -174,7 +174,9 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
         /// Grayscale PNG, JPEG or TIFF images, or folders of them (fitted to the
-        /// segmentation network's input keeping their aspect ratio); repeatable.
+        /// segmentation network's input keeping their aspect ratio); for a 3-D model,
+        /// volumes: NIfTI files, DICOM series folders, or folders of NIfTI files (read as
+        /// the model's training volumes were, stacked to its depth). Repeatable.
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
         /// Also write the predictions as CSV: image, P(disease), decision.
@@ -228,6 +230,20 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
         /// Where to write summary.csv, report.md and the figures (default: the first folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Compare two experiments run on the same patients (a 2-D and a 3-D network, say), run
+    /// by run: kappa and AUC of each, and their paired differences with 95% intervals.
+    Compare {
+        /// The first experiment folder (the baseline).
+        first: PathBuf,
+        /// The second experiment folder.
+        second: PathBuf,
+        /// Names of the two in the table, comma-separated.
+        #[arg(long, default_value = "A,B")]
+        names: String,
+        /// Also write the table (Markdown) here.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -729,6 +745,11 @@ struct PhantomArgs {
     /// Septal defect width at severity 0..1, in heart half-lengths.
     #[arg(long, default_value = "0.03..0.3")]
     defect_width: String,
+    /// The 3-D phantom: one volume of this many slices per patient (and one diseased
+    /// patient per disease image), written as NIfTI volumes in Hounsfield units with label
+    /// volumes.
+    #[arg(long)]
+    depth: Option<usize>,
 }
 
 fn range<T: std::str::FromStr>(s: &str, flag: &str) -> Result<(T, T)> {
@@ -750,6 +771,7 @@ impl PhantomArgs {
             effusion_thickness: range(&self.effusion_thickness, "effusion-thickness")?,
             effusion_coverage: range(&self.effusion_coverage, "effusion-coverage")?,
             defect_width: range(&self.defect_width, "defect-width")?,
+            volume_depth: self.depth,
             ..PhantomSpec::default()
         })
     }
@@ -866,6 +888,12 @@ fn main() {
             experiment(&seg, &data, p, protocol.split.is_none(), shard, jobs, &out)
         })(),
         Command::Report { dirs, out } => report(&dirs, out.as_deref()),
+        Command::Compare {
+            first,
+            second,
+            names,
+            out,
+        } => compare(&first, &second, &names, out.as_deref()),
         Command::Demo {
             out,
             preset,
@@ -923,6 +951,22 @@ fn slices_of(ds: Dataset, args: &DataArgs) -> Result<Dataset> {
         Some(w) => ds.slices(data::Slices::parse(w)?),
         None => Ok(ds),
     }
+}
+
+fn compare(first: &Path, second: &Path, names: &str, out: Option<&Path>) -> Result<()> {
+    let n = data::parse_list(names);
+    let [a, b] = &n[..] else {
+        bail!("--names takes two names, comma-separated, got '{names}'");
+    };
+    let ra = reports::read_runs(&[first.to_path_buf()])?;
+    let rb = reports::read_runs(&[second.to_path_buf()])?;
+    let md = reports::compare(&ra, &rb, (a, b))?;
+    print!("{md}");
+    if let Some(p) = out {
+        checkpoint::write_atomic(p, md.as_bytes())?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
 fn info() -> Result<()> {
@@ -1059,8 +1103,12 @@ fn write_phantom(args: &PhantomArgs, out: &Path) -> Result<()> {
     folder::write(&ds, out)?;
     let count = |g: Group| ds.samples.iter().filter(|s| s.group == g).count();
     println!(
-        "wrote {} images ({} normal from {} patients, {} effusion, {} septal defect) at {}x{} to {} in {:.1} s",
+        "wrote {} {} ({} normal from {} patients, {} effusion, {} septal defect) at {}x{} to {} in {:.1} s",
         ds.samples.len(),
+        match ds.depth {
+            Some(d) => format!("volumes of {d} slices"),
+            None => "images".into(),
+        },
         count(Group::Normal),
         spec.normal_patients,
         count(Group::Effusion),
@@ -1506,14 +1554,25 @@ fn classify(
             c.size
         );
     }
-    // The images: files as given, folders expanded to their image files in name order.
+    // The images: files as given, folders expanded to their image files in name order;
+    // for a 3-D model, volumes: NIfTI files and DICOM series folders, and folders of them.
+    let three_d = c.volume.is_some();
     let mut files = Vec::new();
     for p in inputs {
-        if p.is_dir() {
+        // For a 3-D model a folder holding NIfTI files is a folder of volumes; any other
+        // folder a DICOM series.
+        let holds_nifti = p.is_dir()
+            && std::fs::read_dir(p).is_ok_and(|mut d| {
+                d.any(|e| e.is_ok_and(|e| segfeat::data::volume::is_nifti(&e.path())))
+            });
+        if p.is_dir() && (!three_d || holds_nifti) {
             let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error(format!("cannot list {}: {e}", p.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
+                    if three_d {
+                        return segfeat::data::volume::is_nifti(f);
+                    }
                     f.extension().is_some_and(|x| {
                         ["png", "jpg", "jpeg", "tif", "tiff"]
                             .iter()
@@ -1522,7 +1581,15 @@ fn classify(
                 })
                 .collect();
             if inside.is_empty() {
-                bail!("{} holds no PNG, JPEG or TIFF images", p.display());
+                bail!(
+                    "{} holds no {}",
+                    p.display(),
+                    if three_d {
+                        "NIfTI volumes"
+                    } else {
+                        "PNG, JPEG or TIFF images"
+                    }
+                );
             }
             inside.sort();
             files.extend(inside);
@@ -1530,11 +1597,16 @@ fn classify(
             files.push(p.clone());
         }
     }
-    check_normalisation(
-        folder::FLAT_NORMALISATION,
-        &seg_meta.normalisation,
-        "the images",
-    );
+    // Volumes are read as the segmentation model's training data was.
+    let volumes =
+        folder::ReadOptions::from_normalisation(&seg_meta.normalisation).unwrap_or_default();
+    if !three_d {
+        check_normalisation(
+            folder::FLAT_NORMALISATION,
+            &seg_meta.normalisation,
+            "the images",
+        );
+    }
     let classifier = cls::Classifier {
         vgg,
         combo: meta.features,
@@ -1553,7 +1625,8 @@ fn classify(
     let _ = table.write_record(&head);
     // In chunks, so that thousands of images never sit in memory at once.
     for chunk in files.chunks(16) {
-        let probs = segfeat::protocol::single::classify_files(&gpu, &unet, &classifier, chunk)?;
+        let probs =
+            segfeat::protocol::single::classify_files(&gpu, &unet, &classifier, chunk, &volumes)?;
         for (f, row) in chunk.iter().zip(probs) {
             let mut record = vec![f.display().to_string()];
             let decision = if two {

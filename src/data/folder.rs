@@ -546,6 +546,36 @@ fn load_volume_pair(
         .collect())
 }
 
+/// One volume (a NIfTI file or a DICOM series folder) as a 3-D network's input: read as
+/// `opts` says (rescale, window, axis), each slice fitted to `size` x `size`, stacked to
+/// `depth` slices (its middle ones, or padded with empty slices), D x S x S values.
+pub fn read_volume_input(
+    path: &Path,
+    size: usize,
+    depth: usize,
+    opts: &ReadOptions,
+) -> Result<Vec<f32>> {
+    if !is_volume(path) {
+        bail!(
+            "{}: a 3-D network reads volumes (NIfTI files or DICOM series folders)",
+            path.display()
+        );
+    }
+    let vol = read_volume(path)?;
+    let values = opts.window.apply(&vol.values);
+    let slices: Vec<Loaded> = Volume { values, ..vol }
+        .slices(opts.axis)
+        .into_iter()
+        .map(|img| Loaded {
+            name: String::new(),
+            image: fit_image(&img.values, img.w, img.h, size, 0.0),
+            label: vec![0; size * size],
+            spacing: None,
+        })
+        .collect();
+    Ok(stack(&key(path), slices, depth, size).image)
+}
+
 /// A volume's fitted slices as one sample of `d` slices: the middle `d` of them, or all of
 /// them between empty slices (intensity 0, label 0) split evenly before and after.
 fn stack(name: &str, slices: Vec<Loaded>, d: usize, size: usize) -> Loaded {
@@ -670,7 +700,8 @@ fn mask_labels(
 }
 
 /// Write a dataset in the folder format: 16-bit images, 8-bit label masks and a
-/// `manifest.csv` (name, patient, group, severity).
+/// `manifest.csv` (name, patient, group, severity); a data set of volumes as NIfTI
+/// volumes in Hounsfield units (the phantom's window) and NIfTI label volumes.
 pub fn write(ds: &Dataset, dir: &Path) -> Result<()> {
     let (idir, mdir) = (dir.join("images"), dir.join("masks"));
     for d in [&idir, &mdir] {
@@ -680,6 +711,29 @@ pub fn write(ds: &Dataset, dir: &Path) -> Result<()> {
     let s = ds.size as u32;
     let mut manifest = String::from("name,patient,group,severity\n");
     for smp in &ds.samples {
+        if let Some(d) = ds.depth {
+            // Volumes: NIfTI in Hounsfield units (the window read back by default maps
+            // them to the same [0, 1] intensities), labels as a label volume.
+            let (lo, hi) = super::phantom::WINDOW_HU;
+            let hu: Vec<f32> = smp
+                .image
+                .iter()
+                .map(|&v| (lo + v as f64 * (hi - lo)) as f32)
+                .collect();
+            let dims = [ds.size, ds.size, d];
+            let ip = idir.join(format!("{}.nii.gz", smp.name));
+            super::volume::write_nifti_f32(&ip, dims, [1.0; 3], &hu)?;
+            let mp = mdir.join(format!("{}.nii.gz", smp.name));
+            super::volume::write_nifti_labels(&mp, dims, [1.0; 3], &smp.label)?;
+            manifest.push_str(&format!(
+                "{},{},{},{}\n",
+                smp.name,
+                smp.patient,
+                smp.group.name(),
+                smp.severity.map(|v| format!("{v:.4}")).unwrap_or_default()
+            ));
+            continue;
+        }
         let img: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_raw(
             s,
             s,

@@ -654,9 +654,29 @@ pub fn write_nifti_labels(
     spacing: [f64; 3],
     labels: &[u8],
 ) -> Result<()> {
+    write_nifti(path, dims, spacing, labels)
+}
+
+/// Write an intensity volume (x fastest) as NIfTI (32-bit float), as
+/// [`write_nifti_labels`] does labels.
+pub fn write_nifti_f32(
+    path: &Path,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    values: &[f32],
+) -> Result<()> {
+    write_nifti(path, dims, spacing, values)
+}
+
+fn write_nifti<T: Copy + nifti::DataElement + bytemuck::Pod>(
+    path: &Path,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    values: &[T],
+) -> Result<()> {
     let [nx, ny, nz] = dims;
     let arr =
-        ndarray::Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| labels[x + nx * (y + ny * z)]);
+        ndarray::Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| values[x + nx * (y + ny * z)]);
     let header = nifti::NiftiHeader {
         pixdim: [
             1.0,

@@ -1015,3 +1015,156 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
     write_atomic(&out.join("report.md"), md.as_bytes())?;
     Ok(md)
 }
+
+/// Two experiments run on the same patients (the same split seeds and cohort, other
+/// inputs: a 2-D and a 3-D network, say), compared run by run: for each (disease, series,
+/// k) the mean kappa and AUC of each, and the mean paired difference (second minus
+/// first) over the repetitions with its bootstrap 95% interval and sign-flip p; then the
+/// same pooled over every k (per repetition, the mean difference over the k). A pair
+/// counts only where both runs exist and their test patients are the same; the table
+/// says how many pairs had other test patients (then the two were not run on the same
+/// splits). Markdown.
+pub fn compare(a: &[RunRecord], b: &[RunRecord], names: (&str, &str)) -> Result<String> {
+    type Key = (String, String, usize, usize);
+    let index = |runs: &[RunRecord]| -> BTreeMap<Key, RunRecord> {
+        runs.iter().map(|r| (r.key(), r.clone())).collect()
+    };
+    let (ia, ib) = (index(a), index(b));
+    let same_patients = |x: &RunRecord, y: &RunRecord| {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        sorted(&x.test_patients) == sorted(&y.test_patients)
+    };
+    // (disease, series) -> k -> rep -> (a, b)
+    let mut cells: BTreeMap<(String, String), BTreeMap<usize, Vec<(&RunRecord, &RunRecord)>>> =
+        BTreeMap::new();
+    let mut other_patients = 0;
+    for (key, ra) in &ia {
+        let Some(rb) = ib.get(key) else { continue };
+        if !same_patients(ra, rb) {
+            other_patients += 1;
+            continue;
+        }
+        cells
+            .entry((key.0.clone(), key.1.clone()))
+            .or_default()
+            .entry(key.2)
+            .or_default()
+            .push((ra, rb));
+    }
+    if cells.is_empty() {
+        bail!(
+            "the two experiments share no run (disease, features, k and repetition) on the same test patients"
+        );
+    }
+    let (na, nb) = names;
+    let mut md = format!(
+        "| disease | features | k | pairs | kappa {na} | kappa {nb} | kappa {nb} - {na} (95% CI) | p | AUC {na} | AUC {nb} | AUC {nb} - {na} (95% CI) | p |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    let fmt = |p: Option<Paired>| match p {
+        Some(p) => (
+            format!("{:+.3} ({:+.3}, {:+.3})", p.mean, p.lo, p.hi),
+            format!("{:.3}", p.p),
+        ),
+        None => ("-".into(), "-".into()),
+    };
+    let mean_of = |v: &[f64]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64)
+        }
+    };
+    for ((disease, series), by_k) in &cells {
+        let seed_of = |k: usize| {
+            let mut h = 0xC0FF_EE00u64 ^ ((k as u64) << 8);
+            for c in disease.bytes().chain(series.bytes()) {
+                h = (h ^ c as u64).wrapping_mul(0x0000_0100_0000_01B3);
+            }
+            h
+        };
+        let mut rows: Vec<(String, Vec<(&RunRecord, &RunRecord)>)> = by_k
+            .iter()
+            .map(|(k, pairs)| (k.to_string(), pairs.clone()))
+            .collect();
+        if by_k.len() > 1 {
+            rows.push(("all".into(), Vec::new()));
+        }
+        for (k, pairs) in rows {
+            let (ka, kb, kd, aa, ab, ad, n);
+            if k == "all" {
+                // Per repetition, the mean over the k of the differences (a repetition
+                // counts where every k has both values).
+                let reps: std::collections::BTreeSet<usize> =
+                    by_k.values().flatten().map(|(x, _)| x.rep).collect();
+                let per_rep =
+                    |pick: fn(&RunRecord) -> Option<f64>| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+                        let (mut va, mut vb, mut vd) = (Vec::new(), Vec::new(), Vec::new());
+                        for rep in &reps {
+                            let got: Option<Vec<(f64, f64)>> = by_k
+                                .values()
+                                .map(|ps| {
+                                    let (x, y) = ps.iter().find(|(x, _)| x.rep == *rep)?;
+                                    Some((pick(x)?, pick(y)?))
+                                })
+                                .collect();
+                            if let Some(g) = got {
+                                let m = g.len() as f64;
+                                let (sa, sb) =
+                                    g.iter().fold((0.0, 0.0), |s, v| (s.0 + v.0, s.1 + v.1));
+                                va.push(sa / m);
+                                vb.push(sb / m);
+                                vd.push((sb - sa) / m);
+                            }
+                        }
+                        (va, vb, vd)
+                    };
+                let (a1, b1, d1) = per_rep(RunRecord::kappa);
+                let (a2, b2, d2) = per_rep(RunRecord::auc);
+                n = d1.len();
+                (ka, kb, kd) = (mean_of(&a1), mean_of(&b1), Paired::of(&d1, seed_of(0)));
+                (aa, ab, ad) = (mean_of(&a2), mean_of(&b2), Paired::of(&d2, seed_of(1)));
+            } else {
+                let kk: usize = k.parse().unwrap_or(0);
+                let both = |pick: fn(&RunRecord) -> Option<f64>| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+                    let v: Vec<(f64, f64)> = pairs
+                        .iter()
+                        .filter_map(|(x, y)| Some((pick(x)?, pick(y)?)))
+                        .collect();
+                    (
+                        v.iter().map(|p| p.0).collect(),
+                        v.iter().map(|p| p.1).collect(),
+                        v.iter().map(|p| p.1 - p.0).collect(),
+                    )
+                };
+                let (a1, b1, d1) = both(RunRecord::kappa);
+                let (a2, b2, d2) = both(RunRecord::auc);
+                n = pairs.len();
+                (ka, kb, kd) = (
+                    mean_of(&a1),
+                    mean_of(&b1),
+                    Paired::of(&d1, seed_of(2 * kk + 2)),
+                );
+                (aa, ab, ad) = (
+                    mean_of(&a2),
+                    mean_of(&b2),
+                    Paired::of(&d2, seed_of(2 * kk + 3)),
+                );
+            }
+            let ((kd, kp), (ad, ap)) = (fmt(kd), fmt(ad));
+            md.push_str(&format!(
+                "| {disease} | {series} | {k} | {n} | {ka} | {kb} | {kd} | {kp} | {aa} | {ab} | {ad} | {ap} |\n"
+            ));
+        }
+    }
+    let paired: usize = cells.values().flat_map(|m| m.values()).map(Vec::len).sum();
+    md.push_str(&format!(
+        "\n{paired} pairs of runs on the same test patients; {other_patients} pairs left out because their test patients differ; {} runs of {na} and {} of {nb} without a partner.\n",
+        ia.len() - paired - other_patients,
+        ib.len() - paired - other_patients
+    ));
+    Ok(md)
+}

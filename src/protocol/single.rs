@@ -64,13 +64,19 @@ pub fn train_one(
     }
     let (params, flops) = config.cost();
     eprintln!(
-        "training a {} classifier on {} features ({}x{}x{}; {params} parameters, {:.3} GFLOP per image) with {k} positives and {} negatives",
+        "training a {} classifier on {} features ({}x{}{}x{}; {params} parameters, {:.3} GFLOP per {}) with {k} positives and {} negatives",
         disease.name(),
         combo.label(),
         config.in_channels,
+        config.depth.map_or(String::new(), |d| format!("{d}x")),
         p.size,
         p.size,
         flops as f64 / 1e9,
+        if config.depth.is_some() {
+            "volume"
+        } else {
+            "image"
+        },
         p.negatives_train
     );
     let steps = p.train.epochs * p.train.batches_per_epoch;
@@ -170,15 +176,27 @@ pub fn train_one(
 
 /// Every class's probability for each image file (PNG, JPEG or TIFF): read, fitted to the
 /// segmentation network's input keeping its aspect ratio, through the frozen network,
-/// then the classifier. Call it on a few files at a time (their features sit in memory).
+/// then the classifier; for a 3-D network each file is a volume (NIfTI, or a DICOM series
+/// folder) read as `volumes` says and stacked to the network's depth. Call it on a few
+/// files at a time (their features sit in memory).
 pub fn classify_files(
     gpu: &Gpu,
     unet: &Unet,
     classifier: &Classifier,
     files: &[std::path::PathBuf],
+    volumes: &crate::data::folder::ReadOptions,
 ) -> Result<Vec<Vec<f32>>> {
     let mut xs = Vec::with_capacity(files.len());
     for f in files {
+        if let Some(v) = &unet.config.volume {
+            xs.push(crate::data::folder::read_volume_input(
+                f,
+                unet.config.size,
+                v.depth,
+                volumes,
+            )?);
+            continue;
+        }
         let img = crate::limits::open_image(f)
             .map_err(|e| crate::Error(format!("{}: unreadable image: {e}", f.display())))?;
         let (w, h) = (img.width() as usize, img.height() as usize);
