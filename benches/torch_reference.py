@@ -15,8 +15,13 @@ which on CUDA also synchronises), best of --reps after one warm-up step, as the 
 does. On the CPU it uses as many threads as the machine has cores; on CUDA TF32 is off, so
 both sides compute in fp32, and the peak memory of a step is reported.
 
+With --depth D the network is the 3-D U-Net (torch.nn.Conv3d 3x3x3 and 1x1x1, max pooling
+and nearest upsampling by (f, 2, 2) with f the --depth-pool factor of each level) on
+volumes of D slices, as segfeat's with `--depth`.
+
 Run:
     python3 benches/torch_reference.py --sizes 64,128 --channels 16 --batch 10
+    python3 benches/torch_reference.py --depth 16 --depth-pool 2,2,2,1 --sizes 64 --channels 8 --batch 2
     python3 benches/torch_reference.py --device cuda --sizes 256
 Install PyTorch (into a virtual environment, for example):
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
@@ -41,7 +46,19 @@ def parse_args():
     p.add_argument("--reps", type=int, default=2, help="timed steps after one warm-up; the best is reported")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
+    p.add_argument("--depth", type=int, default=0, help="volumes of this many slices (the 3-D U-Net); 0: 2-D images")
+    p.add_argument("--depth-pool", default="2,2,2,1", help="with --depth: the depth factor of each of the four poolings")
     a = p.parse_args()
+    try:
+        a.depth_pool = [int(f) for f in a.depth_pool.split(",")]
+    except ValueError:
+        p.error(f"--depth-pool must be four factors like 2,2,1,1, got {a.depth_pool!r}")
+    if len(a.depth_pool) != 4 or any(f not in (1, 2) for f in a.depth_pool):
+        p.error(f"--depth-pool must be four factors of 1 or 2, got {a.depth_pool}")
+    if a.depth:
+        prod = a.depth_pool[0] * a.depth_pool[1] * a.depth_pool[2] * a.depth_pool[3]
+        if a.depth < 0 or a.depth % prod:
+            p.error(f"--depth {a.depth} must be divisible by the depth poolings' product {prod}")
     try:
         a.sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
     except ValueError:
@@ -67,6 +84,11 @@ def main():
             ".venv-torch/bin/pip install torch`"
         )
 
+    three_d = a.depth > 0
+    Conv = nn.Conv3d if three_d else nn.Conv2d
+    # The pooling (and upsampling) factor of each level: (f, 2, 2) for volumes.
+    factors = [(f, 2, 2) for f in a.depth_pool] if three_d else [2] * 4
+
     class Unet(nn.Module):
         def __init__(self, n, labels):
             super().__init__()
@@ -74,30 +96,32 @@ def main():
             c = 1
             for level in range(5):
                 w = n << level
-                self.enc.append(nn.ModuleList([nn.Conv2d(c, w, 3, padding=1), nn.Conv2d(w, w, 3, padding=1)]))
+                self.enc.append(nn.ModuleList([Conv(c, w, 3, padding=1), Conv(w, w, 3, padding=1)]))
                 c = w
             self.dec = nn.ModuleList()
             for level in reversed(range(4)):
                 w = n << level
-                self.dec.append(nn.ModuleList([nn.Conv2d(c + w, w, 3, padding=1), nn.Conv2d(w, w, 3, padding=1)]))
+                self.dec.append(nn.ModuleList([Conv(c + w, w, 3, padding=1), Conv(w, w, 3, padding=1)]))
                 c = w
-            self.out = nn.Conv2d(c, labels, 1)
+            self.out = Conv(c, labels, 1)
             # He normal weights and zero biases, as segfeat initialises them.
             for m in self.modules():
-                if isinstance(m, nn.Conv2d):
+                if isinstance(m, Conv):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                     nn.init.zeros_(m.bias)
 
         def forward(self, x):
             skips = []
+            pool = F.max_pool3d if three_d else F.max_pool2d
             for level, (c1, c2) in enumerate(self.enc):
                 if level > 0:
-                    x = F.max_pool2d(x, 2)
+                    x = pool(x, factors[level - 1])
                 x = F.elu(c2(F.elu(c1(x))))
                 if level < 4:
                     skips.append(x)
-            for c1, c2 in self.dec:
-                x = torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skips.pop()], dim=1)
+            for level, (c1, c2) in zip(reversed(range(4)), self.dec):
+                up = F.interpolate(x, scale_factor=factors[level], mode="nearest")
+                x = torch.cat([up, skips.pop()], dim=1)
                 x = F.elu(c2(F.elu(c1(x))))
             return self.out(x)
 
@@ -117,7 +141,8 @@ def main():
     torch.manual_seed(1)
     print(
         f"# PyTorch {torch.__version__} on {name} ({a.device}, {torch.get_num_threads()} threads), "
-        f"U-Net n={a.channels}, batch {a.batch}: forward + weighted CE + backward + Adam, "
+        f"{'3-D U-Net (Conv3d, depth %d pooled %s)' % (a.depth, a.depth_pool) if three_d else 'U-Net'} "
+        f"n={a.channels}, batch {a.batch}: forward + weighted CE + backward + Adam, "
         f"best of {a.reps} after a warm-up",
         flush=True,
     )
@@ -125,8 +150,9 @@ def main():
         net = Unet(a.channels, a.labels).to(dev)
         params = sum(p.numel() for p in net.parameters())
         opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-        x = torch.rand(a.batch, 1, size, size, device=dev)
-        y = torch.randint(0, a.labels, (a.batch, size, size), device=dev)
+        spatial = (a.depth, size, size) if three_d else (size, size)
+        x = torch.rand(a.batch, 1, *spatial, device=dev)
+        y = torch.randint(0, a.labels, (a.batch, *spatial), device=dev)
         w = torch.rand(a.labels, device=dev) + 0.5
         if a.device == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

@@ -15,6 +15,9 @@
 //!     SEGFEAT_TORCH_PYTHON=.venv-torch/bin/python cargo bench --bench unet  # PyTorch's Python
 //!     SEGFEAT_TORCH_PYTHON=none cargo bench --bench unet  # no PyTorch comparison
 //!     SEGFEAT_BENCH_AUGMENT=0 cargo bench --bench unet    # no augmentation timing
+//!     SEGFEAT_BENCH_DEPTH=16 SEGFEAT_BENCH_SIZES=64 SEGFEAT_BENCH_CHANNELS=8 SEGFEAT_BENCH_BATCH=2 \
+//!         cargo bench --bench unet     # the 3-D U-Net on 16 x 64 x 64 volumes (PyTorch: Conv3d)
+//!     SEGFEAT_BENCH_DEPTH_POOL=2,2,1,1  # with SEGFEAT_BENCH_DEPTH: other depth poolings
 //!
 //! PyTorch runs on the CPU with all cores when the adapter is a CPU one, on CUDA otherwise
 //! (`SEGFEAT_TORCH_DEVICE=cpu|cuda` overrides), in the same run, so the ratio is same-day.
@@ -27,7 +30,7 @@ use std::time::Instant;
 
 use segfeat::data::augment::Augment;
 use segfeat::data::phantom::PhantomSpec;
-use segfeat::nn::{Unet, UnetConfig};
+use segfeat::nn::{Unet, UnetConfig, VolumeShape};
 use segfeat::ops::Adam;
 use segfeat::train::seg;
 use segfeat::{Gpu, Result, Tensor};
@@ -46,14 +49,33 @@ fn main() -> Result<()> {
     let n = env_list("SEGFEAT_BENCH_CHANNELS", "16")[0];
     let batch = env_list("SEGFEAT_BENCH_BATCH", "10")[0];
     let reps = env_list("SEGFEAT_BENCH_REPS", "2")[0].max(1);
+    // Volumes of this many slices (the 3-D U-Net), or None for 2-D images.
+    let depth = env_list("SEGFEAT_BENCH_DEPTH", "").first().copied();
+    let volume = match depth {
+        None => None,
+        Some(d) => {
+            let mut v = VolumeShape::new(d);
+            if let Ok(p) = std::env::var("SEGFEAT_BENCH_DEPTH_POOL") {
+                v.depth_pool = VolumeShape::parse_pool(&p)?;
+            }
+            Some(v)
+        }
+    };
     if let Ok(tile) = std::env::var("SEGFEAT_BENCH_TILING") {
         gpu.set_conv_tiling(tile.parse()?)?;
     }
     println!("adapter: {}", gpu.describe());
     println!("conv3x3 tile (channels x pixels): {}", gpu.conv_tiling());
-    println!(
-        "U-Net n={n}, batch {batch}: forward + backward + Adam, best of {reps} after a warm-up"
-    );
+    match &volume {
+        None => println!(
+            "U-Net n={n}, batch {batch}: forward + backward + Adam, best of {reps} after a warm-up"
+        ),
+        Some(v) => println!(
+            "3-D U-Net n={n}, batch {batch}, volumes of {} slices (depth pooled {}): forward + backward + Adam, best of {reps} after a warm-up; images/s counts volumes",
+            v.depth,
+            v.describe_pool()
+        ),
+    }
     println!(
         "{:>6} {:>12} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>11} {:>9}",
         "size",
@@ -71,15 +93,19 @@ fn main() -> Result<()> {
     let mut ours = Vec::new();
     let mut augment_rows = Vec::new();
     for &size in &sizes {
-        let config = UnetConfig::new(n, 6, size)?;
+        let config = match &volume {
+            None => UnetConfig::new(n, 6, size)?,
+            Some(v) => UnetConfig::new_3d(n, 6, size, v.clone())?,
+        };
         let flops: u64 = config.summary().iter().map(|r| r.flops).sum();
         let step_flops = 3.0 * flops as f64 * batch as f64;
         let data = PhantomSpec {
             size,
-            normal_patients: 2,
+            normal_patients: if volume.is_some() { batch } else { 2 },
             slices: (batch.div_ceil(2), batch.div_ceil(2)),
             effusion_images: 0,
             septal_images: 0,
+            volume_depth: depth,
             ..PhantomSpec::default()
         }
         .generate()?;
@@ -125,7 +151,7 @@ fn main() -> Result<()> {
         ours.push((size, best, params));
         // Augmentation's cost: plain and augmented steps in turn (the recommended set,
         // drawn and applied on the CPU before each step), best of each.
-        if std::env::var("SEGFEAT_BENCH_AUGMENT").as_deref() != Ok("0") {
+        if std::env::var("SEGFEAT_BENCH_AUGMENT").as_deref() != Ok("0") && volume.is_none() {
             let aug = Augment::recommended();
             let (mut plain, mut augmented, mut alone) =
                 (f64::INFINITY, f64::INFINITY, f64::INFINITY);
@@ -216,7 +242,7 @@ fn main() -> Result<()> {
              the work the augmented step adds; share: that over the plain step"
         );
     }
-    torch_comparison(&gpu, n, batch, reps, &ours);
+    torch_comparison(&gpu, n, batch, reps, volume.as_ref(), &ours);
     Ok(())
 }
 
@@ -227,18 +253,25 @@ const MIB: f64 = (1 << 20) as f64;
 fn needed_bytes(config: &UnetConfig, batch: usize) -> u64 {
     let rows = config.summary();
     let params: u64 = rows.iter().map(|r| r.params).sum();
-    let input = (config.in_channels * config.size * config.size) as u64;
+    let input = (config.in_channels * config.voxels()) as u64;
     let acts: u64 = rows
         .iter()
-        .filter(|r| r.kind != "upsample2")
-        .map(|r| (r.shape[0] * r.shape[1] * r.shape[2]) as u64)
+        .filter(|r| !r.kind.starts_with("upsample"))
+        .map(|r| r.shape.iter().product::<usize>() as u64)
         .sum();
     4 * (4 * params + batch as u64 * (input + acts))
 }
 
 /// Runs `benches/torch_reference.py` for the same sizes and prints both times and the
 /// ratio. Says how to install PyTorch when the Python it finds has none.
-fn torch_comparison(gpu: &Gpu, n: usize, batch: usize, reps: usize, ours: &[(usize, f64, u64)]) {
+fn torch_comparison(
+    gpu: &Gpu,
+    n: usize,
+    batch: usize,
+    reps: usize,
+    volume: Option<&VolumeShape>,
+    ours: &[(usize, f64, u64)],
+) {
     let python = std::env::var("SEGFEAT_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     if python == "none" || ours.is_empty() {
         return;
@@ -249,8 +282,13 @@ fn torch_comparison(gpu: &Gpu, n: usize, batch: usize, reps: usize, ours: &[(usi
     let sizes: Vec<String> = ours.iter().map(|o| o.0.to_string()).collect();
     println!();
     println!("PyTorch, same step, same run ({python} {script}, device {device}):");
-    let out = Command::new(&python)
-        .arg(script)
+    let mut cmd = Command::new(&python);
+    cmd.arg(script);
+    if let Some(v) = volume {
+        cmd.args(["--depth", &v.depth.to_string()])
+            .args(["--depth-pool", &v.describe_pool()]);
+    }
+    let out = cmd
         .args(["--sizes", &sizes.join(",")])
         .args(["--channels", &n.to_string()])
         .args(["--batch", &batch.to_string()])

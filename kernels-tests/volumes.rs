@@ -300,3 +300,173 @@ fn the_command_line_reads_volumes_for_3d_models_only() {
         "{err}"
     );
 }
+
+#[test]
+fn the_3d_classifier_runs_the_protocol_on_the_same_patients_as_the_2d_one() {
+    // The 3-D phantom written to disk (NIfTI volumes in Hounsfield units), a 3-D and a 2-D
+    // U-Net on the same normal patients, then one experiment each (the 2-D one on each
+    // volume's middle slice): `compare` pairs every run with the same test patients.
+    let dir = scratch("volume_protocol");
+    let data = dir.join("data");
+    let p = |x: &str| dir.join(x).to_str().unwrap().to_string();
+    let d = data.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = run_cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    ok(&[
+        "phantom",
+        "--depth",
+        "4",
+        "--size",
+        "32",
+        "--normal-patients",
+        "10",
+        "--effusion",
+        "6",
+        "--septal",
+        "0",
+        "--out",
+        d,
+    ]);
+    let train = |out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "train-seg",
+            "--data",
+            d,
+            "--depth",
+            "4",
+            "--size",
+            "32",
+            "--channels",
+            "2",
+            "--epochs",
+            "1",
+            "--batches-per-epoch",
+            "2",
+            "--batch",
+            "2",
+            "--patients",
+            "N001,N002",
+            "--out",
+            out,
+        ];
+        a.extend(extra);
+        ok(&a);
+    };
+    let (s3, s2) = (p("s3.safetensors"), p("s2.safetensors"));
+    train(&s3, &[]);
+    train(&s2, &["--slices", "all"]);
+    let experiment = |seg: &str, out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "experiment",
+            "--seg",
+            seg,
+            "--data",
+            d,
+            "--preset",
+            "quick",
+            "--diseases",
+            "effusion",
+            "--features",
+            "img,concat",
+            "--positives",
+            "1,2",
+            "--reps",
+            "2",
+            "--pool",
+            "2",
+            "--positives-test",
+            "3",
+            "--negatives-train",
+            "4",
+            "--negatives-test",
+            "4",
+            "--epochs",
+            "1",
+            "--batches-per-epoch",
+            "2",
+            "--batch",
+            "4",
+            "--jobs",
+            "1",
+            "--out",
+            out,
+        ];
+        a.extend(extra);
+        ok(&a);
+    };
+    let (e3, e2) = (p("e3"), p("e2"));
+    experiment(&s3, &e3, &[]);
+    experiment(&s2, &e2, &["--depth", "4", "--slices", "middle"]);
+    let runs = std::fs::read_to_string(dir.join("e3").join("runs.jsonl")).unwrap();
+    assert_eq!(
+        runs.lines().count(),
+        8,
+        "2 combinations x 2 k x 2 repetitions"
+    );
+    let table = ok(&["compare", &e2, &e3, "--names", "2-D,3-D"]);
+    assert!(table.contains("| effusion | concat | all | 2 |"), "{table}");
+    assert!(
+        table.contains("8 pairs of runs on the same test patients; 0 pairs left out"),
+        "{table}"
+    );
+    // train-cls and classify on volumes; the file records its depth.
+    let c3 = p("c3.safetensors");
+    ok(&[
+        "train-cls",
+        "--seg",
+        &s3,
+        "--data",
+        d,
+        "--disease",
+        "effusion",
+        "--positives",
+        "2",
+        "--pool",
+        "2",
+        "--positives-test",
+        "3",
+        "--negatives-train",
+        "4",
+        "--negatives-test",
+        "4",
+        "--preset",
+        "quick",
+        "--epochs",
+        "1",
+        "--out",
+        &c3,
+    ]);
+    let ck = segfeat::nn::checkpoint::load(std::path::Path::new(&c3)).unwrap();
+    assert_eq!(ck.metadata.get("dims").map(String::as_str), Some("3"));
+    assert_eq!(ck.metadata.get("depth").map(String::as_str), Some("4"));
+    let images = data.join("images");
+    let out = ok(&[
+        "classify",
+        "--seg",
+        &s3,
+        "--model",
+        &c3,
+        "--input",
+        images.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("P(effusion)")).count(),
+        16,
+        "{out}"
+    );
+    // A 2-D image is not a volume.
+    let (code, _, err) = run_cli(&[
+        "classify",
+        "--seg",
+        &s3,
+        "--model",
+        &c3,
+        "--input",
+        &p("s3.safetensors.log.csv"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("a 3-D network reads volumes"), "{err}");
+}

@@ -196,6 +196,8 @@ impl Dataset {
     /// The volumes' slices as a 2-D data set on the same patients: every slice
     /// (`Slices::All`, named `PATIENT_NN`), or each volume's middle one (`Slices::Middle`,
     /// slice D / 2, named as the volume) for a classifier that sees one image per patient.
+    /// The source stays the volumes': a 2-D network trained on one view of them has seen
+    /// those patients in every other view (an experiment keeps them out of its tests).
     pub fn slices(&self, which: Slices) -> Result<Dataset> {
         let Some(d) = self.depth else {
             bail!("slices of volumes were asked for, but the data holds 2-D images");
@@ -222,7 +224,6 @@ impl Dataset {
         Ok(Dataset {
             depth: None,
             samples,
-            source: format!("{}, {} slices", self.source, which.name()),
             ..self.empty_like()
         })
     }
