@@ -53,7 +53,7 @@ impl VolumeShape {
         let mut depth_pool = [1; 4];
         let mut d = depth;
         for f in &mut depth_pool {
-            if d % 2 == 0 && d / 2 >= 2 {
+            if d.is_multiple_of(2) && d / 2 >= 2 {
                 *f = 2;
                 d /= 2;
             }

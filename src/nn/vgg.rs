@@ -205,7 +205,7 @@ impl VggConfig {
         let mut d = self.depth.unwrap_or(1);
         let mut out = [1; 5];
         for f in &mut out {
-            if d % 2 == 0 {
+            if d.is_multiple_of(2) {
                 *f = 2;
                 d /= 2;
             }

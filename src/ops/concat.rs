@@ -70,7 +70,7 @@ fn slice_op(gpu: &Gpu, kernel: Kernel, small: &Tensor, big: &Tensor, c0: usize) 
         // size, offsets and runs counting vec4s; else on scalars. One invocation per run of
         // 16 elements of a plane (RUN, and RUN4 vec4s, in shaders/concat.wgsl).
         let forward = kernel == FORWARD;
-        let (kernel, q, os, ob, run) = if hw % 4 == 0 && os % 4 == 0 && ob % 4 == 0 {
+        let (kernel, q, os, ob, run) = if hw.is_multiple_of(4) && os % 4 == 0 && ob % 4 == 0 {
             let k4 = if forward { FORWARD4 } else { BACKWARD4 };
             (k4, hw / 4, os / 4, ob / 4, 4)
         } else {

@@ -1038,9 +1038,9 @@ pub fn compare(a: &[RunRecord], b: &[RunRecord], names: (&str, &str)) -> Result<
         };
         sorted(&x.test_patients) == sorted(&y.test_patients)
     };
-    // (disease, series) -> k -> rep -> (a, b)
-    let mut cells: BTreeMap<(String, String), BTreeMap<usize, Vec<(&RunRecord, &RunRecord)>>> =
-        BTreeMap::new();
+    // (disease, series) -> k -> the pairs (a, b), one per repetition
+    type Pairs<'r> = Vec<(&'r RunRecord, &'r RunRecord)>;
+    let mut cells: BTreeMap<(String, String), BTreeMap<usize, Pairs>> = BTreeMap::new();
     let mut other_patients = 0;
     for (key, ra) in &ia {
         let Some(rb) = ib.get(key) else { continue };
