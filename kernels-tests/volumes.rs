@@ -470,3 +470,42 @@ fn the_3d_classifier_runs_the_protocol_on_the_same_patients_as_the_2d_one() {
     assert_eq!(code, 1);
     assert!(err.contains("a 3-D network reads volumes"), "{err}");
 }
+
+#[test]
+fn a_3d_model_segments_a_volume_window_by_window() {
+    // 6 slices for a network of depth 4: windows at slices 0..4 and 2..6, the second
+    // one's labels standing where they overlap; 3 slices: one window, padded.
+    use segfeat::data::folder::ReadOptions;
+    use segfeat::data::volume::{Volume, Window};
+    let gpu = gpu();
+    let c = UnetConfig::new_3d(2, 3, 16, VolumeShape::new(4)).unwrap();
+    let unet = Unet::init(&gpu, c, 4).unwrap();
+    let mut g = common::rng(8);
+    let values = common::rand_vec(&mut g, 16 * 16 * 6);
+    let opts = ReadOptions {
+        window: Window::Fixed(-1.0, 1.0),
+        ..ReadOptions::default()
+    };
+    let vol = Volume {
+        values: values.clone(),
+        dims: [16, 16, 6],
+        spacing: [1.0; 3],
+    };
+    let labels = seg::segment_volume(&gpu, &unet, &vol, &opts).unwrap();
+    assert_eq!(labels.len(), 6 * 256);
+    let x: Vec<f32> = Window::Fixed(-1.0, 1.0).apply(&values);
+    let first = seg::predict(&gpu, &unet, &x[..4 * 256], 1).unwrap();
+    let last = seg::predict(&gpu, &unet, &x[2 * 256..], 1).unwrap();
+    assert_eq!(labels[..2 * 256], first[..2 * 256]);
+    assert_eq!(labels[2 * 256..], last[..]);
+    let short = Volume {
+        values: values[..3 * 256].to_vec(),
+        dims: [16, 16, 3],
+        spacing: [1.0; 3],
+    };
+    let labels = seg::segment_volume(&gpu, &unet, &short, &opts).unwrap();
+    let mut padded = vec![0.0; 4 * 256];
+    padded[..3 * 256].copy_from_slice(&x[..3 * 256]);
+    let want = seg::predict(&gpu, &unet, &padded, 1).unwrap();
+    assert_eq!(labels, want[..3 * 256]);
+}

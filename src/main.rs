@@ -1304,6 +1304,14 @@ fn segment(
     }
     let gpu = Gpu::new()?;
     let (unet, meta) = checkpoint::load_unet(&gpu, model)?;
+    if let Some(v) = &unet.config.volume {
+        bail!(
+            "{} is a 3-D model (volumes of {} slices): give it a volume (a NIfTI file or a DICOM series folder), not the image {}",
+            model.display(),
+            v.depth,
+            input.display()
+        );
+    }
     let img = segfeat::limits::open_image(input)
         .map_err(|e| Error(format!("{}: unreadable image: {e}", input.display())))?;
     check_normalisation(

@@ -936,11 +936,51 @@ pub fn segment_volume(
         values: opts.window.apply(&volume.values),
         ..volume.clone()
     };
+    let slices = windowed.slices(opts.axis);
     let mut out = Vec::new();
-    for sl in windowed.slices(opts.axis) {
-        let x = fit_image(&sl.values, sl.w, sl.h, s, 0.0);
+    let Some(v) = &unet.config.volume else {
+        for sl in &slices {
+            let x = fit_image(&sl.values, sl.w, sl.h, s, 0.0);
+            let pred = predict(gpu, unet, &x, 1)?;
+            out.push(unfit_labels(&pred, s, sl.w, sl.h));
+        }
+        return Ok(Volume::from_slices(volume.dims, opts.axis, &out));
+    };
+    // A 3-D network sees D slices at once: windows of D consecutive slices from the
+    // first on, the last one ending at the last slice (where windows overlap, the later
+    // window's labels stand); a volume of fewer than D slices between empty ones.
+    let (d, px) = (v.depth, s * s);
+    let fitted: Vec<Vec<f32>> = slices
+        .iter()
+        .map(|sl| fit_image(&sl.values, sl.w, sl.h, s, 0.0))
+        .collect();
+    let k = fitted.len();
+    let mut labels: Vec<Vec<u8>> = vec![Vec::new(); k];
+    let starts: Vec<isize> = if k <= d {
+        vec![-(((d - k) / 2) as isize)]
+    } else {
+        let mut v: Vec<isize> = (0..k - d).step_by(d).map(|i| i as isize).collect();
+        v.push((k - d) as isize);
+        v
+    };
+    for start in starts {
+        let mut x = vec![0.0f32; d * px];
+        for z in 0..d {
+            let i = start + z as isize;
+            if i >= 0 && (i as usize) < k {
+                x[z * px..(z + 1) * px].copy_from_slice(&fitted[i as usize]);
+            }
+        }
         let pred = predict(gpu, unet, &x, 1)?;
-        out.push(unfit_labels(&pred, s, sl.w, sl.h));
+        for z in 0..d {
+            let i = start + z as isize;
+            if i >= 0 && (i as usize) < k {
+                labels[i as usize] = pred[z * px..(z + 1) * px].to_vec();
+            }
+        }
+    }
+    for (sl, lab) in slices.iter().zip(&labels) {
+        out.push(unfit_labels(lab, s, sl.w, sl.h));
     }
     Ok(Volume::from_slices(volume.dims, opts.axis, &out))
 }
