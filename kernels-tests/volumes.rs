@@ -509,3 +509,38 @@ fn a_3d_model_segments_a_volume_window_by_window() {
     let want = seg::predict(&gpu, &unet, &padded, 1).unwrap();
     assert_eq!(labels, want[..3 * 256]);
 }
+
+#[test]
+fn the_3d_classifier_counts_what_it_holds() {
+    use segfeat::nn::vgg::{Pass, Regularisation};
+    use segfeat::nn::{Vgg, VggConfig};
+    let gpu = gpu();
+    for reg in [
+        Regularisation::default(),
+        Regularisation {
+            bn: true,
+            dropout: 0.5,
+            leaky: 0.01,
+            gap: true,
+        },
+    ] {
+        let mut c = VggConfig::new(3, 32, 0.0625, 8).unwrap();
+        c.depth = Some(8);
+        c.reg = reg;
+        // Depth 8 pooled by 2 in blocks 1 to 3, then 1: fc1 sees 32 channels x 1 x 1 x 1.
+        assert_eq!(c.depth_pool(), [2, 2, 2, 1, 1]);
+        assert_eq!(c.flat(), 32);
+        let vgg = Vgg::init(&gpu, c.clone(), 2).unwrap();
+        assert_eq!(vgg.param_count() as u64, c.cost().0);
+        assert_eq!(vgg.params[0].1.shape(), &[4, 3, 3, 3, 3]);
+        let tape = Tape::new(&gpu);
+        let x = tape.constant(&Tensor::zeros(&gpu, &[2, 3, 8, 32, 32]).unwrap());
+        let (logits, _) = vgg
+            .forward(&tape, &x, Pass::Train { seed: 1, step: 0 })
+            .unwrap();
+        assert_eq!(logits.shape(), &[2, 2]);
+        let wrong = tape.constant(&Tensor::zeros(&gpu, &[2, 3, 32, 32]).unwrap());
+        let err = vgg.forward(&tape, &wrong, Pass::Eval).err().unwrap().0;
+        assert!(err.contains("expects input (B, 3, 8, 32, 32)"), "{err}");
+    }
+}
