@@ -544,3 +544,58 @@ fn the_3d_classifier_counts_what_it_holds() {
         assert!(err.contains("expects input (B, 3, 8, 32, 32)"), "{err}");
     }
 }
+
+#[test]
+fn png_slices_group_into_volumes_by_patient() {
+    // The 2-D phantom as PNGs: normal patients of 9 to 12 slices, diseased ones of 3.
+    // With --depth 8 each patient is one volume: the middle 8 slices, or 3 between empty
+    // ones (2 before, 3 after).
+    use segfeat::data::folder;
+    let spec = PhantomSpec {
+        size: 16,
+        normal_patients: 2,
+        effusion_images: 3,
+        septal_images: 0,
+        ..PhantomSpec::default()
+    };
+    let flat = spec.generate().unwrap();
+    let dir = scratch("png_volumes");
+    folder::write(&flat, &dir).unwrap();
+    let names: Vec<String> = segfeat::data::CARDIAC_LABELS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let opts = folder::ReadOptions {
+        depth: Some(8),
+        ..folder::ReadOptions::default()
+    };
+    let vols = folder::load_with(&dir, 16, &names, None, &opts).unwrap();
+    assert_eq!(vols.depth, Some(8));
+    assert_eq!(vols.patients(), ["E001", "N001", "N002"], "in file-name order");
+    let px = 256;
+    for v in &vols.samples {
+        let slices: Vec<&segfeat::data::Sample> = flat
+            .samples
+            .iter()
+            .filter(|s| s.patient == v.patient)
+            .collect();
+        let k = slices.len();
+        let (skip, before) = if k >= 8 {
+            ((k - 8) / 2, 0)
+        } else {
+            (0, (8 - k) / 2)
+        };
+        for z in 0..8 {
+            let got = &v.label[z * px..(z + 1) * px];
+            match (z + skip).checked_sub(before).filter(|&i| i < k) {
+                Some(i) => assert_eq!(got, &slices[i].label[..], "{} slice {z}", v.patient),
+                None => assert!(
+                    got.iter().all(|&l| l == 0),
+                    "{} slice {z} is padding",
+                    v.patient
+                ),
+            }
+        }
+        assert_eq!(v.group, slices[0].group);
+    }
+}

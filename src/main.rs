@@ -515,7 +515,8 @@ struct DataArgs {
     /// Read each patient's volume as one sample of this many slices, for the 3-D
     /// networks: with --data phantom the 3-D phantom (one volume per patient); in a folder,
     /// NIfTI volumes and DICOM series cropped to their middle slices or padded with empty
-    /// ones. Default: the model's, for a 3-D model.
+    /// ones, or 2-D images grouped by patient (the manifest's, else the name before its
+    /// first `_`) in name order, as slices. Default: the model's, for a 3-D model.
     #[arg(long)]
     depth: Option<usize>,
     /// With --depth, 2-D images made of the volumes' slices instead, for the 2-D networks

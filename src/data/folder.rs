@@ -237,7 +237,8 @@ pub struct ReadOptions {
     pub normal: String,
     /// Some(D): each volume is one sample of D slices (the 3-D networks' input), its
     /// middle D slices when it has more, padded with empty slices (intensity 0, label 0)
-    /// at both ends when it has fewer. None: every slice is a sample.
+    /// at both ends when it has fewer; in a folder of 2-D images, each patient's images
+    /// in name order are its slices. None: every slice is a sample.
     pub depth: Option<usize>,
 }
 
@@ -391,12 +392,6 @@ pub fn load_with(
                 Some(d) => vec![stack(&name, slices, d, size)],
                 None => slices,
             })
-        } else if opts.depth.is_some() {
-            problems.push(format!(
-                "{}: a 2-D image; --depth reads volumes (NIfTI files or DICOM series folders)",
-                ip.display()
-            ));
-            continue;
         } else {
             flat = true;
             load_pair(ip, mp, size, label_names.len(), palette).map(|(image, label)| {
@@ -467,6 +462,16 @@ pub fn load_with(
         (false, true) => opts.describe_volumes(),
         _ => FLAT_NORMALISATION.into(),
     };
+    if let (Some(d), true) = (opts.depth, flat) {
+        if volumes {
+            bail!(
+                "{}: --depth takes either volumes (NIfTI, DICOM) or 2-D slices grouped by patient, not both",
+                dir.display()
+            );
+        }
+        samples =
+            group_slices(samples, d, size).map_err(|e| Error(format!("{}: {e}", dir.display())))?;
+    }
     Ok(Dataset {
         size,
         depth: opts.depth,
@@ -574,6 +579,63 @@ pub fn read_volume_input(
         })
         .collect();
     Ok(stack(&key(path), slices, depth, size).image)
+}
+
+/// 2-D slices as volumes: each patient's slices in name order, stacked as [`stack`]
+/// does (the middle `d`, or padded). The volume is diseased when any slice is, with the
+/// highest severity; slices of two different diseases in one patient are refused.
+fn group_slices(samples: Vec<Sample>, d: usize, size: usize) -> Result<Vec<Sample>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by: HashMap<String, Vec<Sample>> = HashMap::new();
+    for s in samples {
+        if !by.contains_key(&s.patient) {
+            order.push(s.patient.clone());
+        }
+        by.entry(s.patient.clone()).or_default().push(s);
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for patient in order {
+        let mut slices = by.remove(&patient).unwrap_or_default();
+        slices.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut group = Group::Normal;
+        for s in &slices {
+            if s.group != Group::Normal {
+                if group != Group::Normal && group != s.group {
+                    bail!(
+                        "patient {patient} has slices of two diseases ({} and {}); a volume has one",
+                        group.name(),
+                        s.group.name()
+                    );
+                }
+                group = s.group;
+            }
+        }
+        let severity = slices
+            .iter()
+            .filter_map(|s| s.severity)
+            .fold(None, |m: Option<f32>, v| Some(m.map_or(v, |m| m.max(v))));
+        let spacing = slices.first().and_then(|s| s.spacing);
+        let loaded = slices
+            .into_iter()
+            .map(|s| Loaded {
+                name: s.name,
+                image: s.image,
+                label: s.label,
+                spacing: s.spacing,
+            })
+            .collect();
+        let v = stack(&patient, loaded, d, size);
+        out.push(Sample {
+            name: patient.clone(),
+            patient,
+            group,
+            severity,
+            image: v.image,
+            label: v.label,
+            spacing,
+        });
+    }
+    Ok(out)
 }
 
 /// A volume's fitted slices as one sample of `d` slices: the middle `d` of them, or all of
