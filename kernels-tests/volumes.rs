@@ -571,7 +571,11 @@ fn png_slices_group_into_volumes_by_patient() {
     };
     let vols = folder::load_with(&dir, 16, &names, None, &opts).unwrap();
     assert_eq!(vols.depth, Some(8));
-    assert_eq!(vols.patients(), ["E001", "N001", "N002"], "in file-name order");
+    assert_eq!(
+        vols.patients(),
+        ["E001", "N001", "N002"],
+        "in file-name order"
+    );
     let px = 256;
     for v in &vols.samples {
         let slices: Vec<&segfeat::data::Sample> = flat
