@@ -366,7 +366,10 @@ pub fn step(
     let rows = unet.config.depth() * s;
     let y = Tensor::from_slice(gpu, &[b, rows, s], &ys)?;
     let out = unet.forward(&tape, &x, true)?;
-    let logits = ops::reshape(&tape, &out.seg, &[b, unet.config.labels, rows, s])?;
+    let logits = match unet.config.volume {
+        None => out.seg.clone(),
+        Some(_) => ops::reshape(&tape, &out.seg, &[b, unet.config.labels, rows, s])?,
+    };
     let loss = ops::softmax_ce(&tape, &logits, &y, class_w)?;
     let grads = tape.backward(&loss)?;
     adam.step_from_tape(gpu, &unet.params, &out.params, &grads)?;
