@@ -166,21 +166,54 @@ fn conv3x3x3_all_entry_points() {
     // multiple of 4 or 8, depth 1 and 2 (every depth tap at the padding), rows of one
     // pixel and of more than one 8-pixel group, odd heights, batch 1 and 3.
     let gpu = gpu();
-    for (i, &(n, cin, cout, d, h, w)) in [
-        (1, 1, 1, 1, 1, 1),
-        (1, 3, 5, 2, 3, 5),
-        (2, 5, 3, 3, 4, 9),
-        (3, 2, 7, 4, 5, 3),
-        (1, 8, 8, 4, 8, 8),
-        (2, 4, 9, 5, 3, 17),
-        // 12 output channels over 6 input ones: a partial second pair of vec4 groups.
-        (2, 6, 12, 3, 6, 10),
-    ]
-    .iter()
-    .enumerate()
-    {
-        check_conv3x3x3(&gpu, (n, cin, cout), (d, h, w), 40 + i as u64);
+    // The forward's tile is the same everywhere; the weight gradient's is per tiling
+    // (one depth tap per invocation, or the CPU tiles' three).
+    for tiling in tilings(&gpu) {
+        gpu.set_conv_tiling(tiling).unwrap();
+        for (i, &(n, cin, cout, d, h, w)) in [
+            (1, 1, 1, 1, 1, 1),
+            (1, 3, 5, 2, 3, 5),
+            (2, 5, 3, 3, 4, 9),
+            (3, 2, 7, 4, 5, 3),
+            (1, 8, 8, 4, 8, 8),
+            (2, 4, 9, 5, 3, 17),
+            // 12 output channels over 6 input ones: a partial second pair of vec4 groups.
+            (2, 6, 12, 3, 6, 10),
+        ]
+        .iter()
+        .enumerate()
+        {
+            check_conv3x3x3(&gpu, (n, cin, cout), (d, h, w), 40 + i as u64);
+        }
     }
+}
+
+#[test]
+fn conv3x3x3_weight_gradient_kernels_agree_bit_for_bit() {
+    // One depth tap per invocation (GPU tiles) and three (CPU tiles): the same sums in the
+    // same order, so the same bits, bias gradient included.
+    let gpu = gpu();
+    let (n, cin, cout, d, h, w) = (2, 5, 11, 5, 6, 13);
+    let mut g = rng(77);
+    let x = up(
+        &gpu,
+        &[n, cin, d, h, w],
+        &rand_vec(&mut g, n * cin * d * h * w),
+    );
+    let dy = up(
+        &gpu,
+        &[n, cout, d, h, w],
+        &rand_vec(&mut g, n * cout * d * h * w),
+    );
+    let mut got = Vec::new();
+    for tiling in [ConvTiling::Tiled, ConvTiling::Rows] {
+        gpu.set_conv_tiling(tiling).unwrap();
+        let dw = Tensor::zeros(&gpu, &[cout, cin, 3, 3, 3]).unwrap();
+        let db = Tensor::zeros(&gpu, &[cout]).unwrap();
+        ops::conv3x3x3::backward_weight_bias(&gpu, &dy, &x, &dw, Some(&db)).unwrap();
+        got.push((dw.to_vec(&gpu), db.to_vec(&gpu)));
+    }
+    assert!(got[0] == got[1], "the two weight-gradient kernels differ");
 }
 
 #[test]

@@ -397,6 +397,87 @@ fn conv3x3x3_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     }
 }
 
+// ---- conv3x3x3_backward_weight_trio: 1 dy, 2 x (as xin), 4 partial (CPU adapters) ----
+// The same sums as conv3x3x3_backward_weight, for the three depth taps of one input
+// channel at once: the three input slices z-1, z, z+1 each keep a sliding window, and
+// each dy value loaded serves all three (per pixel 8 dy loads and 9 x loads for 216
+// multiply-adds, against 8 and 3 for 72), in 54 vec4 sums (which spill on lavapipe: as
+// conv3x3_backward_weight_quad, the loads saved outweigh it). Every sum runs over the
+// same rows and columns in the same order as conv3x3x3_backward_weight's, so the two give
+// the same bits. Invocation order: input channel, channel pair, share.
+struct Trio {
+    a0: Taps, a1: Taps, a2: Taps,
+    b0: Taps, b1: Taps, b2: Taps,
+    sd: vec4<f32>, se: vec4<f32>,
+}
+
+fn zero_trio() -> Trio {
+    let z = zero_taps();
+    return Trio(z, z, z, z, z, z, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// The rows around row r of input slice z + kz - 1 of channel ci of sample n (none outside
+// the volume).
+fn slice_rows(n: u32, ci: u32, z: u32, kz: u32, r: u32) -> Rows {
+    let sz = i32(z) + i32(kz) - 1;
+    let has = sz >= 0 && sz < i32(p.d);
+    let hw = p.h * p.w;
+    let xs = p.off_b + (n * p.cin + ci) * p.d * hw + u32(select(0, sz, has)) * hw;
+    return rows_of(xs, has, r);
+}
+
+@compute @workgroup_size(64)
+fn conv3x3x3_backward_weight_trio(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let hw = p.h * p.w;
+    let dhw = p.d * hw;
+    let cq2 = (p.cq + 1u) / 2u;
+    let ci = i % p.cin;
+    let g = (i / p.cin) % cq2;
+    let s = i / (p.cin * cq2);
+    let co = g * 8u;
+    let has_b = 2u * g + 1u < p.cq;
+    var t = zero_trio();
+    let rows = p.n * p.d * p.h;
+    for (var q = s * p.rows_per_share; q < min((s + 1u) * p.rows_per_share, rows); q++) {
+        let r = q % p.h;
+        let z = (q / p.h) % p.d;
+        let n = q / (p.h * p.d);
+        let x0 = slice_rows(n, ci, z, 0u, r);
+        let x1 = slice_rows(n, ci, z, 1u, r);
+        let x2 = slice_rows(n, ci, z, 2u, r);
+        let yb = p.off_a + n * p.cout * dhw + z * hw + r * p.w;
+        var w0 = window_start(x0); var w1 = window_start(x1); var w2 = window_start(x2);
+        for (var c = 0u; c < p.w; c++) {
+            w0 = slide(w0, x0, c); w1 = slide(w1, x1, c); w2 = slide(w2, x2, c);
+            let d = ldy4(yb + c, co);
+            t.a0 = add_taps(t.a0, d, w0); t.a1 = add_taps(t.a1, d, w1);
+            t.a2 = add_taps(t.a2, d, w2);
+            t.sd += d;
+            if (has_b) {
+                let e = ldy4(yb + c, co + 4u);
+                t.b0 = add_taps(t.b0, e, w0); t.b1 = add_taps(t.b1, e, w1);
+                t.b2 = add_taps(t.b2, e, w2);
+                t.se += e;
+            }
+        }
+    }
+    let base = (s * p.cin + ci) * 27u * p.cq + 2u * g;
+    let step = 9u * p.cq; // from one depth tap's 9 taps to the next's
+    store_taps(base, t.a0); store_taps(base + step, t.a1); store_taps(base + 2u * step, t.a2);
+    if (has_b) {
+        store_taps(base + 1u, t.b0); store_taps(base + step + 1u, t.b1);
+        store_taps(base + 2u * step + 1u, t.b2);
+    }
+    if (ci == 0u && p.bias_grad != 0u) {
+        let bb = p.shares * p.cin * 27u * p.cq + s * p.cq + 2u * g;
+        partial[bb] = t.sd;
+        if (has_b) { partial[bb + 1u] = t.se; }
+    }
+}
+
 // ---- conv3x3x3_backward_weight_sum: 1 partial (as parts), 4 dw, 3 db ----
 // dw[co,ci,k] += the shares' sums in split order; with p.bias_grad also db[co] += the bias
 // shares'. One invocation per vec4 of a share: (ci, tap, g), then g for the biases.

@@ -7,13 +7,15 @@
 //! shader's header says how): the forward and the backward to the input run
 //! `conv3x3x3_rows` (4 output channels x 8 pixels x 2 rows of one slice per invocation) on
 //! packed weights on every adapter, the weight gradient `conv3x3x3_backward_weight` (8
-//! output channels x one (input channel, depth tap) x 9 taps) over shares of the
-//! (sample, slice, row) rows, then their sum. The bias gradient alone is conv3x3's kernel
+//! output channels x one (input channel, depth tap) x 9 taps; GPU tiles) or
+//! `conv3x3x3_backward_weight_trio` (the three depth taps of an input channel at once; the
+//! CPU adapters' tiles, `Rows` and `RowsSubgroup`) over shares of the (sample, slice, row)
+//! rows, then their sum. The bias gradient alone is conv3x3's kernel
 //! on the volume seen as (N, Cout, D x H, W). Batches too large for one storage binding are
 //! split by sample, as in 2-D. [`conv3x3x3_act`] fuses the activation as
 //! [`super::conv3x3::conv3x3_act`] does.
 
-use super::conv3x3::{activation_backward, Activation};
+use super::conv3x3::{activation_backward, Activation, ConvTiling};
 use super::{check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{Gpu, Result, Tape, Tensor, Var};
@@ -23,6 +25,7 @@ const PACK_BOTH: Kernel = k("conv3x3x3", "conv3x3x3_pack_both");
 const NAIVE: Kernel = k("conv3x3x3", "conv3x3x3_naive");
 const ROWS: Kernel = k("conv3x3x3", "conv3x3x3_rows");
 const BACKWARD_WEIGHT: Kernel = k("conv3x3x3", "conv3x3x3_backward_weight");
+const BACKWARD_WEIGHT_TRIO: Kernel = k("conv3x3x3", "conv3x3x3_backward_weight_trio");
 const BACKWARD_WEIGHT_SUM: Kernel = k("conv3x3x3", "conv3x3x3_backward_weight_sum");
 
 /// (N, Cin, D, H, W, Cout) after checking that x and w fit together.
@@ -254,8 +257,19 @@ pub fn backward_weight_bias(
     for (n0, nb) in gpu.chunks(n, &[cin * v, cout * v])? {
         let (bdy, ody) = gpu.bind(dy, n0 * cout * v, nb * cout * v);
         let (bx, ox) = gpu.bind(x, n0 * cin * v, nb * cin * v);
-        // Invocations per share: one per (input channel, depth tap, pair of vec4 groups).
-        let per_share = cin * 3 * cq.div_ceil(2);
+        // Invocations per share: one per (input channel, depth tap, pair of vec4 groups),
+        // or on CPU adapters' tiles one per (input channel, pair) for all three depth taps
+        // (`conv3x3x3_backward_weight_trio`: each dy load serves three slices; the same
+        // sums in the same order).
+        let trio = matches!(
+            gpu.conv_tiling(),
+            ConvTiling::Rows | ConvTiling::RowsSubgroup
+        );
+        let (kernel, per_share) = if trio {
+            (BACKWARD_WEIGHT_TRIO, cin * cq.div_ceil(2))
+        } else {
+            (BACKWARD_WEIGHT, cin * 3 * cq.div_ceil(2))
+        };
         // Shares as in conv3x3: about 4,096 invocations on a CPU adapter, 16,384 on a
         // GPU, no more shares than sqrt(rows x width) (the sum adds them serially), and
         // each share (a copy of dw) within one binding.
@@ -284,7 +298,7 @@ pub fn backward_weight_bias(
             (2, bx),
             (4, gpu.whole(&partial, "conv3x3x3 weight-gradient shares")?),
         ];
-        gpu.dispatch(BACKWARD_WEIGHT, super::words(&prm), &bufs, total)?;
+        gpu.dispatch(kernel, super::words(&prm), &bufs, total)?;
         let total = cin * 27 * cq + db.map_or(0, |_| cq);
         let prm = Params {
             shares: u(splits),
