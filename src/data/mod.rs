@@ -242,6 +242,13 @@ impl Dataset {
     }
 }
 
+/// What samples of this depth are, for messages: "2-D images" or "volumes of D slices".
+pub fn describe_depth(depth: Option<usize>) -> String {
+    depth.map_or("2-D images".to_string(), |d| {
+        format!("volumes of {d} slices")
+    })
+}
+
 /// Which slices of a volume data set make a 2-D one ([`Dataset::slices`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slices {

@@ -434,13 +434,21 @@ pub fn unet_meta_of(ck: &Checkpoint, path: &Path) -> Result<(UnetConfig, SegMeta
 
 /// The `dims` entry (absent: 2) and, for 3, the volume's depth and depth pooling.
 pub fn volume_of(ck: &Checkpoint, path: &Path) -> Result<Option<VolumeShape>> {
+    if !is_3d(ck, path)? {
+        return Ok(None);
+    }
+    Ok(Some(VolumeShape {
+        depth: ck.meta_usize("depth", path)?,
+        depth_pool: VolumeShape::parse_pool(ck.meta("depth_pool", path)?)
+            .map_err(|e| Error(format!("{}: {e}", path.display())))?,
+    }))
+}
+
+/// Whether a file's `dims` says 3 (absent, as in files written before volumes: 2).
+fn is_3d(ck: &Checkpoint, path: &Path) -> Result<bool> {
     match ck.metadata.get("dims").map(String::as_str) {
-        None | Some("2") => Ok(None),
-        Some("3") => Ok(Some(VolumeShape {
-            depth: ck.meta_usize("depth", path)?,
-            depth_pool: VolumeShape::parse_pool(ck.meta("depth_pool", path)?)
-                .map_err(|e| Error(format!("{}: {e}", path.display())))?,
-        })),
+        None | Some("2") => Ok(false),
+        Some("3") => Ok(true),
         Some(d) => bail!("{}: dims is 2 or 3, not '{d}'", path.display()),
     }
 }
@@ -591,10 +599,9 @@ pub fn load_classifier(gpu: &Gpu, path: &Path) -> Result<(Vgg, ClsMeta)> {
             }
             None => Regularisation::default(),
         },
-        depth: match ck.metadata.get("dims").map(String::as_str) {
-            None | Some("2") => None,
-            Some("3") => Some(ck.meta_usize("depth", path)?),
-            Some(d) => bail!("{}: dims is 2 or 3, not '{d}'", path.display()),
+        depth: match is_3d(&ck, path)? {
+            true => Some(ck.meta_usize("depth", path)?),
+            false => None,
         },
     };
     let vgg = Vgg::from_arrays(gpu, config.clone(), |name| ck.tensors.get(name).cloned())

@@ -569,9 +569,9 @@ pub fn conv3x3(tape: &Tape, x: &Var, w: &Var, b: &Var) -> Result<Var> {
 /// inside the weight gradient's kernel.
 pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> Result<Var> {
     let gpu = tape.gpu();
-    let (_, cin, _, _, cout) = dims(&x.value, &w.value)?;
+    let (_, _, _, _, cout) = dims(&x.value, &w.value)?;
     check_shape(&b.value, &[cout], "conv3x3 bias")?;
-    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+    let xg = x.requires_grad();
     // When the input needs a gradient (and the tape records), the flipped weights the
     // backward will convolve with are packed now, in the same dispatch.
     let (packed, flipped) = if xg && tape.is_recording() {
@@ -581,11 +581,46 @@ pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> R
         (pack(gpu, &w.value, false)?, None)
     };
     let y = forward_packed(gpu, &x.value, &packed, &b.value, act, cout)?;
+    let launchers = FusedBackward {
+        input_packed: |gpu, dz, flipped, dx| {
+            tiled(gpu, dz, flipped, None, dx, dz.shape()[1], dx.shape()[1])
+        },
+        input: backward_input,
+        weight_bias: backward_weight_bias,
+        bias: backward_bias,
+    };
+    Ok(record_fused(tape, (x, w, b), y, act, flipped, launchers))
+}
+
+/// The launchers the backward of a fused convolution + activation calls (conv3x3's or
+/// conv3x3x3's): dx += dz convolved with weights packed flipped at the forward
+/// (`input_packed`), or with the weights themselves (`input`), dw (and db) from
+/// `weight_bias`, db alone from `bias`.
+pub(crate) struct FusedBackward {
+    pub input_packed: fn(&Gpu, &Tensor, &Tensor, &Tensor) -> Result<()>,
+    pub input: fn(&Gpu, &Tensor, &Tensor, &Tensor) -> Result<()>,
+    pub weight_bias: fn(&Gpu, &Tensor, &Tensor, &Tensor, Option<&Tensor>) -> Result<()>,
+    pub bias: fn(&Gpu, &Tensor, &Tensor) -> Result<()>,
+}
+
+/// Record y = act(conv(x, w) + b) on the tape. The backward computes the
+/// pre-activation's gradient dz = dy * act'(from y) into a temporary (dy itself without
+/// an activation) and runs the convolution's backwards on it, each only for the inputs
+/// that need a gradient; `flipped` holds the weights packed for the input gradient when
+/// the forward packed them.
+pub(crate) fn record_fused(
+    tape: &Tape,
+    (x, w, b): (&Var, &Var, &Var),
+    y: Tensor,
+    act: Activation,
+    flipped: Option<Tensor>,
+    k: FusedBackward,
+) -> Var {
+    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
     let (xv, wv, yv) = (x.value.clone(), w.value.clone(), y.clone());
     let (xid, wid, bid) = (x.id(), w.id(), b.id());
     let bshape = b.shape().to_vec();
-    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
-        // The pre-activation's gradient: dy itself without an activation.
+    tape.record(y, &[x, w, b], move |gpu, dy, grads| {
         let dz = if act == Activation::None {
             dy.clone()
         } else {
@@ -596,21 +631,21 @@ pub fn conv3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) -> R
         if xg {
             let dx = grads.slot(xid, xv.shape())?;
             match &flipped {
-                Some(f) => tiled(gpu, &dz, f, None, &dx, cout, cin)?,
-                None => backward_input(gpu, &dz, &wv, &dx)?,
+                Some(f) => (k.input_packed)(gpu, &dz, f, &dx)?,
+                None => (k.input)(gpu, &dz, &wv, &dx)?,
             }
         }
         match (wg, bg) {
             (true, true) => {
                 let db = grads.slot(bid, &bshape)?;
-                backward_weight_bias(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?, Some(&db))?
+                (k.weight_bias)(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?, Some(&db))?
             }
-            (true, false) => backward_weight(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?)?,
-            (false, true) => backward_bias(gpu, &dz, &grads.slot(bid, &bshape)?)?,
+            (true, false) => (k.weight_bias)(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?, None)?,
+            (false, true) => (k.bias)(gpu, &dz, &grads.slot(bid, &bshape)?)?,
             (false, false) => {}
         }
         Ok(())
-    }))
+    })
 }
 
 /// Tape rule: y = elu(conv3x3(x, w) + b), fused (the U-Net's convolution).

@@ -15,7 +15,7 @@
 //! split by sample, as in 2-D. [`conv3x3x3_act`] fuses the activation as
 //! [`super::conv3x3::conv3x3_act`] does.
 
-use super::conv3x3::{activation_backward, Activation, ConvTiling};
+use super::conv3x3::{record_fused, Activation, ConvTiling, FusedBackward};
 use super::{check_shape, u};
 use crate::gpu::kernels::{k, Kernel};
 use crate::{Gpu, Result, Tape, Tensor, Var};
@@ -339,7 +339,7 @@ pub fn conv3x3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) ->
     let gpu = tape.gpu();
     let (n, _, d, h, wd, cout) = dims(&x.value, &w.value)?;
     check_shape(&b.value, &[cout], "conv3x3x3 bias")?;
-    let (xg, wg, bg) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+    let xg = x.requires_grad();
     let (packed, flipped) = if xg && tape.is_recording() {
         let (p, f) = pack_both(gpu, &w.value)?;
         (p, Some(f))
@@ -348,36 +348,13 @@ pub fn conv3x3x3_act(tape: &Tape, x: &Var, w: &Var, b: &Var, act: Activation) ->
     };
     let y = Tensor::uninit(gpu, &[n, cout, d, h, wd])?;
     rows(gpu, &x.value, &packed, Some((&b.value, act)), &y, cout)?;
-    let (xv, wv, yv) = (x.value.clone(), w.value.clone(), y.clone());
-    let (xid, wid, bid) = (x.id(), w.id(), b.id());
-    let bshape = b.shape().to_vec();
-    let cin = xv.shape()[1];
-    Ok(tape.record(y, &[x, w, b], move |gpu, dy, grads| {
-        let dz = if act == Activation::None {
-            dy.clone()
-        } else {
-            let dz = Tensor::zeros(gpu, yv.shape())?;
-            activation_backward(gpu, act, &yv, dy, &dz)?;
-            dz
-        };
-        if xg {
-            let dx = grads.slot(xid, xv.shape())?;
-            match &flipped {
-                Some(f) => rows(gpu, &dz, f, None, &dx, cin)?,
-                None => backward_input(gpu, &dz, &wv, &dx)?,
-            }
-        }
-        match (wg, bg) {
-            (true, true) => {
-                let db = grads.slot(bid, &bshape)?;
-                backward_weight_bias(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?, Some(&db))?
-            }
-            (true, false) => backward_weight(gpu, &dz, &xv, &grads.slot(wid, wv.shape())?)?,
-            (false, true) => backward_bias(gpu, &dz, &grads.slot(bid, &bshape)?)?,
-            (false, false) => {}
-        }
-        Ok(())
-    }))
+    let launchers = FusedBackward {
+        input_packed: |gpu, dz, flipped, dx| rows(gpu, dz, flipped, None, dx, dx.shape()[1]),
+        input: backward_input,
+        weight_bias: backward_weight_bias,
+        bias: backward_bias,
+    };
+    Ok(record_fused(tape, (x, w, b), y, act, flipped, launchers))
 }
 
 /// Tape rule: y = conv3x3x3(x, w) + b.

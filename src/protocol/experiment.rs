@@ -778,19 +778,12 @@ pub fn run(
     exec: Execution,
 ) -> Result<usize> {
     p.validate()?;
-    if data.depth != seg.config.volume.as_ref().map(|v| v.depth) {
+    let seg_depth = seg.config.volume.as_ref().map(|v| v.depth);
+    if data.depth != seg_depth {
         bail!(
             "the segmentation network takes {} but the data holds {}",
-            seg.config
-                .volume
-                .as_ref()
-                .map_or("2-D images".to_string(), |v| format!(
-                    "volumes of {} slices",
-                    v.depth
-                )),
-            data.depth.map_or("2-D images".to_string(), |d| format!(
-                "volumes of {d} slices"
-            ))
+            crate::data::describe_depth(seg_depth),
+            crate::data::describe_depth(data.depth)
         );
     }
     if data.size != seg.config.size {

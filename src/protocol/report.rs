@@ -1026,9 +1026,9 @@ pub fn write(dirs: &[PathBuf], out: &Path) -> Result<String> {
 /// splits). Markdown.
 pub fn compare(a: &[RunRecord], b: &[RunRecord], names: (&str, &str)) -> Result<String> {
     type Key = (String, String, usize, usize);
-    let index = |runs: &[RunRecord]| -> BTreeMap<Key, RunRecord> {
-        runs.iter().map(|r| (r.key(), r.clone())).collect()
-    };
+    fn index(runs: &[RunRecord]) -> BTreeMap<Key, &RunRecord> {
+        runs.iter().map(|r| (r.key(), r)).collect()
+    }
     let (ia, ib) = (index(a), index(b));
     let same_patients = |x: &RunRecord, y: &RunRecord| {
         let sorted = |v: &[String]| {

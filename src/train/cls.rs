@@ -126,12 +126,9 @@ pub fn train(
     }
     if config.depth != bank.depth {
         bail!(
-            "the classifier reads {} but the features are {}",
-            config
-                .depth
-                .map_or("images".to_string(), |d| format!("volumes of {d} slices")),
-            bank.depth
-                .map_or("images".to_string(), |d| format!("volumes of {d} slices"))
+            "the classifier reads {} but the features are of {}",
+            crate::data::describe_depth(config.depth),
+            crate::data::describe_depth(bank.depth)
         );
     }
     if config.in_channels != bank.channels(combo) || config.size != bank.size {

@@ -819,19 +819,12 @@ pub fn dice(truth: &[u8], pred: &[u8], l: u8) -> Option<f64> {
 /// report (its Dice over all its voxels); HD95 is computed for 2-D images only (a volume's
 /// row holds None: the slice thickness it would need is not known for every source).
 pub fn evaluate(gpu: &Gpu, unet: &Unet, data: &Dataset, batch: usize) -> Result<DiceReport> {
-    if data.depth != unet.config.volume.as_ref().map(|v| v.depth) {
+    let model_depth = unet.config.volume.as_ref().map(|v| v.depth);
+    if data.depth != model_depth {
         bail!(
             "the model takes {} but the data holds {}",
-            unet.config
-                .volume
-                .as_ref()
-                .map_or("2-D images".to_string(), |v| format!(
-                    "volumes of {} slices",
-                    v.depth
-                )),
-            data.depth.map_or("2-D images".to_string(), |d| format!(
-                "volumes of {d} slices"
-            ))
+            crate::data::describe_depth(model_depth),
+            crate::data::describe_depth(data.depth)
         );
     }
     if data.size != unet.config.size {
